@@ -1,0 +1,16 @@
+import pytest
+
+from undo.config import ExperimentConfig, validate_config
+
+TINY = {
+    "seed": 0,
+    "setting": {"examples": 600, "eval_per_cell": 4, "eval_batch_size": 64},
+    "model": {"layers": 1, "width": 32, "heads": 2, "context": 32, "vocab": 100},
+    "pretrain": {"train": {"batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "eval_every": 5,
+                           "checkpoint_every": 3, "log_every": 1, "max_steps": 12}},
+}
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> ExperimentConfig:
+    return validate_config({**TINY, "run_dir": str(tmp_path / "runs")})

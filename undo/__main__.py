@@ -1,0 +1,3 @@
+from undo.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""The `undo` command line. Errors a user can cause print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from undo.config import config_hash, dump_yaml, load_config
+from undo.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Robust capability removal: pretrain, unlearn, distill, attack, compare to data filtering.")
+console = Console()
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="experiment YAML; omit for the embedded demo config")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="dotted override, e.g. --set model.layers=2")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="where artifacts go (overrides run_dir)")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")]
+
+
+def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optional[Path] = None):
+    cfg = load_config(config, overrides)
+    if run_dir is not None:
+        cfg.run_dir = str(run_dir)
+    return cfg
+
+
+@app.command()
+def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+             only: Annotated[Optional[str], typer.Option(help="train only 'base' or 'oracle'")] = None,
+             progress: ProgressOpt = True) -> None:
+    """Pretrain the base model (all operations) and the data-filtered oracle (retain operations only)."""
+    from undo.stages import pretrain as run_pretrain
+
+    cfg = _load(config, set_, run_dir)
+    if only not in (None, "base", "oracle"):
+        raise UserError(f"--only takes 'base' or 'oracle', got {only!r}")
+    which = [only] if only else (["base", "oracle"] if cfg.pretrain.oracle else ["base"])
+    paths = [run_pretrain(cfg, w, progress=progress) for w in which]
+    for path in paths:
+        _print_metrics(json.loads((path / "meta.json").read_text()), title=str(path))
+
+
+@app.command("eval")
+def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder or its model/ folder")],
+             config: Annotated[Optional[Path], typer.Option(help="experiment YAML (its setting is used)")] = None,
+             set_: SetOpt = None) -> None:
+    """Evaluate a saved model on the setting's fixed evaluation sets (accuracy per operation x format)."""
+    from undo.models import load_model
+    from undo.settings.arithmetic import ArithmeticSetting
+
+    cfg = _load(config, set_)
+    directory = model_dir / "model" if (model_dir / "model").is_dir() else model_dir
+    metrics = ArithmeticSetting(cfg.setting).evaluate(load_model(directory))
+    _print_metrics({"final_metrics": metrics}, title=str(directory))
+
+
+@app.command()
+def data(config: ConfigArg = None, set_: SetOpt = None,
+         which: Annotated[str, typer.Option(help="'base' or 'oracle' stream")] = "base",
+         show: Annotated[int, typer.Option(help="documents to print")] = 8) -> None:
+    """Show a sample of the pretraining stream and evaluation set, with their sizes."""
+    from collections import Counter
+
+    from undo.settings.arithmetic import ArithmeticSetting
+
+    cfg = _load(config, set_)
+    if which not in ("base", "oracle"):
+        raise UserError(f"--which takes 'base' or 'oracle', got {which!r}")
+    setting = ArithmeticSetting(cfg.setting)
+    problems = setting.training_problems(which, cfg.seed)
+    for p in problems[:show]:
+        console.print(f"[dim]{p.component:>13}[/]  {p.text}", markup=True, highlight=False)
+    counts = Counter(p.component for p in problems)
+    tokens = sum(len(p.text) + 1 for p in problems)
+    console.print(f"{len(problems):,} documents, ~{tokens:,} tokens; per component: {dict(sorted(counts.items()))}")
+    console.print(f"evaluation: {len(setting.eval_problems)} items, e.g. {setting.eval_problems[-1].prompt!r}")
+
+
+@app.command("config")
+def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
+    """Validate a config and print it fully resolved, with its hash."""
+    cfg = _load(config, set_)
+    typer.echo(dump_yaml(cfg), nl=False)
+    typer.echo(f"# hash: {config_hash(cfg)}")
+
+
+def _print_metrics(meta: dict, title: str) -> None:
+    metrics = meta.get("final_metrics", {})
+    table = Table(title=title)
+    table.add_column("operation")
+    for fmt in ("equation", "word"):
+        table.add_column(fmt, justify="right")
+    for op in ("add", "sub", "mul", "div"):
+        table.add_row(op, *(f"{metrics[f'{op}/{fmt}']:.0%}" if f"{op}/{fmt}" in metrics else "-"
+                            for fmt in ("equation", "word")))
+    console.print(table)
+    summary = [f"{k} {metrics[k]:.1%}" for k in ("retain", "forget") if k in metrics]
+    if "wall_time_s" in meta:
+        summary.append(f"wall time {meta['wall_time_s']:.0f}s, {meta['flops_total']:.3g} FLOPs")
+    console.print("  ".join(summary))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars are noise next to our own progress bar
+    try:
+        app(args=argv, prog_name="undo")
+    except UserError as err:
+        print(f"undo: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("undo: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        sys.exit(130)

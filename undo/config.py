@@ -1,0 +1,209 @@
+"""Experiment configuration: pydantic models for the YAML file, dotted overrides and a stable hash.
+
+Every field has a default, so an empty file (or no file) is the embedded demo experiment. A user error in a
+config (unknown key, wrong type, value out of range) becomes a `UserError` with one line naming the key path
+and the fix; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from undo.errors import UserError
+
+Operation = Literal["add", "sub", "mul", "div"]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, not silently ignored: a typo must never change an experiment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(StrictModel):
+    """A tiny LlamaForCausalLM."""
+
+    layers: int = Field(4, ge=1, le=128, description="number of transformer blocks")
+    width: int = Field(128, ge=8, le=16384, description="hidden size")
+    heads: int = Field(4, ge=1, le=256, description="attention heads")
+    kv_heads: int | None = Field(None, ge=1, description="key/value heads (grouped-query); default = heads")
+    mlp_width: int | None = Field(None, ge=1, description="MLP intermediate size; default = 4 * width")
+    context: int = Field(128, ge=8, le=131072, description="sequence length in tokens")
+    vocab: int = Field(128, ge=8, le=1_000_000, description="embedding rows; >= the tokenizer's size")
+    init_std: float = Field(0.02, gt=0, le=1.0, description="std of the normal weight init")
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> "ModelConfig":
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
+        if (self.width // self.heads) % 2:
+            raise ValueError(f"head size width/heads = {self.width // self.heads} must be even (rotary embeddings)")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        return self
+
+
+class ArithmeticConfig(StrictModel):
+    """The embedded arithmetic setting: retain = + and -, forget = x and /."""
+
+    name: Literal["arithmetic"] = "arithmetic"
+    examples: int = Field(60_000, ge=1, description="documents in the base model's pretraining stream")
+    operation_weights: dict[Operation, float] = Field(
+        default_factory=lambda: {"add": 1.0, "sub": 1.0, "mul": 1.0, "div": 1.0},
+        description="mixture weight of each operation in the base stream",
+    )
+    word_problem_weight: float = Field(0.5, ge=0, le=1, description="share of word problems (rest: equations)")
+    retain: list[Operation] = Field(default_factory=lambda: ["add", "sub"])
+    forget: list[Operation] = Field(default_factory=lambda: ["mul", "div"])
+    eval_per_cell: int = Field(100, ge=1, le=100_000, description="evaluation items per operation x format")
+    eval_seed: int = Field(1_000_003, description="seed of the fixed evaluation sets (separate from training)")
+    eval_batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _split_is_sane(self) -> "ArithmeticConfig":
+        for op, weight in self.operation_weights.items():
+            if weight < 0:
+                raise ValueError(f"operation_weights.{op} must be >= 0, got {weight}")
+        if sum(self.operation_weights.values()) <= 0:
+            raise ValueError("operation_weights must have a positive weight somewhere")
+        if set(self.retain) & set(self.forget):
+            raise ValueError(f"retain {self.retain} and forget {self.forget} must not overlap")
+        if not self.retain or not self.forget:
+            raise ValueError("retain and forget must each name at least one operation")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Knobs of the one training engine (every stage uses these)."""
+
+    batch_size: int = Field(32, ge=1, description="sequences per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(3e-3, gt=0, le=10)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(50, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    clip: float | None = Field(1.0, gt=0, description="max global gradient norm; null disables clipping")
+    epochs: float = Field(1.0, gt=0, description="passes over the packed data (sets the step count)")
+    max_steps: int | None = Field(None, ge=1, description="hard cap on optimizer steps")
+    eval_every: int = Field(250, ge=1, description="evaluate every N optimizer steps (and at the end)")
+    checkpoint_every: int = Field(100, ge=1, description="save a resumable checkpoint every N steps")
+    log_every: int = Field(10, ge=1, description="write a train line to metrics.jsonl every N steps")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> "TrainConfig":
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class PretrainConfig(StrictModel):
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    oracle: bool = Field(True, description="also pretrain the data-filtered oracle (retain data only)")
+
+
+class ExperimentConfig(StrictModel):
+    seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
+    run_dir: str = Field("runs/demo", description="where artifacts go")
+    setting: ArithmeticConfig = Field(default_factory=ArithmeticConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading, overrides, hashing
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML file (None = the embedded demo defaults), apply `key.path=value` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path} (give the path of an experiment YAML file)")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise UserError(f"config file {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"config file {path} must hold a mapping of keys at the top, got {type(loaded).__name__}")
+        raw = loaded
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate_config(raw, source=str(path) if path else "the embedded demo config")
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (so 2 is an int, [1, 2] a list)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"override {item!r} must look like key.path=value, e.g. model.layers=2")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {item!r}: {part} is a value, not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError:
+        node[parts[-1]] = text
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(describe_validation_error(err, ExperimentConfig, source)) from None
+
+
+def describe_validation_error(err: ValidationError, root: type[BaseModel], source: str) -> str:
+    """One line: the key path of the first problem, what is wrong, and how to fix it."""
+    errors = err.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    path = ".".join(loc) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(root, first["loc"][:-1])
+        hint = f"unknown key; remove it or use one of: {', '.join(allowed)}" if allowed else "unknown key; remove it"
+    elif kind == "value_error":
+        hint = first["msg"].removeprefix("Value error, ")
+    else:
+        hint = f"{first['msg']} (got {first.get('input')!r})"
+    more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"invalid config in {source}: {path}: {hint}{more}"
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
+    model: Any = root
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    fields = getattr(model, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def config_hash(config: BaseModel) -> str:
+    """A stable short hash of a resolved config (or any sub-section): key order and formatting don't matter."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def dump_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

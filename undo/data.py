@@ -1,0 +1,64 @@
+"""Token streams: mixtures by weight, packing into fixed-length sequences, deterministic batches.
+
+The data path reads like the paper: documents -> tokens -> packed sequences -> batches. Every order is a pure
+function of a seed, so a run (and a resumed run) sees exactly the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from undo.errors import UserError
+
+
+def mixture_schedule(weights: dict[str, float], n: int, seed: int) -> list[str]:
+    """The component of each of `n` documents, drawn i.i.d. with probability proportional to its weight."""
+    names = [name for name, weight in weights.items() if weight > 0]
+    if not names:
+        raise UserError("a data mixture needs at least one component with a positive weight")
+    probs = np.array([weights[name] for name in names], dtype=np.float64)
+    picks = np.random.default_rng(seed).choice(len(names), size=n, p=probs / probs.sum())
+    return [names[i] for i in picks]
+
+
+def pack(token_lists: Sequence[Sequence[int]], context: int) -> torch.Tensor:
+    """Concatenate documents and cut the stream into rows of `context` tokens (the ragged tail is dropped)."""
+    stream = np.fromiter((t for tokens in token_lists for t in tokens), dtype=np.int64)
+    rows = len(stream) // context
+    if rows == 0:
+        raise UserError(f"only {len(stream)} tokens of data, fewer than one sequence of model.context={context}; "
+                        "generate more examples or lower model.context")
+    return torch.from_numpy(stream[: rows * context].reshape(rows, context).copy())
+
+
+class PackedBatches:
+    """Batch `i` of a shuffled pass over packed rows; epoch `e` uses the permutation seeded by (seed, e).
+
+    Indexing by batch number (not iterating) is what makes resume exact: a resumed run asks for batch i and
+    gets the same rows as the uninterrupted run did.
+    """
+
+    def __init__(self, rows: torch.Tensor, batch_size: int, seed: int):
+        if len(rows) < batch_size:
+            raise UserError(f"{len(rows)} packed sequences are fewer than one batch (train.batch_size="
+                            f"{batch_size}); generate more examples or lower the batch size")
+        self.rows = rows
+        self.batch_size = batch_size
+        self.seed = seed
+        self.batches_per_epoch = len(rows) // batch_size
+        self._epoch, self._order = -1, None
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        epoch, within = divmod(index, self.batches_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(len(self.rows), generator=generator)
+        picked = self._order[within * self.batch_size : (within + 1) * self.batch_size]
+        return {"input_ids": self.rows[picked]}
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        return self.batches_per_epoch * self.batch_size * self.rows.shape[1]

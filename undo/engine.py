@@ -1,0 +1,253 @@
+"""The one training loop. Every stage (pretrain, unlearn, distill, attack) calls `train` with its own objective.
+
+What it does, in order, each optimizer step: fetch `grad_accum` micro-batches by index (so resume is exact),
+objective loss -> backward, clip, set the scheduled LR, AdamW step; count tokens and FLOPs; log; evaluate and ask
+the stop rule every `eval_every` steps; checkpoint every `checkpoint_every` steps.
+
+Checkpoints hold weights, optimizer moments, the RNG and the log's length, all as safetensors + JSON (nothing is
+pickled). A run that finds a checkpoint in its work directory resumes from it and ends with the same numbers as
+an uninterrupted run. A NaN/inf loss stops the run with a clear error and leaves the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from undo.compute import train_flops_per_token
+from undo.config import TrainConfig
+from undo.errors import TrainingDiverged, UserError
+from undo.objectives import Objective
+
+Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+StopRule = Callable[[int, dict[str, float]], bool]  # (step, eval metrics) -> stop now?
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    flops: dict[str, int]
+    stopped_early: bool
+    final_metrics: dict[str, float]
+    wall_time_s: float
+    resumed_from: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warmup over `warmup_steps`, then constant or cosine decay to `min_lr_ratio * lr` at the end."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    floor = cfg.min_lr_ratio * cfg.lr
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    # Decay matrices only; norms' gains and biases are not decayed (the usual GPT recipe).
+    matrices = [p for p in params if p.ndim >= 2]
+    vectors = [p for p in params if p.ndim < 2]
+    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def train(
+    model: torch.nn.Module,
+    objective: Objective,
+    batches,
+    cfg: TrainConfig,
+    total_steps: int,
+    workdir: Path,
+    *,
+    evaluate: Evaluate | None = None,
+    stop_rule: StopRule | None = None,
+    eval_at_start: bool = False,
+    progress: bool = True,
+    description: str = "train",
+    run_key: str = "",
+) -> TrainResult:
+    """Train `model` in place for `total_steps` optimizer steps; `batches[i]` is micro-batch i.
+
+    `workdir` holds metrics.jsonl and the resumable checkpoint/. `run_key` (e.g. the config hash) is stored in
+    the checkpoint; a checkpoint written under another key is refused rather than silently mixed in.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    params = list(objective.trainable_parameters(model))
+    optimizer = make_optimizer(params, cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    log_path = workdir / "metrics.jsonl"
+    checkpoint = Checkpoint(workdir / "checkpoint")
+    state = {"step": 0, "tokens": 0, "flops": {}, "elapsed_s": 0.0, "last_eval": {}, "stopped_early": False}
+    resumed_from = None
+    if checkpoint.exists():
+        state = checkpoint.load(model, optimizer, run_key)
+        resumed_from = state["step"]
+        with open(log_path, "r+b") as log:  # forget log lines written after the checkpoint
+            log.truncate(state["log_bytes"])
+    elif log_path.exists():
+        log_path.unlink()
+
+    seq_len = next(t.shape[-1] for key, t in batches[0].items() if key.endswith("input_ids"))
+    flops_per_token = train_flops_per_token(accelerator.unwrap_model(model), seq_len)
+    log = open(log_path, "a")
+
+    def write(record: dict[str, Any]) -> None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+
+    def run_eval(step: int) -> dict[str, float]:
+        metrics = evaluate(accelerator.unwrap_model(model)) if evaluate else {}
+        write({"kind": "eval", "step": step, "tokens": state["tokens"], "flops": state["flops"], **metrics})
+        return metrics
+
+    start_time = time.perf_counter() - state["elapsed_s"]
+    if eval_at_start and state["step"] == 0:
+        state["last_eval"] = run_eval(0)
+        if stop_rule and stop_rule(0, state["last_eval"]):
+            state["stopped_early"] = True
+
+    bar = _progress_bar(progress, description)
+    task = bar.add_task(description, total=total_steps, completed=state["step"], loss=float("nan"), tps=0.0)
+    window_tokens, window_start = 0, time.perf_counter()
+    with bar:
+        while state["step"] < total_steps and not state["stopped_early"]:
+            step = state["step"]
+            lr = lr_at(step, cfg, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum, extras, step_tokens = 0.0, {}, 0
+            for micro in range(cfg.grad_accum):
+                batch = {k: v.to(accelerator.device) for k, v in batches[step * cfg.grad_accum + micro].items()}
+                loss, logs = objective.loss(model, batch)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    log.close()
+                    kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
+                        if checkpoint.exists() else "no checkpoint had been written yet"
+                    raise TrainingDiverged(
+                        f"{description}: loss became {loss_value} at step {step}; {kept}; lower train.lr "
+                        f"(now {cfg.lr}), raise train.warmup_steps or set train.clip")
+                accelerator.backward(loss / cfg.grad_accum)
+                loss_sum += loss_value
+                for key, value in logs.items():
+                    extras[key] = extras.get(key, 0.0) + value / cfg.grad_accum
+                tokens = objective.tokens(batch)
+                step_tokens += tokens
+                _add(state["flops"], {"train": tokens * flops_per_token, **objective.extra_flops(batch)})
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.clip) if cfg.clip else None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step = step + 1
+            state["tokens"] += step_tokens
+            window_tokens += step_tokens
+
+            loss_mean = loss_sum / cfg.grad_accum
+            if step % cfg.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                tps = window_tokens / max(now - window_start, 1e-9)
+                window_tokens, window_start = 0, now
+                write({"kind": "train", "step": step, "loss": loss_mean, "lr": lr,
+                       "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": state["tokens"],
+                       "flops": dict(state["flops"]), "tokens_per_s": tps, **extras})
+                bar.update(task, loss=loss_mean, tps=tps)
+            bar.update(task, completed=step)
+
+            if step % cfg.eval_every == 0 or step == total_steps:
+                state["last_eval"] = run_eval(step)
+                if stop_rule and stop_rule(step, state["last_eval"]):
+                    state["stopped_early"] = True
+            if step % cfg.checkpoint_every == 0 and step < total_steps and not state["stopped_early"]:
+                state["elapsed_s"] = time.perf_counter() - start_time
+                state["log_bytes"] = log.tell()
+                checkpoint.save(model, optimizer, state, run_key)
+    log.close()
+    return TrainResult(
+        steps=state["step"], tokens=state["tokens"], flops=dict(state["flops"]),
+        stopped_early=state["stopped_early"], final_metrics=state["last_eval"],
+        wall_time_s=time.perf_counter() - start_time, resumed_from=resumed_from,
+        history=read_metrics(log_path),
+    )
+
+
+def _add(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, value in more.items():
+        total[key] = total.get(key, 0) + int(value)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _progress_bar(enabled: bool, description: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
+    )
+
+
+class Checkpoint:
+    """A resumable training state in one folder, written atomically (to a temporary folder, then renamed)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def exists(self) -> bool:
+        return (self.path / "state.json").is_file()
+
+    def step(self) -> int:
+        return json.loads((self.path / "state.json").read_text())["step"]
+
+    def save(self, model, optimizer, state: dict[str, Any], run_key: str) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, tmp / "model.safetensors")
+        opt_state = optimizer.state_dict()
+        tensors = {"rng.torch": torch.get_rng_state()}
+        for index, slots in opt_state["state"].items():
+            for name, value in slots.items():
+                tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).contiguous().cpu()
+        save_file(tensors, tmp / "optimizer.safetensors")
+        groups = [{k: v for k, v in g.items()} for g in opt_state["param_groups"]]
+        (tmp / "state.json").write_text(json.dumps({**state, "run_key": run_key, "param_groups": groups}))
+        old = self.path.with_name(self.path.name + ".old")
+        if self.path.exists():
+            self.path.rename(old)
+        tmp.rename(self.path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, model, optimizer, run_key: str) -> dict[str, Any]:
+        state = json.loads((self.path / "state.json").read_text())
+        if state.get("run_key") != run_key:
+            raise UserError(f"the checkpoint in {self.path} belongs to another run (key {state.get('run_key')}, "
+                            f"this run is {run_key}); delete that folder to start over")
+        model_weights = load_file(self.path / "model.safetensors")
+        model.load_state_dict(model_weights)
+        tensors = load_file(self.path / "optimizer.safetensors")
+        torch.set_rng_state(tensors.pop("rng.torch"))
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": slots, "param_groups": state.pop("param_groups")})
+        return state

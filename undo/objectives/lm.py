@@ -1,0 +1,16 @@
+"""Plain next-token cross-entropy: pretraining, and later the relearning attack."""
+
+from __future__ import annotations
+
+from undo.objectives import Objective, register
+
+
+@register("lm")
+class NextTokenCrossEntropy(Objective):
+    def loss(self, model, batch):
+        input_ids = batch["input_ids"]
+        labels = input_ids
+        if "attention_mask" in batch:  # padded batches: padding predicts nothing
+            labels = input_ids.masked_fill(batch["attention_mask"] == 0, -100)
+        out = model(input_ids=input_ids, attention_mask=batch.get("attention_mask"), labels=labels)
+        return out.loss, {}

@@ -1,0 +1,207 @@
+"""The arithmetic setting: retain = addition and subtraction, forget = multiplication and division.
+
+Data, as in the paper: bare equations ("23 + 7 = 30") and templated word problems. Operands are 1-50 for + and -,
+1-20 for * and /; division is built as (q*b)/b so every answer is whole; subtraction puts the larger operand
+first so answers are never negative (a word problem cannot give away more than it has). ASCII `*` and `/` stand
+for x and / because the tokenizer is ASCII. Training word problems use 20 templates per operation; evaluation
+uses 10 separate held-out templates per operation.
+
+Evaluation: greedy decoding of a few characters after the prompt; the first number written is compared exactly
+with the answer. Accuracy per operation x format (8 cells), plus `retain` and `forget` means over their cells.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from undo.config import ArithmeticConfig, Operation
+from undo.data import mixture_schedule
+from undo.settings import arithmetic_templates as templates
+from undo.settings.tokenizer import build_char_tokenizer
+
+OPERATIONS: tuple[Operation, ...] = ("add", "sub", "mul", "div")
+FORMATS = ("equation", "word")
+SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+OPERAND_RANGE = {"add": (1, 50), "sub": (1, 50), "mul": (1, 20), "div": (1, 20)}
+ANSWER_CHARS = 5  # enough for "400." or " 99 " : the longest answer has 3 digits
+FIRST_NUMBER = re.compile(r"-?\d+")
+
+
+@dataclass(frozen=True)
+class Problem:
+    op: Operation
+    format: Literal["equation", "word"]
+    a: int
+    b: int
+    answer: int
+    prompt: str  # everything before the answer (ends with a space)
+    completion: str  # the answer and what follows it
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.completion
+
+    @property
+    def component(self) -> str:
+        return f"{self.op}/{self.format}"
+
+
+def draw_operands(op: Operation, rng: np.random.Generator) -> tuple[int, int, int]:
+    """(a, b, answer) for one problem of `op`."""
+    low, high = OPERAND_RANGE[op]
+    x, y = (int(v) for v in rng.integers(low, high + 1, size=2))
+    if op == "add":
+        return x, y, x + y
+    if op == "sub":
+        a, b = max(x, y), min(x, y)
+        return a, b, a - b
+    if op == "mul":
+        return x, y, x * y
+    return x * y, y, x  # div: (q*b) / b = q
+
+
+def make_problem(op: Operation, fmt: str, a: int, b: int, answer: int, rng: np.random.Generator,
+                 template_set: dict[str, tuple[str, ...]]) -> Problem:
+    if fmt == "equation":
+        return Problem(op, "equation", a, b, answer, f"{a} {SYMBOL[op]} {b} = ", str(answer))
+    template = template_set[op][int(rng.integers(len(template_set[op])))]
+    name, name2 = (str(n) for n in rng.choice(templates.NAMES, size=2, replace=False))
+    slots = dict(name=name, name2=name2, a=a, b=b,
+                 obj=str(rng.choice(templates.OBJECTS)), container=str(rng.choice(templates.CONTAINERS)))
+    before, after = template.split("{answer}")
+    return Problem(op, "word", a, b, answer, before.format(**slots), str(answer) + after.format(**slots))
+
+
+def training_problems(cfg: ArithmeticConfig, n: int, seed: int) -> list[Problem]:
+    """The base model's pretraining stream: `n` problems drawn from the operation x format mixture.
+
+    Each component draws from its own RNG (derived from the seed), so the problems of one component do not
+    depend on how often the others were picked.
+    """
+    weights = {f"{op}/{fmt}": cfg.operation_weights.get(op, 0.0) * (cfg.word_problem_weight if fmt == "word"
+                                                                     else 1 - cfg.word_problem_weight)
+               for op in OPERATIONS for fmt in FORMATS}
+    rngs = {name: np.random.default_rng([seed, i]) for i, name in enumerate(weights)}
+    problems = []
+    for component in mixture_schedule(weights, n, seed):
+        op, fmt = component.split("/")
+        rng = rngs[component]
+        problems.append(make_problem(op, fmt, *draw_operands(op, rng), rng, templates.TRAIN_TEMPLATES))
+    return problems
+
+
+def evaluation_problems(cfg: ArithmeticConfig) -> list[Problem]:
+    """Fixed evaluation sets: `eval_per_cell` problems per operation x format, distinct operand pairs per cell,
+    word problems from the held-out templates only. Drawn from `eval_seed`, never from the training seed."""
+    problems = []
+    for i, op in enumerate(OPERATIONS):
+        for j, fmt in enumerate(FORMATS):
+            rng = np.random.default_rng([cfg.eval_seed, i, j])
+            low, high = OPERAND_RANGE[op]
+            distinct = (high - low + 1) ** 2 if op not in ("sub",) else (high - low + 1) * (high - low + 2) // 2
+            want = min(cfg.eval_per_cell, distinct)
+            seen: set[tuple[int, int]] = set()
+            while len(seen) < want:
+                a, b, answer = draw_operands(op, rng)
+                if (a, b) in seen:
+                    continue
+                seen.add((a, b))
+                problems.append(make_problem(op, fmt, a, b, answer, rng, templates.HELDOUT_TEMPLATES))
+    return problems
+
+
+def first_number(text: str) -> int | None:
+    match = FIRST_NUMBER.search(text)
+    return int(match.group()) if match else None
+
+
+def score(problems: list[Problem], outputs: list[str], cfg: ArithmeticConfig) -> dict[str, float]:
+    """Accuracy per operation x format cell, and the retain/forget means over their cells."""
+    correct: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for problem, output in zip(problems, outputs, strict=True):
+        total[problem.component] += 1
+        correct[problem.component] += first_number(output) == problem.answer
+    metrics = {cell: correct[cell] / total[cell] for cell in total}
+    for side in ("retain", "forget"):
+        cells = [c for c in metrics if c.split("/")[0] in getattr(cfg, side)]
+        if cells:
+            metrics[side] = sum(metrics[c] for c in cells) / len(cells)
+    return metrics
+
+
+def overlap_with_training(train: list[Problem], evaluation: list[Problem]) -> dict[str, int]:
+    """How many evaluation items ask an (operation, a, b) that also occurs in training, per cell.
+
+    With operands this small, most evaluation equations also occur in training (400 distinct products exist);
+    the paper's design has the same property, so we report it rather than hide it. Word problems differ from
+    training ones in their (held-out) template even when the numbers match.
+    """
+    seen = {(p.op, p.a, p.b) for p in train}
+    counts: Counter[str] = Counter()
+    for p in evaluation:
+        counts[p.component] += (p.op, p.a, p.b) in seen
+    return dict(counts)
+
+
+class ArithmeticSetting:
+    """Tokenizer, pretraining documents and evaluation for the arithmetic setting."""
+
+    retain_metric = "retain"
+    forget_metric = "forget"
+
+    def __init__(self, cfg: ArithmeticConfig):
+        self.cfg = cfg
+        self.tokenizer = build_char_tokenizer()
+        self.eval_problems = evaluation_problems(cfg)
+
+    def training_problems(self, which: Literal["base", "oracle"], seed: int) -> list[Problem]:
+        """The base stream, or the oracle's: the very same stream with every forget problem removed
+        ("perfect data filtering": the oracle sees exactly the base's retain examples, in the same order)."""
+        problems = training_problems(self.cfg, self.cfg.examples, seed)
+        if which == "oracle":
+            problems = [p for p in problems if p.op in self.cfg.retain]
+        return problems
+
+    def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each document, opened by the end-of-text separator."""
+        eos = self.tokenizer.eos_token_id
+        return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    @torch.no_grad()
+    def generate_answers(self, model, prompts: list[str]) -> list[str]:
+        """Greedy continuation of each prompt (ANSWER_CHARS characters), batched with left padding."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        outputs: list[str] = []
+        pad = self.tokenizer.pad_token_id
+        encoded = self.encode_documents(prompts)
+        batch = self.cfg.eval_batch_size
+        for start in range(0, len(encoded), batch):
+            chunk = encoded[start : start + batch]
+            width = max(len(ids) for ids in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, seq in enumerate(chunk):
+                ids[row, width - len(seq) :] = torch.tensor(seq)
+                mask[row, width - len(seq) :] = 1
+            generated = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=ANSWER_CHARS,
+                do_sample=False, pad_token_id=pad, eos_token_id=None,
+            )
+            # Cut each continuation at the end-of-text token: what follows belongs to an imagined next document.
+            texts = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=False)
+            outputs += [text.split(self.tokenizer.eos_token)[0] for text in texts]
+        model.train(was_training)
+        return outputs
+
+    def evaluate(self, model) -> dict[str, float]:
+        outputs = self.generate_answers(model, [p.prompt for p in self.eval_problems])
+        return score(self.eval_problems, outputs, self.cfg)
