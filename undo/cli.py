@@ -105,6 +105,9 @@ def _print_metrics(meta: dict, title: str) -> None:
     if "wall_time_s" in meta:
         summary.append(f"wall time {meta['wall_time_s']:.0f}s, {meta['flops_total']:.3g} FLOPs")
     console.print("  ".join(summary))
+    seen = meta.get("data", {}).get("eval_items_seen_in_training")
+    if seen:
+        console.print(f"evaluation items whose (operation, a, b) also occurs in training: {seen}")
 
 
 def main(argv: list[str] | None = None) -> None:

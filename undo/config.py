@@ -58,7 +58,7 @@ class ArithmeticConfig(StrictModel):
         default_factory=lambda: {"add": 1.0, "sub": 1.0, "mul": 1.0, "div": 1.0},
         description="mixture weight of each operation in the base stream",
     )
-    word_problem_weight: float = Field(0.5, ge=0, le=1, description="share of word problems (rest: equations)")
+    word_problem_weight: float = Field(0.3, ge=0, le=1, description="share of word problems (rest: equations)")
     retain: list[Operation] = Field(default_factory=lambda: ["add", "sub"])
     forget: list[Operation] = Field(default_factory=lambda: ["mul", "div"])
     eval_per_cell: int = Field(100, ge=1, le=100_000, description="evaluation items per operation x format")
@@ -82,11 +82,11 @@ class ArithmeticConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Knobs of the one training engine (every stage uses these)."""
 
-    batch_size: int = Field(32, ge=1, description="sequences per micro-batch")
+    batch_size: int = Field(8, ge=1, description="sequences per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    lr: float = Field(3e-3, gt=0, le=10)
+    lr: float = Field(1e-3, gt=0, le=10)
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int = Field(50, ge=0)
+    warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -94,9 +94,11 @@ class TrainConfig(StrictModel):
     clip: float | None = Field(1.0, gt=0, description="max global gradient norm; null disables clipping")
     epochs: float = Field(1.0, gt=0, description="passes over the packed data (sets the step count)")
     max_steps: int | None = Field(None, ge=1, description="hard cap on optimizer steps")
-    eval_every: int = Field(250, ge=1, description="evaluate every N optimizer steps (and at the end)")
-    checkpoint_every: int = Field(100, ge=1, description="save a resumable checkpoint every N steps")
+    eval_every: int = Field(500, ge=1, description="evaluate every N optimizer steps (and at the end)")
+    checkpoint_every: int = Field(250, ge=1, description="save a resumable checkpoint every N steps")
     log_every: int = Field(10, ge=1, description="write a train line to metrics.jsonl every N steps")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="autocast on GPUs; keep 'no' on CPUs, where bf16 is slower than fp32")
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> "TrainConfig":

@@ -86,7 +86,7 @@ def train(
     the checkpoint; a checkpoint written under another key is refused rather than silently mixed in.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     params = list(objective.trainable_parameters(model))
     optimizer = make_optimizer(params, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -97,6 +97,8 @@ def train(
     state = {"step": 0, "tokens": 0, "flops": {}, "elapsed_s": 0.0, "last_eval": {}, "stopped_early": False}
     resumed_from = None
     if checkpoint.exists():
+        if not log_path.is_file():
+            raise UserError(f"{workdir} has a checkpoint but no metrics.jsonl; delete {checkpoint.path} to start over")
         state = checkpoint.load(model, optimizer, run_key)
         resumed_from = state["step"]
         with open(log_path, "r+b") as log:  # forget log lines written after the checkpoint

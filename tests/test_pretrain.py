@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from undo.cli import main
+from undo.config import validate_config
+from undo.errors import UserError
+from undo.stages import pretrain, pretrain_key
+from tests.conftest import TINY
+
+
+def test_pretrain_writes_complete_artifacts_for_base_and_oracle(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", str(config), "--run-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert exit_info.value.code in (0, None)
+    for which in ("base", "oracle"):
+        artifact = tmp_path / "runs" / which
+        assert not (tmp_path / "runs" / f".{which}.partial").exists()
+        assert not (artifact / "checkpoint").exists()
+        meta = json.loads((artifact / "meta.json").read_text())
+        assert meta["which"] == which and meta["steps"] > 0 and meta["tokens"] == meta["steps"] * 8 * 32
+        assert meta["flops"]["train"] == meta["tokens"] * meta["flops_per_token"]
+        assert set(meta["final_metrics"]) >= {"add/equation", "div/word", "retain", "forget"}
+        assert len(meta["model_sha256"]) == 64 and meta["wall_time_s"] > 0
+        assert yaml.safe_load((artifact / "config.yaml").read_text())["model"]["width"] == 32
+        lines = [json.loads(line) for line in (artifact / "metrics.jsonl").read_text().splitlines()]
+        assert any(line["kind"] == "eval" for line in lines)
+        model = AutoModelForCausalLM.from_pretrained(artifact / "model")  # plain HF loading works
+        assert model.config.hidden_size == 32
+        assert AutoTokenizer.from_pretrained(artifact / "model").decode([20, 21]) == "12"
+    base = json.loads((tmp_path / "runs" / "base" / "meta.json").read_text())
+    oracle = json.loads((tmp_path / "runs" / "oracle" / "meta.json").read_text())
+    assert set(base["data"]["documents_per_component"]) == {f"{o}/{f}" for o in ("add", "sub", "mul", "div")
+                                                             for f in ("equation", "word")}
+    assert set(oracle["data"]["documents_per_component"]) == {f"{o}/{f}" for o in ("add", "sub")
+                                                               for f in ("equation", "word")}
+    # The oracle sees exactly the base's +/- documents (perfect data filtering).
+    for component, count in oracle["data"]["documents_per_component"].items():
+        assert base["data"]["documents_per_component"][component] == count
+
+
+def test_complete_artifact_is_not_recomputed_and_other_configs_are_refused(tiny_config):
+    path = pretrain(tiny_config, "base", progress=False)
+    stamp = (path / "meta.json").stat().st_mtime_ns
+    assert pretrain(tiny_config, "base", progress=False) == path
+    assert (path / "meta.json").stat().st_mtime_ns == stamp
+    changed = tiny_config.model_copy(update={"seed": 1})
+    with pytest.raises(UserError, match="made by a different config"):
+        pretrain(changed, "base", progress=False)
+
+
+def test_interrupted_pretraining_resumes_to_the_same_model(tiny_config, tmp_path, monkeypatch):
+    reference = pretrain(tiny_config.model_copy(update={"run_dir": str(tmp_path / "ref")}), "base", progress=False)
+
+    import undo.data
+
+    real_getitem = undo.data.PackedBatches.__getitem__
+
+    def dies_at_step_7(self, index):
+        if index == 7:
+            raise KeyboardInterrupt
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(undo.data.PackedBatches, "__getitem__", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_config, "base", progress=False)
+    assert (tmp_path / "runs" / ".base.partial" / "checkpoint").is_dir()
+    monkeypatch.setattr(undo.data.PackedBatches, "__getitem__", real_getitem)
+    resumed = pretrain(tiny_config, "base", progress=False)
+    ref_meta, res_meta = (json.loads((p / "meta.json").read_text()) for p in (reference, resumed))
+    assert res_meta["model_sha256"] == ref_meta["model_sha256"]
+    assert res_meta["final_metrics"] == ref_meta["final_metrics"]
+
+
+def test_stage_key_ignores_bookkeeping_but_not_science(tiny_config):
+    key = pretrain_key(tiny_config, "base")
+    assert pretrain_key(tiny_config.model_copy(update={"run_dir": "elsewhere"}), "base") == key
+    cadence = validate_config({**TINY, "pretrain": {"train": {**TINY["pretrain"]["train"], "eval_every": 99}}})
+    assert pretrain_key(cadence, "base") == key
+    assert pretrain_key(tiny_config, "oracle") != key
+    assert pretrain_key(validate_config({**TINY, "seed": 3}), "base") != key
+
+
+def test_model_vocab_smaller_than_tokenizer_is_a_user_error(tiny_config, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--set", "model.vocab=50", "--set", "model.width=32", "--set", "model.layers=1",
+              "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "model.vocab = 50 is smaller than the tokenizer" in capsys.readouterr().err
+
+
+def test_eval_command_on_a_saved_model_and_bad_path(tiny_config, capsys, tmp_path):
+    path = pretrain(tiny_config, "base", progress=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(path), "--set", "setting.eval_per_cell=4"])
+    assert exit_info.value.code in (0, None)
+    assert "retain" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    assert "no model at" in capsys.readouterr().err
