@@ -47,6 +47,27 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
         _print_metrics(json.loads((path / "meta.json").read_text()), title=str(path))
 
 
+@app.command()
+def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+            progress: ProgressOpt = True) -> None:
+    """Unlearn the forget domain from the pretrained base model: every method x LR x knob of the sweep, then
+    pick each method's teacher by the selection rule (written to <run_dir>/unlearn_selection.json)."""
+    from undo.stages import run_unlearning
+
+    cfg = _load(config, set_, run_dir)
+    selection = run_unlearning(cfg, progress=progress)
+    table = Table(title=f"unlearning sweep (retain must stay >= {cfg.unlearn.selection.min_retain_fraction:.0%} "
+                        "of the base model's)")
+    for column in ("run", "lr", "knobs", "retain", "forget", "chosen"):
+        table.add_column(column)
+    for label, family in selection.items():
+        for c in family["candidates"]:
+            knobs = " ".join(f"{k}={v}" for k, v in c["knobs"].items())
+            table.add_row(c["name"], f"{c['lr']:g}", knobs, f"{c['retain']:.1%}", f"{c['forget']:.1%}",
+                          "<- teacher" if c["name"] == family["chosen"] else ("" if c["qualifies"] else "retain lost"))
+    console.print(table)
+
+
 @app.command("eval")
 def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder or its model/ folder")],
              config: Annotated[Optional[Path], typer.Option(help="experiment YAML (its setting is used)")] = None,

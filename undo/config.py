@@ -112,12 +112,57 @@ class PretrainConfig(StrictModel):
     oracle: bool = Field(True, description="also pretrain the data-filtered oracle (retain data only)")
 
 
+class MethodSweep(StrictModel):
+    """One unlearning method and the grid to sweep: every learning rate x every combination of list-valued knobs."""
+
+    method: str = Field(description="a registered objective: grad_ascent, grad_diff, maxent, rmu, npo, simnpo, "
+                                    "repnoise")
+    lrs: list[float] = Field(default_factory=lambda: [1e-4, 3e-4, 1e-3], min_length=1)
+    knobs: dict[str, Any] = Field(default_factory=dict, description="method knobs; a list value is swept")
+    sam_rho: float | None = Field(None, gt=0, description="wrap the method in SAM with this radius")
+
+    @model_validator(mode="after")
+    def _method_exists(self) -> "MethodSweep":
+        from undo.objectives import unlearning_methods
+
+        if self.method not in unlearning_methods():
+            raise ValueError(f"unknown method {self.method!r}; use one of: {', '.join(unlearning_methods())}")
+        if any(lr <= 0 for lr in self.lrs):
+            raise ValueError(f"lrs must all be > 0, got {self.lrs}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}+sam" if self.sam_rho else self.method
+
+
+class SelectionRule(StrictModel):
+    """How a sweep picks its teacher: the lowest forget metric among runs that keep enough retain performance."""
+
+    min_retain_fraction: float = Field(0.95, ge=0, le=1, description="retain metric >= this x the base model's")
+
+
+class UnlearnConfig(StrictModel):
+    methods: list[MethodSweep] = Field(default_factory=lambda: [
+        MethodSweep(method="grad_diff", lrs=[3e-4, 1e-3]),
+        MethodSweep(method="maxent", lrs=[3e-4, 1e-3]),
+        MethodSweep(method="rmu", lrs=[1e-3, 3e-3]),
+    ])
+    steps: int = Field(100, ge=1, description="optimizer steps per run (one forget + one retain batch each)")
+    batch_size: int = Field(8, ge=1)
+    clip: float | None = Field(1.0, gt=0)
+    examples: int = Field(20_000, ge=1, description="labelled documents generated for each of forget and retain")
+    eval_every: int = Field(50, ge=1)
+    selection: SelectionRule = Field(default_factory=SelectionRule)
+
+
 class ExperimentConfig(StrictModel):
     seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
     run_dir: str = Field("runs/demo", description="where artifacts go")
     setting: ArithmeticConfig = Field(default_factory=ArithmeticConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ function of a seed, so a run (and a resumed run) sees exactly the same batches.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,3 +63,21 @@ class PackedBatches:
     @property
     def tokens_per_epoch(self) -> int:
         return self.batches_per_epoch * self.batch_size * self.rows.shape[1]
+
+
+class PairedBatches:
+    """One forget batch and one retain batch per step (unlearning): keys `forget_input_ids`, `retain_input_ids`."""
+
+    def __init__(self, forget_rows: torch.Tensor, retain_rows: torch.Tensor, batch_size: int, seed: int):
+        self.forget = PackedBatches(forget_rows, batch_size, seed)
+        self.retain = PackedBatches(retain_rows, batch_size, seed + 1)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"forget_input_ids": self.forget[index]["input_ids"],
+                "retain_input_ids": self.retain[index]["input_ids"]}
+
+
+def derive_seed(seed: int, *names: str) -> int:
+    """A seed for a named sub-stream (e.g. the unlearning data), stable across runs and Python processes."""
+    digest = hashlib.sha256(":".join([str(seed), *names]).encode()).digest()
+    return int.from_bytes(digest[:4], "little")

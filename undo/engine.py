@@ -90,6 +90,7 @@ def train(
     params = list(objective.trainable_parameters(model))
     optimizer = make_optimizer(params, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
+    objective.to(accelerator.device)
     model.train()
 
     log_path = workdir / "metrics.jsonl"
@@ -125,6 +126,30 @@ def train(
         if stop_rule and stop_rule(0, state["last_eval"]):
             state["stopped_early"] = True
 
+    def accumulate(step: int) -> tuple[float, dict[str, float], int]:
+        """Forward/backward of the step's micro-batches into fresh gradients; (loss sum, logs, tokens)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum, extras, step_tokens = 0.0, {}, 0
+        for micro in range(cfg.grad_accum):
+            batch = {k: v.to(accelerator.device) for k, v in batches[step * cfg.grad_accum + micro].items()}
+            loss, logs = objective.loss(model, batch)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                log.close()
+                kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
+                    if checkpoint.exists() else "no checkpoint had been written yet"
+                raise TrainingDiverged(
+                    f"{description}: loss became {loss_value} at step {step}; {kept}; lower train.lr "
+                    f"(now {cfg.lr}), raise train.warmup_steps or set train.clip")
+            accelerator.backward(loss / cfg.grad_accum)
+            loss_sum += loss_value
+            for key, value in logs.items():
+                extras[key] = extras.get(key, 0.0) + value / cfg.grad_accum
+            tokens = objective.tokens(batch)
+            step_tokens += tokens
+            _add(state["flops"], {"train": tokens * flops_per_token, **objective.extra_flops(batch)})
+        return loss_sum, extras, step_tokens
+
     bar = _progress_bar(progress, description)
     task = bar.add_task(description, total=total_steps, completed=state["step"], loss=float("nan"), tps=0.0)
     window_tokens, window_start = 0, time.perf_counter()
@@ -134,25 +159,8 @@ def train(
             lr = lr_at(step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum, extras, step_tokens = 0.0, {}, 0
-            for micro in range(cfg.grad_accum):
-                batch = {k: v.to(accelerator.device) for k, v in batches[step * cfg.grad_accum + micro].items()}
-                loss, logs = objective.loss(model, batch)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    log.close()
-                    kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
-                        if checkpoint.exists() else "no checkpoint had been written yet"
-                    raise TrainingDiverged(
-                        f"{description}: loss became {loss_value} at step {step}; {kept}; lower train.lr "
-                        f"(now {cfg.lr}), raise train.warmup_steps or set train.clip")
-                accelerator.backward(loss / cfg.grad_accum)
-                loss_sum += loss_value
-                for key, value in logs.items():
-                    extras[key] = extras.get(key, 0.0) + value / cfg.grad_accum
-                tokens = objective.tokens(batch)
-                step_tokens += tokens
-                _add(state["flops"], {"train": tokens * flops_per_token, **objective.extra_flops(batch)})
+            loss_sum, extras, step_tokens = accumulate(step)
+            objective.adjust_gradients(params, lambda: accumulate(step))  # a no-op except for e.g. SAM
             grad_norm = accelerator.clip_grad_norm_(params, cfg.clip) if cfg.clip else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -1,25 +1,35 @@
 """Stages: artifacts in, artifacts out. Each is a pure function of its config and its input artifacts.
 
-Here: pretraining of the base model (all four operations) and of the data-filtered oracle (retain operations
-only, the very same retain examples as the base model saw: the "perfect data filtering" gold standard).
+Pretraining of the base model (all four operations) and of the data-filtered oracle (retain operations only,
+the very same retain examples as the base model saw: the "perfect data filtering" gold standard); unlearning
+runs on the base model, swept over learning rates and method knobs, and the choice of a teacher per method.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
+import itertools
+import json
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import torch
 
 from rich.console import Console
 
 from undo.artifacts import Artifact, stable_hash
 from undo.compute import matmul_parameters, train_flops_per_token
-from undo.config import ExperimentConfig, dump_yaml
-from undo.data import PackedBatches, pack
+from undo.config import ExperimentConfig, SelectionRule, TrainConfig, dump_yaml
+from undo.data import PackedBatches, PairedBatches, derive_seed, pack
 from undo.engine import train
-from undo.models import build_model, count_parameters, save_model
-from undo.objectives import OBJECTIVES
+from undo.errors import UserError
+from undo.models import build_model, count_parameters, load_model, save_model
+from undo.objectives import OBJECTIVES, Objective
+from undo.objectives.sam import SAM
 from undo.settings.arithmetic import ArithmeticSetting, overlap_with_training
 
 console = Console(stderr=True)
@@ -87,3 +97,127 @@ def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> P
     path = artifact.finish(meta)
     console.print(f"[green]{which}[/]: done in {result.wall_time_s:.0f}s -> {path}")
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Unlearning: one run per sweep point, on the pretrained base model; then a teacher per method by the rule.
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    label: str  # method family, e.g. "rmu" or "rmu+sam"
+    method: str
+    lr: float
+    knobs: tuple[tuple[str, Any], ...]
+    sam_rho: float | None
+
+    @property
+    def description(self) -> str:
+        knobs = " ".join(f"{k}={v}" for k, v in self.knobs)
+        return f"{self.label} lr={self.lr:g}" + (f" {knobs}" if knobs else "")
+
+
+def sweep_points(cfg: ExperimentConfig) -> list[SweepPoint]:
+    """Every learning rate x every combination of list-valued knobs, for each configured method."""
+    points = []
+    for sweep in cfg.unlearn.methods:
+        names = sorted(sweep.knobs)
+        grids = [v if isinstance(v, list) else [v] for v in (sweep.knobs[n] for n in names)]
+        for lr in sweep.lrs:
+            for combo in itertools.product(*grids):
+                points.append(SweepPoint(sweep.label, sweep.method, lr, tuple(zip(names, combo)), sweep.sam_rho))
+    return points
+
+
+def build_unlearning_objective(point: SweepPoint, reference: torch.nn.Module, seed: int) -> Objective:
+    cls = OBJECTIVES[point.method]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = dict(point.knobs)
+    unknown = sorted(set(kwargs) - set(accepted) - {"reference", "seed"})
+    if unknown:
+        allowed = sorted(set(accepted) - {"self", "reference", "seed"})
+        raise UserError(f"unlearn: unknown knob {unknown[0]!r} for method {point.method!r} "
+                        f"(allowed: {', '.join(allowed) or 'none'})")
+    if cls.needs_reference:
+        kwargs["reference"] = reference
+    if "seed" in accepted:
+        kwargs["seed"] = seed
+    objective = cls(**kwargs)
+    return SAM(objective, point.sam_rho) if point.sam_rho else objective
+
+
+def unlearn_key(cfg: ExperimentConfig, base_key: str, point: SweepPoint) -> str:
+    u = cfg.unlearn
+    return stable_hash({"stage": "unlearn", "base": base_key, "seed": cfg.seed,
+                        "setting": cfg.setting.model_dump(mode="json"), "method": point.method, "lr": point.lr,
+                        "knobs": point.knobs, "sam_rho": point.sam_rho, "steps": u.steps,
+                        "batch_size": u.batch_size, "clip": u.clip, "examples": u.examples})
+
+
+def unlearn(cfg: ExperimentConfig, point: SweepPoint, *, progress: bool = True) -> Path:
+    """One unlearning run from the base model: constant LR, AdamW without weight decay, clipping."""
+    base = Artifact(cfg.run_dir, "base", pretrain_key(cfg, "base"))
+    if not base.is_complete():
+        raise UserError(f"no pretrained base model at {base.path}; run `undo pretrain` with this config first")
+    key = unlearn_key(cfg, base.key, point)
+    artifact = Artifact(cfg.run_dir, f"unlearn_{point.label.replace('+', '_')}_lr{point.lr:g}_{key[:8]}", key)
+    if artifact.is_complete():
+        return artifact.path
+    workdir = artifact.start()
+
+    setting = ArithmeticSetting(cfg.setting)
+    u = cfg.unlearn
+    rows = {side: pack(setting.encode_documents([p.text for p in setting.labelled_problems(side, u.examples,
+                                                                                          cfg.seed)]),
+                       cfg.model.context) for side in ("forget", "retain")}
+    batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
+    model = load_model(base.path / "model")
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    objective = build_unlearning_objective(point, reference, cfg.seed)
+    train_cfg = TrainConfig(batch_size=u.batch_size, lr=point.lr, schedule="constant", warmup_steps=0,
+                            weight_decay=0.0, clip=u.clip, max_steps=u.steps, eval_every=u.eval_every,
+                            checkpoint_every=max(u.eval_every, 50), log_every=10)
+    result = train(model, objective, batches, train_cfg, u.steps, workdir, evaluate=setting.evaluate,
+                   eval_at_start=True, progress=progress, description=f"unlearn {point.description}",
+                   run_key=key)
+    save_model(model, workdir / "model", setting.tokenizer)
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
+    before = next(line for line in result.history if line["kind"] == "eval" and line["step"] == 0)
+    meta = {
+        "kind": "unlearn", "label": point.label, "method": point.method, "lr": point.lr,
+        "knobs": dict(point.knobs), "sam_rho": point.sam_rho, "inputs": {"base": base.key}, "seed": cfg.seed,
+        "steps": result.steps, "tokens": result.tokens,
+        "labelled_tokens": result.tokens,  # every token it reads is forget- or retain-tagged
+        "flops": result.flops, "flops_total": sum(result.flops.values()),
+        "wall_time_s": round(result.wall_time_s, 2),
+        "metrics_before": {k: v for k, v in before.items() if k not in ("kind", "step", "tokens", "flops")},
+        "final_metrics": result.final_metrics,
+    }
+    return artifact.finish(meta)
+
+
+def select_teacher(candidates: list[dict[str, Any]], base_retain: float, rule: SelectionRule) -> dict[str, Any]:
+    """Lowest forget metric among runs whose retain metric keeps `min_retain_fraction` of the base model's;
+    ties go to the higher retain metric. If no run qualifies, none is chosen (and that is recorded)."""
+    threshold = rule.min_retain_fraction * base_retain
+    for c in candidates:
+        c["qualifies"] = c["retain"] >= threshold
+    qualified = [c for c in candidates if c["qualifies"]]
+    chosen = min(qualified, key=lambda c: (c["forget"], -c["retain"]))["name"] if qualified else None
+    return {"rule": rule.model_dump(), "base_retain": base_retain, "retain_threshold": threshold,
+            "chosen": chosen, "candidates": candidates}
+
+
+def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Every sweep point, then the teacher of each method family; writes `<run_dir>/unlearn_selection.json`."""
+    families: dict[str, list[dict[str, Any]]] = {}
+    base_retain = None
+    for point in sweep_points(cfg):
+        meta = json.loads((unlearn(cfg, point, progress=progress) / "meta.json").read_text())
+        base_retain = meta["metrics_before"]["retain"]
+        families.setdefault(point.label, []).append({
+            "name": meta["name"], "lr": point.lr, "knobs": dict(point.knobs),
+            "retain": meta["final_metrics"]["retain"], "forget": meta["final_metrics"]["forget"]})
+    selection = {label: select_teacher(c, base_retain, cfg.unlearn.selection) for label, c in families.items()}
+    (Path(cfg.run_dir) / "unlearn_selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+    return selection

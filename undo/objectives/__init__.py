@@ -27,6 +27,8 @@ def register(name: str) -> Callable[[type["Objective"]], type["Objective"]]:
 
 class Objective(ABC):
     name = "objective"
+    is_unlearning = False  # unlearning methods read labelled forget/retain batches and can be swept
+    needs_reference = False  # True: the constructor takes `reference`, a frozen copy of the starting model
 
     def trainable_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
@@ -39,9 +41,28 @@ class Objective(ABC):
         """Tokens the trained model processed in this batch (for throughput and FLOPs)."""
         return sum(int(t.numel()) for key, t in batch.items() if key.endswith("input_ids"))
 
+    def adjust_gradients(self, params: list[nn.Parameter], recompute: Callable[[], object]) -> None:
+        """Called after the step's gradients are accumulated, before clipping and the optimizer step.
+        `recompute()` zeroes the gradients and re-accumulates them over the same micro-batches at the
+        current weights. Plain objectives leave the gradients as they are."""
+
+    def to(self, device) -> "Objective":
+        """Move the models the objective holds (e.g. a frozen reference) to the training device."""
+        for value in vars(self).values():
+            if isinstance(value, (nn.Module, Objective)):
+                value.to(device)
+        return self
+
     def extra_flops(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
         """FLOPs spent besides the trained model's forward+backward, by kind (e.g. {"teacher": ...})."""
         return {}
 
 
-from undo.objectives import lm  # noqa: E402,F401  (registers the built-in objectives)
+# Importing each module registers its objective; a new method is one new file plus its name here.
+from undo.objectives import (  # noqa: E402,F401
+    grad_ascent, grad_diff, lm, maxent, npo, repnoise, rmu, simnpo,
+)
+
+
+def unlearning_methods() -> list[str]:
+    return sorted(name for name, cls in OBJECTIVES.items() if cls.is_unlearning)

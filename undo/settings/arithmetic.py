@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from undo.config import ArithmeticConfig, Operation
-from undo.data import mixture_schedule
+from undo.data import derive_seed, mixture_schedule
 from undo.settings import arithmetic_templates as templates
 from undo.settings.tokenizer import build_char_tokenizer
 
@@ -168,6 +168,14 @@ class ArithmeticSetting:
         if which == "oracle":
             problems = [p for p in problems if p.op in self.cfg.retain]
         return problems
+
+    def labelled_problems(self, side: Literal["forget", "retain"], n: int, seed: int) -> list[Problem]:
+        """Labelled data for unlearning: `n` problems of the forget (or retain) operations only, in both formats,
+        from a stream of their own (not the pretraining stream's documents)."""
+        ops = getattr(self.cfg, side)
+        only = self.cfg.model_copy(update={"operation_weights": {op: self.cfg.operation_weights.get(op, 1.0)
+                                                                 for op in ops}})
+        return training_problems(only, n, derive_seed(seed, "unlearn", side))
 
     def encode_documents(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each document, opened by the end-of-text separator."""

@@ -1,0 +1,118 @@
+"""Representation Misdirection for Unlearning: steer one layer's forget activations to a fixed random vector."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from undo.compute import forward_flops_per_token
+from undo.errors import UserError
+from undo.objectives import Objective, register
+from undo.objectives.common import FORGET, RETAIN, side
+
+
+def check_blocks(model: nn.Module, blocks: Sequence[int], knob: str) -> None:
+    """UserError unless every index in `blocks` names a transformer block of `model`."""
+    count = len(model.model.layers)
+    bad = [b for b in blocks if not 0 <= b < count]
+    if bad:
+        raise UserError(f"{knob} = {bad[0]} is out of range: the model has {count} blocks (0..{count - 1})")
+
+
+@contextmanager
+def block_outputs(model: nn.Module, blocks: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """During a forward pass inside the `with`, record the residual stream after each block in `blocks`
+    ([B, T, width], with its autograd graph) into the yielded dict, keyed by block index.
+
+    These are the raw block outputs. HF's `output_hidden_states=True` gives the same tensor at index b + 1 for
+    every block but the last; its final entry is the last block's output *after* the final RMSNorm.
+    """
+    captured: dict[int, torch.Tensor] = {}
+
+    def keep(index):
+        def hook(module, args, output):
+            captured[index] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    handles = [model.model.layers[b].register_forward_hook(keep(b)) for b in blocks]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def token_mse(a: torch.Tensor, b: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the tokens that count of the per-token mean squared difference (= F.mse_loss without padding)."""
+    per_token = (a.float() - b.float()).pow(2).mean(dim=-1)
+    return per_token.mean() if attention_mask is None else per_token[attention_mask.bool()].mean()
+
+
+@register("rmu")
+class RMU(Objective):
+    """RMU (Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning",
+    arXiv 2403.03218), with h_l the residual stream after block `layer` (0-based):
+
+        L = MSE(h_l(forget), steer * u) + alpha * MSE(h_l(retain), h_l^ref(retain))
+
+    MSE is the mean over counted (non-padding) tokens of the mean over the width. u is a fixed unit vector drawn
+    as in the WMDP code: uniform [0, 1) per coordinate from `seed`, then normalised (so it lies in the positive
+    orthant). h^ref comes from `reference`, the frozen original model. Only `mlp.down_proj.weight` of
+    `trainable_layers` (a block or a list of blocks; default: `layer` and the two blocks below it) trains. In a
+    sweep config a list value is a grid, so one run training blocks 0-2 is written `trainable_layers: [[0, 1, 2]]`.
+
+    The default blocks mirror WMDP's Zephyr-7B run (l = 7, down_proj of blocks 5-7, c = 6.5). steer (c) only
+    means something relative to the residual stream's norm; on tiny models, whose norm is far smaller, sweep it.
+    alpha = 0 removes the retain term from the gradient, but its MSE is still computed and logged as a drift
+    monitor, so the reference is always needed.
+    """
+
+    is_unlearning = True
+    needs_reference = True
+
+    def __init__(self, reference: nn.Module, layer: int = 2, steer: float = 6.0, alpha: float = 100.0,
+                 trainable_layers: int | list[int] | None = None, seed: int = 0):
+        if layer < 0:
+            raise UserError(f"rmu layer must be >= 0, got {layer}")
+        trainable = (list(range(max(0, layer - 2), layer + 1)) if trainable_layers is None
+                     else [trainable_layers] if isinstance(trainable_layers, int) else list(trainable_layers))
+        if not trainable or not all(0 <= t <= layer for t in trainable):
+            raise UserError(f"rmu trainable_layers must be a non-empty list of blocks in 0..layer ({layer}), "
+                            f"got {trainable_layers}")
+        if steer <= 0 or alpha < 0:
+            raise UserError(f"rmu needs steer > 0 and alpha >= 0, got steer={steer}, alpha={alpha}")
+        self.reference, self.layer, self.steer, self.alpha = reference, layer, steer, alpha
+        self.trainable_layers, self.seed = sorted(set(trainable)), seed
+
+    def direction(self, width: int) -> torch.Tensor:
+        """The unit steering vector u (float32, CPU); the same for the same seed on every machine."""
+        u = torch.rand(width, generator=torch.Generator().manual_seed(self.seed))
+        return u / u.norm()
+
+    def trainable_parameters(self, model):
+        check_blocks(model, [self.layer], "rmu layer")
+        return [model.model.layers[i].mlp.down_proj.weight for i in self.trainable_layers]
+
+    def activations(self, model: nn.Module, input_ids, attention_mask) -> torch.Tensor:
+        with block_outputs(model, [self.layer]) as captured:
+            model(input_ids=input_ids, attention_mask=attention_mask)
+        return captured[self.layer]
+
+    def loss(self, model, batch):
+        forget_ids, forget_mask = side(batch, FORGET)
+        retain_ids, retain_mask = side(batch, RETAIN)
+        forget = self.activations(model, forget_ids, forget_mask)
+        target = self.steer * self.direction(forget.shape[-1]).to(forget.device)
+        forget_mse = token_mse(forget, target, forget_mask)
+        with torch.no_grad():
+            frozen = self.activations(self.reference, retain_ids, retain_mask)
+        retain_mse = token_mse(self.activations(model, retain_ids, retain_mask), frozen, retain_mask)
+        loss = forget_mse + self.alpha * retain_mse
+        return loss, {"forget_mse": forget_mse.item(), "retain_mse": retain_mse.item()}
+
+    def extra_flops(self, batch):
+        retain_ids = batch["retain_input_ids"]
+        return {"reference": retain_ids.numel() * forward_flops_per_token(self.reference, retain_ids.shape[-1])}
