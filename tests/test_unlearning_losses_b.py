@@ -14,7 +14,8 @@ from undo.errors import UserError
 from undo.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.repnoise import RepNoise, mmd2
-from undo.objectives.rmu import RMU, block_outputs
+from undo.objectives.common import block_outputs
+from undo.objectives.rmu import RMU
 
 TINY = ModelConfig(layers=3, width=32, heads=2, context=16, vocab=40)
 CFG = TrainConfig(batch_size=4, lr=1e-2, schedule="constant", warmup_steps=0, weight_decay=0.0, log_every=1,

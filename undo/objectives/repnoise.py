@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from undo.errors import UserError
 from undo.objectives import Objective, register
-from undo.objectives.common import FORGET, RETAIN, cross_entropy, shifted_logits, side
-from undo.objectives.rmu import block_outputs, check_blocks
+from undo.objectives.common import (
+    FORGET, RETAIN, block_outputs, check_blocks, cross_entropy, shifted_logits, side,
+)
 
 
 def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

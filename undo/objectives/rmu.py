@@ -2,47 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
 from undo.compute import forward_flops_per_token
 from undo.errors import UserError
 from undo.objectives import Objective, register
-from undo.objectives.common import FORGET, RETAIN, side
-
-
-def check_blocks(model: nn.Module, blocks: Sequence[int], knob: str) -> None:
-    """UserError unless every index in `blocks` names a transformer block of `model`."""
-    count = len(model.model.layers)
-    bad = [b for b in blocks if not 0 <= b < count]
-    if bad:
-        raise UserError(f"{knob} = {bad[0]} is out of range: the model has {count} blocks (0..{count - 1})")
-
-
-@contextmanager
-def block_outputs(model: nn.Module, blocks: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
-    """During a forward pass inside the `with`, record the residual stream after each block in `blocks`
-    ([B, T, width], with its autograd graph) into the yielded dict, keyed by block index.
-
-    These are the raw block outputs. HF's `output_hidden_states=True` gives the same tensor at index b + 1 for
-    every block but the last; its final entry is the last block's output *after* the final RMSNorm.
-    """
-    captured: dict[int, torch.Tensor] = {}
-
-    def keep(index):
-        def hook(module, args, output):
-            captured[index] = output[0] if isinstance(output, tuple) else output
-        return hook
-
-    handles = [model.model.layers[b].register_forward_hook(keep(b)) for b in blocks]
-    try:
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
+from undo.objectives.common import FORGET, RETAIN, block_outputs, check_blocks, side
 
 
 def token_mse(a: torch.Tensor, b: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
