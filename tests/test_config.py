@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,12 +76,22 @@ def test_hash_is_stable_and_sensitive(tmp_path):
     b = load_config(b_path)
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(load_config(b_path, ["seed=2"]))
-    # Pinned: the hash must not drift across runs or Python processes for the same resolved config.
-    assert config_hash(ExperimentConfig()) == config_hash(load_config(None))
+    # The hash must not drift across Python processes (no dict-order or hash-randomisation effects).
+    other_process = subprocess.run(
+        [sys.executable, "-c", "from undo.config import ExperimentConfig, config_hash; "
+                               "print(config_hash(ExperimentConfig()))"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "123"}, check=True)
+    assert other_process.stdout.strip() == config_hash(ExperimentConfig())
 
 
 def test_shipped_demo_config_is_the_embedded_default():
     assert load_config(ROOT / "configs" / "demo.yaml") == ExperimentConfig()
+
+
+def test_unlearning_knobs_are_checked_when_the_config_loads(tmp_path, capsys):
+    code, out = run_main(capsys, "config", "--set", "unlearn.methods=[{method: grad_diff, knobs: {lambda_: 2}}]")
+    assert code == 2
+    assert "unlearn.methods.0: unknown knob 'lambda_' for method 'grad_diff' (allowed: retain_weight)" in out.err
 
 
 def test_user_error_type_for_library_callers():

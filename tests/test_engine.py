@@ -7,7 +7,7 @@ import torch
 from undo.compute import forward_flops_per_token, matmul_parameters, train_flops_per_token
 from undo.config import ModelConfig, TrainConfig
 from undo.data import PackedBatches
-from undo.engine import lr_at, read_metrics, train
+from undo.engine import lr_at, make_optimizer, read_metrics, train
 from undo.errors import TrainingDiverged, UserError
 from undo.models import build_model
 from undo.objectives import OBJECTIVES, Objective
@@ -102,7 +102,7 @@ class ExplodesAt(Objective):
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 7; the last good checkpoint \(step 6\)"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 8; the last good checkpoint \(step 6\)"):
         train(tiny_model(), ExplodesAt(7), tiny_batches(), CFG, 10, tmp_path, progress=False, run_key="k")
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
     assert state["step"] == 6
@@ -144,7 +144,29 @@ def test_learning_rate_schedules():
     assert lr_at(50, constant, 100) == 1.0
 
 
-def test_only_objective_parameters_train_and_clipping_applies(tmp_path):
+def test_gradients_are_clipped_before_the_optimizer_step(tmp_path, monkeypatch):
+    import undo.engine
+
+    seen = []
+
+    def recording_optimizer(params, cfg):
+        optimizer = make_optimizer(params, cfg)
+        optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(total_grad_norm(opt)))
+        return optimizer
+
+    monkeypatch.setattr(undo.engine, "make_optimizer", recording_optimizer)
+    _, result = run(tmp_path, cfg=CFG.model_copy(update={"clip": 0.05}), steps=3)
+    logged = [line["grad_norm"] for line in result.history if line["kind"] == "train"]
+    assert all(norm > 0.05 for norm in logged)  # the log keeps the norm before clipping...
+    assert seen == pytest.approx([0.05] * 3, rel=1e-4)  # ...and the optimizer steps with the clipped gradient
+
+
+def total_grad_norm(optimizer):
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+
+
+def test_only_objective_parameters_train(tmp_path):
     class HeadOnly(OBJECTIVES["lm"]):
         def trainable_parameters(self, model):
             return [model.lm_head.weight]
@@ -154,6 +176,8 @@ def test_only_objective_parameters_train_and_clipping_applies(tmp_path):
     train(model, HeadOnly(), tiny_batches(), CFG, 3, tmp_path, progress=False)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == {"lm_head.weight"}
+    assert all(p.grad is None for name, p in model.named_parameters() if name != "lm_head.weight")
+    assert all(p.requires_grad for p in model.parameters())  # frozen only while training
 
 
 def test_flop_formula_matches_hand_computation():

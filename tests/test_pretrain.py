@@ -38,9 +38,15 @@ def test_pretrain_writes_complete_artifacts_for_base_and_oracle(tmp_path, capsys
                                                              for f in ("equation", "word")}
     assert set(oracle["data"]["documents_per_component"]) == {f"{o}/{f}" for o in ("add", "sub")
                                                                for f in ("equation", "word")}
-    # The oracle sees exactly the base's +/- documents (perfect data filtering).
+    # The oracle's stream holds exactly the base's +/- documents (perfect data filtering)...
     for component, count in oracle["data"]["documents_per_component"].items():
         assert base["data"]["documents_per_component"][component] == count
+    # ...and with max_steps capping the base (12 of its steps), the oracle trains on the same share of its own
+    # stream, so it reads as many +/- sequences as the base model does, not twice as many.
+    assert base["steps"] == 12
+    share = base["steps"] * 8 / base["data"]["sequences"]
+    assert abs(oracle["steps"] - share * oracle["data"]["sequences"] / 8) <= 1
+    assert oracle["steps"] < base["steps"]
 
 
 def test_complete_artifact_is_not_recomputed_and_other_configs_are_refused(tiny_config):
@@ -79,13 +85,15 @@ def test_interrupted_pretraining_resumes_to_the_same_model(tiny_config, tmp_path
 def test_stage_key_ignores_bookkeeping_but_not_science(tiny_config):
     key = pretrain_key(tiny_config, "base")
     assert pretrain_key(tiny_config.model_copy(update={"run_dir": "elsewhere"}), "base") == key
+    cheaper_eval = validate_config({**TINY, "setting": {**TINY["setting"], "eval_per_cell": 2, "eval_seed": 9}})
+    assert pretrain_key(cheaper_eval, "base") == key
     cadence = validate_config({**TINY, "pretrain": {"train": {**TINY["pretrain"]["train"], "eval_every": 99}}})
     assert pretrain_key(cadence, "base") == key
     assert pretrain_key(tiny_config, "oracle") != key
     assert pretrain_key(validate_config({**TINY, "seed": 3}), "base") != key
 
 
-def test_model_vocab_smaller_than_tokenizer_is_a_user_error(tiny_config, capsys, tmp_path):
+def test_model_vocab_smaller_than_tokenizer_is_a_user_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["pretrain", "--set", "model.vocab=50", "--set", "model.width=32", "--set", "model.layers=1",
               "--run-dir", str(tmp_path / "r"), "--no-progress"])

@@ -2,15 +2,17 @@ import json
 
 import pytest
 import torch
+import yaml
+from safetensors.torch import load_file
 
 from tests.conftest import TINY
+from undo.cli import main
 from undo.config import SelectionRule, TrainConfig, validate_config
 from undo.engine import train
 from undo.errors import UserError
 from undo.objectives import OBJECTIVES
 from undo.objectives.sam import SAM
-from undo.stages import SweepPoint, build_unlearning_objective, pretrain, run_unlearning, select_teacher, \
-    sweep_points
+from undo.stages import SweepPoint, build_unlearning_objective, pretrain, select_teacher, sweep_points
 from tests.test_engine import tiny_model
 
 
@@ -114,32 +116,48 @@ def test_sam_accumulates_all_micro_batches_before_perturbing(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_unlearning_sweep_end_to_end_on_a_tiny_base(tmp_path):
-    cfg = validate_config({**TINY, "run_dir": str(tmp_path / "runs"), "unlearn": {
+def test_unlearning_sweep_end_to_end_on_a_tiny_base(tmp_path, capsys):
+    raw = {**TINY, "run_dir": str(tmp_path / "runs"), "unlearn": {
         "steps": 4, "batch_size": 4, "examples": 300, "eval_every": 2,
-        "methods": [{"method": "grad_diff", "lrs": [1e-4, 1e-2]}, {"method": "grad_ascent", "lrs": [1e-3],
-                                                                    "sam_rho": 0.05}]}})
-    with pytest.raises(UserError, match="no pretrained base model"):
-        run_unlearning(cfg, progress=False)
+        "methods": [{"method": "grad_diff", "lrs": [1e-4, 1e-2]},
+                    {"method": "grad_ascent", "lrs": [1e-3], "sam_rho": 0.05}]}}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    cfg = validate_config(raw)
+
+    def cli(*args):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["unlearn", str(config), "--no-progress", *args])
+        return exit_info.value.code, capsys.readouterr()
+
+    code, out = cli()
+    assert code == 2 and "no pretrained base model" in out.err
     base = pretrain(cfg, "base", progress=False)
-    selection = run_unlearning(cfg, progress=False)
+    code, out = cli()
+    assert code in (0, None) and "unlearning sweep" in out.out and "<- teacher" in out.out
+    selection = json.loads((tmp_path / "runs" / "unlearn_selection.json").read_text())
     assert set(selection) == {"grad_diff", "grad_ascent+sam"}
-    base_retain = json.loads((base / "meta.json").read_text())["final_metrics"]["retain"]
+    base_meta = json.loads((base / "meta.json").read_text())
+    base_retain = base_meta["final_metrics"]["retain"]
+    base_weights = load_file(base / "model" / "model.safetensors")
     for family in selection.values():
         assert family["base_retain"] == pytest.approx(base_retain)
+        qualified = [c for c in family["candidates"] if c["retain"] >= 0.95 * base_retain]
+        if qualified:
+            assert family["chosen"] == min(qualified, key=lambda c: (c["forget"], -c["retain"]))["name"]
         for c in family["candidates"]:
-            meta = json.loads((tmp_path / "runs" / c["name"] / "meta.json").read_text())
-            assert meta["kind"] == "unlearn" and meta["steps"] == 4
+            run = tmp_path / "runs" / c["name"]
+            meta = json.loads((run / "meta.json").read_text())
+            assert meta["kind"] == "unlearn" and meta["steps"] == 4 and meta["inputs"]["base"] == base_meta["key"]
             sides_read = 2 if meta["method"] == "grad_diff" else 1  # gradient ascent never reads the retain half
             assert meta["labelled_tokens"] == 4 * sides_read * 4 * 32  # steps x sides x batch x context
             assert meta["metrics_before"]["retain"] == pytest.approx(base_retain)
-            assert meta["final_metrics"]["forget"] == c["forget"]
-    sam_meta = json.loads((tmp_path / "runs" / selection["grad_ascent+sam"]["candidates"][0]["name"] /
-                           "meta.json").read_text())
-    assert sam_meta["flops"]["train"] == 2 * sam_meta["tokens"] * base_flops_per_token(base)  # two passes/step
-    saved = json.loads((tmp_path / "runs" / "unlearn_selection.json").read_text())
-    assert saved == json.loads(json.dumps(selection))
+            weights = load_file(run / "model" / "model.safetensors")
+            assert any(not torch.equal(weights[k], base_weights[k]) for k in weights)
+    sam_run = tmp_path / "runs" / selection["grad_ascent+sam"]["candidates"][0]["name"]
+    sam_meta = json.loads((sam_run / "meta.json").read_text())
+    assert sam_meta["flops"]["train"] == 2 * sam_meta["tokens"] * base_meta["flops_per_token"]  # two passes/step
+    stamp = (sam_run / "meta.json").stat().st_mtime_ns
+    assert cli()[0] in (0, None) and (sam_run / "meta.json").stat().st_mtime_ns == stamp  # complete: not rerun
 
 
-def base_flops_per_token(base):
-    return json.loads((base / "meta.json").read_text())["flops_per_token"]

@@ -217,7 +217,7 @@ def test_repnoise_loss_matches_hand_computation():
         x = h[forget_mask][keep]
         mmds.append(hand_mmd(x, torch.randn(x.shape, generator=generator)))
     mmd = sum(mmds) / 3
-    expected = hf_ce("retain") - 0.3 * hf_ce("forget") + 0.5 * mmd
+    expected = hf_ce("retain") - 0.5 * hf_ce("forget") + 0.3 * mmd
     torch.testing.assert_close(loss, expected)
     assert logs == pytest.approx({"retain_ce": hf_ce("retain").item(), "forget_ce": hf_ce("forget").item(),
                                   "mmd": mmd.item()})
@@ -239,7 +239,7 @@ def test_repnoise_noise_is_reproducible_and_depends_on_seed_and_batch():
 
 
 def test_repnoise_engine_steps_lower_the_mmd_term(tmp_path):
-    model, repnoise = tiny_model(), RepNoise(alpha=10.0, seed=2)
+    model, repnoise = tiny_model(), RepNoise(beta=10.0, seed=2)
     batches = Fixed()
     with torch.no_grad():
         before = repnoise.loss(model, batches[0])[1]

@@ -123,10 +123,11 @@ class MethodSweep(StrictModel):
 
     @model_validator(mode="after")
     def _method_exists(self) -> "MethodSweep":
-        from undo.objectives import unlearning_methods
+        from undo.objectives import check_knobs, unlearning_methods
 
         if self.method not in unlearning_methods():
             raise ValueError(f"unknown method {self.method!r}; use one of: {', '.join(unlearning_methods())}")
+        check_knobs(self.method, self.knobs)
         if any(lr <= 0 for lr in self.lrs):
             raise ValueError(f"lrs must all be > 0, got {self.lrs}")
         return self

@@ -88,6 +88,11 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     params = list(objective.trainable_parameters(model))
+    # Only the objective's parameters get gradients: frozen ones cost no backward work and collect no stale grads.
+    trainable = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if id(p) not in trainable and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     optimizer = make_optimizer(params, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     objective.to(accelerator.device)
@@ -139,7 +144,7 @@ def train(
                 kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
                     if checkpoint.exists() else "no checkpoint had been written yet"
                 raise TrainingDiverged(
-                    f"{description}: loss became {loss_value} at step {step}; {kept}; lower train.lr "
+                    f"{description}: loss became {loss_value} at step {step + 1}; {kept}; lower train.lr "
                     f"(now {cfg.lr}), raise train.warmup_steps or set train.clip")
             accelerator.backward(loss / cfg.grad_accum)
             loss_sum += loss_value
@@ -188,6 +193,8 @@ def train(
                 state["log_bytes"] = log.tell()
                 checkpoint.save(model, optimizer, state, run_key)
     log.close()
+    for p in frozen:
+        p.requires_grad_(True)
     return TrainResult(
         steps=state["step"], tokens=state["tokens"], flops=dict(state["flops"]),
         stopped_early=state["stopped_early"], final_metrics=state["last_eval"],
@@ -221,6 +228,10 @@ class Checkpoint:
         self.path = path
 
     def exists(self) -> bool:
+        # A save is interrupted between its two renames only: then the previous checkpoint is still whole in .old.
+        old = self.path.with_name(self.path.name + ".old")
+        if not self.path.exists() and (old / "state.json").is_file():
+            old.rename(self.path)
         return (self.path / "state.json").is_file()
 
     def step(self) -> int:

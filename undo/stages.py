@@ -28,7 +28,7 @@ from undo.data import PackedBatches, PairedBatches, derive_seed, pack
 from undo.engine import train
 from undo.errors import UserError
 from undo.models import build_model, count_parameters, load_model, save_model
-from undo.objectives import OBJECTIVES, Objective
+from undo.objectives import OBJECTIVES, Objective, check_knobs
 from undo.objectives.sam import SAM
 from undo.settings.arithmetic import ArithmeticSetting, overlap_with_training
 
@@ -38,10 +38,43 @@ Which = Literal["base", "oracle"]
 
 def pretrain_key(cfg: ExperimentConfig, which: Which) -> str:
     """Everything that determines the pretrained model, and nothing else (not run_dir, not eval cadence)."""
-    train_cfg = cfg.pretrain.train.model_dump(mode="json", exclude={"eval_every", "checkpoint_every", "log_every"})
-    return stable_hash({"stage": "pretrain", "which": which, "seed": cfg.seed,
-                        "setting": cfg.setting.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json"),
-                        "train": train_cfg})
+    return stable_hash({"stage": "pretrain", "which": which, "seed": cfg.seed, "setting": data_fields(cfg),
+                        "model": cfg.model.model_dump(mode="json"), "train": training_fields(cfg.pretrain.train)})
+
+
+def data_fields(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The setting's fields that shape training data (evaluation settings only change what is measured)."""
+    return cfg.setting.model_dump(mode="json", exclude={"eval_per_cell", "eval_seed", "eval_batch_size"})
+
+
+def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
+    """The training knobs that change the trained weights (not logging, evaluation or checkpoint cadence)."""
+    return train_cfg.model_dump(mode="json", exclude={"eval_every", "checkpoint_every", "log_every"})
+
+
+def pretraining_data(cfg: ExperimentConfig, setting: ArithmeticSetting, which: Which):
+    """The documents of the base (or oracle) stream and their packed, shuffled batches."""
+    problems = setting.training_problems(which, cfg.seed)
+    rows = pack(setting.encode_documents([p.text for p in problems]), cfg.model.context)
+    return problems, PackedBatches(rows, cfg.pretrain.train.batch_size, seed=cfg.seed)
+
+
+def pretraining_steps(cfg: ExperimentConfig, setting: ArithmeticSetting, which: Which, batches_per_epoch: int) -> int:
+    """Optimizer steps for `epochs` passes over the packed stream. `max_steps` caps the *base* model; the oracle
+    then trains on the same share of its own (filtered) stream, so it sees as many +/- examples as the base model
+    does (in expectation), not more."""
+    train_cfg = cfg.pretrain.train
+
+    def full(batches: int) -> int:
+        return math.ceil(batches * train_cfg.epochs / train_cfg.grad_accum)
+
+    if not train_cfg.max_steps:
+        return full(batches_per_epoch)
+    if which == "base":
+        return min(full(batches_per_epoch), train_cfg.max_steps)
+    _, base_batches = pretraining_data(cfg, setting, "base")
+    share = min(1.0, train_cfg.max_steps / full(base_batches.batches_per_epoch))
+    return max(1, round(full(batches_per_epoch) * share))
 
 
 def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> Path:
@@ -53,18 +86,14 @@ def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> P
     workdir = artifact.start()
 
     setting = ArithmeticSetting(cfg.setting)
-    problems = setting.training_problems(which, cfg.seed)
-    rows = pack(setting.encode_documents([p.text for p in problems]), cfg.model.context)
+    problems, batches = pretraining_data(cfg, setting, which)
     train_cfg = cfg.pretrain.train
-    batches = PackedBatches(rows, train_cfg.batch_size, seed=cfg.seed)
-    total_steps = math.ceil(batches.batches_per_epoch * train_cfg.epochs / train_cfg.grad_accum)
-    if train_cfg.max_steps:
-        total_steps = min(total_steps, train_cfg.max_steps)
+    total_steps = pretraining_steps(cfg, setting, which, batches.batches_per_epoch)
 
     tokenizer = setting.tokenizer
     model = build_model(cfg.model, seed=cfg.seed, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
                         tokenizer_size=len(tokenizer))
-    console.print(f"[bold]{which}[/]: {len(problems):,} documents -> {len(rows):,} sequences of "
+    console.print(f"[bold]{which}[/]: {len(problems):,} documents -> {len(batches.rows):,} sequences of "
                   f"{cfg.model.context} tokens; {total_steps:,} steps; {count_parameters(model):,} parameters")
     result = train(model, OBJECTIVES["lm"](), batches, train_cfg, total_steps, workdir,
                    evaluate=setting.evaluate, progress=progress, description=f"pretrain {which}",
@@ -89,7 +118,7 @@ def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> P
         "data": {
             "documents": len(problems),
             "documents_per_component": dict(sorted(Counter(p.component for p in problems).items())),
-            "sequences": len(rows),
+            "sequences": len(batches.rows),
             "eval_items_seen_in_training": overlap_with_training(problems, setting.eval_problems),
             "eval_items_per_cell": cfg.setting.eval_per_cell,
         },
@@ -129,27 +158,25 @@ def sweep_points(cfg: ExperimentConfig) -> list[SweepPoint]:
     return points
 
 
-def build_unlearning_objective(point: SweepPoint, reference: torch.nn.Module, seed: int) -> Objective:
+def build_unlearning_objective(point: SweepPoint, reference: torch.nn.Module | None, seed: int) -> Objective:
     cls = OBJECTIVES[point.method]
-    accepted = inspect.signature(cls.__init__).parameters
     kwargs = dict(point.knobs)
-    unknown = sorted(set(kwargs) - set(accepted) - {"reference", "seed"})
-    if unknown:
-        allowed = sorted(set(accepted) - {"self", "reference", "seed"})
-        raise UserError(f"unlearn: unknown knob {unknown[0]!r} for method {point.method!r} "
-                        f"(allowed: {', '.join(allowed) or 'none'})")
-    if cls.needs_reference:
-        kwargs["reference"] = reference
-    if "seed" in accepted:
-        kwargs["seed"] = seed
-    objective = cls(**kwargs)
+    try:
+        check_knobs(point.method, kwargs)
+        if cls.needs_reference:
+            kwargs["reference"] = reference
+        if "seed" in inspect.signature(cls.__init__).parameters:
+            kwargs["seed"] = seed
+        objective = cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a knob of the wrong type or value
+        raise UserError(f"unlearn: method {point.method!r} with knobs {dict(point.knobs)}: {err}") from None
     return SAM(objective, point.sam_rho) if point.sam_rho else objective
 
 
 def unlearn_key(cfg: ExperimentConfig, base_key: str, point: SweepPoint) -> str:
     u = cfg.unlearn
     return stable_hash({"stage": "unlearn", "base": base_key, "seed": cfg.seed,
-                        "setting": cfg.setting.model_dump(mode="json"), "method": point.method, "lr": point.lr,
+                        "setting": data_fields(cfg), "method": point.method, "lr": point.lr,
                         "knobs": point.knobs, "sam_rho": point.sam_rho, "steps": u.steps,
                         "batch_size": u.batch_size, "clip": u.clip, "examples": u.examples})
 
@@ -172,7 +199,8 @@ def unlearn(cfg: ExperimentConfig, point: SweepPoint, *, progress: bool = True) 
                        cfg.model.context) for side in ("forget", "retain")}
     batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
     model = load_model(base.path / "model")
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    needs_reference = OBJECTIVES[point.method].needs_reference
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
     objective = build_unlearning_objective(point, reference, cfg.seed)
     train_cfg = TrainConfig(batch_size=u.batch_size, lr=point.lr, schedule="constant", warmup_steps=0,
                             weight_decay=0.0, clip=u.clip, max_steps=u.steps, eval_every=u.eval_every,

@@ -7,6 +7,7 @@ Adding a method = adding one file with one registered class.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
@@ -66,3 +67,16 @@ from undo.objectives import (  # noqa: E402,F401
 
 def unlearning_methods() -> list[str]:
     return sorted(name for name, cls in OBJECTIVES.items() if cls.is_unlearning)
+
+
+def method_knobs(method: str) -> list[str]:
+    """The knobs a method's constructor takes (what a sweep may set); `reference` and `seed` come from the stage."""
+    accepted = inspect.signature(OBJECTIVES[method].__init__).parameters
+    return sorted(set(accepted) - {"self", "reference", "seed"})
+
+
+def check_knobs(method: str, knobs: Iterable[str]) -> None:
+    unknown = sorted(set(knobs) - set(method_knobs(method)))
+    if unknown:
+        raise ValueError(f"unknown knob {unknown[0]!r} for method {method!r} "
+                         f"(allowed: {', '.join(method_knobs(method)) or 'none'})")

@@ -42,7 +42,7 @@ class RepNoise(Objective):
     """Representation noising (Rosati et al. 2024, "Representation Noising: A Defence Mechanism Against Harmful
     Finetuning", arXiv 2405.14577):
 
-        L = CE(retain) - beta * CE(forget) + alpha * mean_{l in layers} MMD^2(h_l(forget tokens), N(0, I))
+        L = CE(retain) - alpha * CE(forget) + beta * mean_{l in layers} MMD^2(h_l(forget tokens), N(0, I))
 
     h_l is the residual stream after block l in `layers` (a block or a list; default: every block), over the
     forget tokens that count, subsampled to at most `max_tokens` tokens (the same tokens for every layer); each
@@ -51,17 +51,17 @@ class RepNoise(Objective):
     from a private generator seeded by `seed` and the batch's forget tokens: reproducible across runs and across a
     resume, fresh for every batch.
 
-    Defaults: alpha = 1.0; beta = 0.1. The authors' code (domenicrosati/representation-noising) differs: MMD on
-    each block's MLP output with whole sequences as samples and a sum of 5 kernels, weighted 0.001, and ascent on
-    log(1 + CE(forget)) (averaged over a logit lens of every layer) with weight 1, i.e. about 1/(1 + CE) per unit
-    of CE. Here the ascent is linear in CE; beta = 0.1 is of that order for forget CEs of a few nats. Both are
-    knobs to sweep.
+    alpha weighs the ascent and beta the noise term, as in the authors' code (domenicrosati/representation-noising,
+    `harmless + beta * MMD - alpha * log(harmful)`). Their defaults (alpha = 1, beta = 0.001) are for a different
+    estimator: MMD on each block's MLP output with whole sequences as samples and a sum of 5 kernels, and ascent on
+    log(1 + CE(forget)), about 1/(1 + CE) per unit of CE. Here the ascent is linear in CE, so alpha defaults to
+    0.1 (of that order for forget CEs of a few nats), and beta to 1.0 for this token-level MMD. Sweep both.
     """
 
     is_unlearning = True
     needs_reference = False
 
-    def __init__(self, alpha: float = 1.0, beta: float = 0.1, layers: int | list[int] | None = None,
+    def __init__(self, alpha: float = 0.1, beta: float = 1.0, layers: int | list[int] | None = None,
                  max_tokens: int = 256, bandwidth: float | None = None, seed: int = 0):
         if alpha < 0 or beta < 0:
             raise UserError(f"repnoise needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}")
@@ -98,5 +98,5 @@ class RepNoise(Objective):
             noise = torch.randn(x.shape, generator=generator, device=x.device)
             mmds.append(mmd2(x, noise, self.bandwidth))
         mmd = torch.stack(mmds).mean()
-        loss = retain_ce - self.beta * forget_ce + self.alpha * mmd
+        loss = retain_ce - self.alpha * forget_ce + self.beta * mmd
         return loss, {"retain_ce": retain_ce.item(), "forget_ce": forget_ce.item(), "mmd": mmd.item()}

@@ -20,7 +20,6 @@ class SAM(Objective):
             raise UserError(f"sam_rho must be > 0, got {rho}")
         self.inner, self.rho = inner, rho
         self.name = f"sam({inner.name})"
-        self.needs_reference = getattr(inner, "needs_reference", False)
         self.last_perturbation_norm = 0.0
 
     def trainable_parameters(self, model):
