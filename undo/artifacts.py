@@ -68,9 +68,6 @@ class Artifact:
                             f"{self.key}); use another run_dir or delete that folder")
         return True
 
-    def meta(self) -> dict[str, Any]:
-        return json.loads((self.path / "meta.json").read_text())
-
     def start(self) -> Path:
         """The work-in-progress folder (kept across interruptions so the engine can resume)."""
         self.partial.mkdir(parents=True, exist_ok=True)

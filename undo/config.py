@@ -7,8 +7,6 @@ and the fix; the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,7 +143,7 @@ class SelectionRule(StrictModel):
 
 class UnlearnConfig(StrictModel):
     methods: list[MethodSweep] = Field(default_factory=lambda: [
-        MethodSweep(method="grad_diff", lrs=[3e-4, 1e-3]),
+        MethodSweep(method="grad_diff", lrs=[3e-4, 1e-3], knobs={"retain_weight": 15.0}),  # the paper's λ
         MethodSweep(method="maxent", lrs=[3e-4, 1e-3]),
         MethodSweep(method="rmu", lrs=[1e-3, 3e-3]),
     ])
@@ -249,8 +247,9 @@ def _allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
 
 def config_hash(config: BaseModel) -> str:
     """A stable short hash of a resolved config (or any sub-section): key order and formatting don't matter."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    from undo.artifacts import stable_hash
+
+    return stable_hash(config.model_dump(mode="json"))
 
 
 def dump_yaml(config: BaseModel) -> str:

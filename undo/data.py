@@ -60,10 +60,6 @@ class PackedBatches:
         picked = self._order[within * self.batch_size : (within + 1) * self.batch_size]
         return {"input_ids": self.rows[picked]}
 
-    @property
-    def tokens_per_epoch(self) -> int:
-        return self.batches_per_epoch * self.batch_size * self.rows.shape[1]
-
 
 class PairedBatches:
     """One forget batch and one retain batch per step (unlearning): keys `forget_input_ids`, `retain_input_ids`."""

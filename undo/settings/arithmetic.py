@@ -153,9 +153,6 @@ def overlap_with_training(train: list[Problem], evaluation: list[Problem]) -> di
 class ArithmeticSetting:
     """Tokenizer, pretraining documents and evaluation for the arithmetic setting."""
 
-    retain_metric = "retain"
-    forget_metric = "forget"
-
     def __init__(self, cfg: ArithmeticConfig):
         self.cfg = cfg
         self.tokenizer = build_char_tokenizer()
