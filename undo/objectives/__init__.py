@@ -61,7 +61,7 @@ class Objective(ABC):
 
 # Importing each module registers its objective; a new method is one new file plus its name here.
 from undo.objectives import (  # noqa: E402,F401
-    grad_ascent, grad_diff, lm, maxent, npo, repnoise, rmu, simnpo,
+    distill, grad_ascent, grad_diff, lm, maxent, npo, repnoise, rmu, simnpo,
 )
 
 
