@@ -68,6 +68,67 @@ def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = 
     console.print(table)
 
 
+@app.command()
+def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders to attack (each with model/)")],
+           config: Annotated[Optional[Path], typer.Option(help="experiment YAML; omit for the demo config")] = None,
+           set_: SetOpt = None, run_dir: RunDirOpt = None,
+           unlearn_only: Annotated[Optional[str], typer.Option(
+               "--unlearn-only", help="the target that scores robustness 0 (its folder name)")] = None,
+           oracle: Annotated[Optional[str], typer.Option(
+               help="the target that scores robustness 1 (its folder name)")] = None,
+           progress: ProgressOpt = True) -> None:
+    """Relearning attack: fine-tune each target on forget-domain data at every LR of the grid; report the attacker's
+    best forget accuracy at each budget, the area under that curve, and normalised robustness."""
+    from undo.stages import attack as run_attack
+    from undo.stages import robustness_summary
+
+    cfg = _load(config, set_, run_dir)
+    names = [target.resolve().name for target in targets]
+    for target in targets:
+        if not (target / "model").is_dir():
+            raise UserError(f"nothing to attack at {target}: expected an artifact folder with a model/ subfolder")
+    if len(set(names)) < len(names):
+        raise UserError(f"two targets share a folder name ({', '.join(names)}); results are named by folder")
+    if (unlearn_only is None) != (oracle is None):
+        raise UserError("give both --unlearn-only and --oracle (robustness is normalised between them), or neither")
+    for role, name in (("unlearn-only", unlearn_only), ("oracle", oracle)):
+        if name is not None and Path(name).name not in names:
+            raise UserError(f"the {role} model {Path(name).name!r} is not among the attacked models: "
+                            f"{', '.join(names)}")
+    results = {name: run_attack(cfg, target, progress=progress) for name, target in zip(names, targets)}
+    budgets = cfg.attack.budgets
+    summary = robustness_summary(results, Path(unlearn_only).name, Path(oracle).name, budgets) if oracle else None
+
+    a = cfg.attack
+    tokens = ", ".join(f"{b} steps = {b * a.batch_size * cfg.model.context:,} tokens" for b in budgets)
+    table = Table(title=f"relearning attack ({a.data} data, {len(a.lrs)} LRs, {a.steps} steps): attacker-best "
+                        f"forget accuracy (best LR)", caption=tokens)
+    for column in ("model", "before", *(f"@{b}" for b in budgets), f"area <={max(budgets)}"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    if summary:
+        for column in (*(f"robust @{b}" for b in budgets), "robust area"):
+            table.add_column(column, justify="right")
+    for name, path in results.items():
+        meta = json.loads((path / "meta.json").read_text())
+        cells = [f"{row['value']:.1%} ({'-' if row['lr'] is None else format(row['lr'], 'g')})"
+                 for row in meta["snapshots"]]
+        row = [name, f"{meta['metrics_before']['forget']:.1%}", *cells, f"{meta['area']['value']:.1%}"]
+        if summary:
+            score = summary[name]
+            row += [_robustness(r["robustness"]) for r in (*score["budgets"], score["area"])]
+        table.add_row(*row)
+    console.print(table)
+    if summary:
+        console.print("robustness: 0 = relearns like the unlearn-only model, 1 = like the data-filtered oracle; "
+                      "n/a = both relearn equally there")
+    for name, path in results.items():
+        console.print(f"{name}: {path}", highlight=False)
+
+
+def _robustness(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 @app.command("eval")
 def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder or its model/ folder")],
              config: Annotated[Optional[Path], typer.Option(help="experiment YAML (its setting is used)")] = None,

@@ -155,6 +155,42 @@ class UnlearnConfig(StrictModel):
     selection: SelectionRule = Field(default_factory=SelectionRule)
 
 
+class AttackConfig(StrictModel):
+    """Relearning attack: plain CE fine-tuning of a model for `steps` steps at a constant LR, for each LR of a grid;
+    the attacker's best LR at each evaluated step is what counts (the defender faces the worst case)."""
+
+    data: Literal["forget", "mixture"] = Field(
+        "mixture", description="'forget': forget-operation documents only; 'mixture': the pretraining mixture "
+                               "(all operations, as the paper attacked arithmetic)")
+    # The paper swept ~10 LRs spanning 1e-6..1e-3 for 500 steps on much larger models. Our ~1M-parameter CPU
+    # models take (and survive) larger steps, and every LR is a full fine-tuning run on a 2-core CPU, so the grid
+    # is shifted up and shorter: 6 values, half a decade apart, 1e-5..3e-3.
+    lrs: list[float] = Field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], min_length=1)
+    steps: int = Field(100, ge=1, description="attack steps per LR (the paper: 500)")
+    eval_every: int = Field(10, ge=1, description="evaluate forget/retain every N steps, from step 0")
+    batch_size: int = Field(8, ge=1)
+    budgets: list[int] = Field(default_factory=lambda: [40, 100], min_length=1,
+                               description="attack steps at which to report snapshots (each <= steps)")
+    max_retain_drop: float | None = Field(
+        None, ge=0, description="an attack point counts only if retain accuracy fell at most this much from "
+                                "step 0; null = no cap")
+    eval_per_cell: int = Field(50, ge=1, le=100_000,
+                               description="evaluation items per operation x format during the attack (cheaper "
+                                           "than the setting's, since every LR evaluates many times)")
+    examples: int = Field(20_000, ge=1, description="documents generated for the attack's data stream")
+
+    @model_validator(mode="after")
+    def _grid_and_budgets(self) -> "AttackConfig":
+        if any(lr <= 0 for lr in self.lrs):
+            raise ValueError(f"lrs must all be > 0, got {self.lrs}")
+        if len(set(self.lrs)) != len(self.lrs):
+            raise ValueError(f"lrs must not repeat, got {self.lrs}")
+        bad = [b for b in self.budgets if not 0 <= b <= self.steps]
+        if bad:
+            raise ValueError(f"budgets {bad} must be between 0 and steps ({self.steps}); raise steps or lower them")
+        return self
+
+
 class ExperimentConfig(StrictModel):
     seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
     run_dir: str = Field("runs/demo", description="where artifacts go")
@@ -162,6 +198,7 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ import inspect
 import itertools
 import json
 import math
+import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,16 +23,17 @@ import torch
 
 from rich.console import Console
 
-from undo.artifacts import Artifact, stable_hash
+from undo.artifacts import Artifact, file_sha256, stable_hash
 from undo.compute import matmul_parameters, train_flops_per_token
 from undo.config import ExperimentConfig, SelectionRule, TrainConfig, dump_yaml
 from undo.data import PackedBatches, PairedBatches, derive_seed, pack
-from undo.engine import train
+from undo.engine import read_metrics, train
 from undo.errors import UserError
 from undo.models import build_model, count_parameters, load_model, save_model
 from undo.objectives import OBJECTIVES, Objective, check_knobs
 from undo.objectives.sam import SAM
-from undo.settings.arithmetic import ArithmeticSetting, overlap_with_training
+from undo.robustness import BestCurve, Curve, area_under, attacker_best, normalised_robustness, snapshots, value_at
+from undo.settings.arithmetic import ArithmeticSetting, Problem, overlap_with_training, training_problems
 
 console = Console(stderr=True)
 Which = Literal["base", "oracle"]
@@ -249,3 +252,151 @@ def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
     selection = {label: select_teacher(c, base_retain, cfg.unlearn.selection) for label, c in families.items()}
     (Path(cfg.run_dir) / "unlearn_selection.json").write_text(json.dumps(selection, indent=2) + "\n")
     return selection
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Relearning attack: plain CE fine-tuning of a finished model at each LR of a grid. The data stream depends on the
+# seed and the attack config only, never on the target, so every model attacked with one config sees the same
+# batches in the same order (comparisons between models are paired).
+
+
+def attack_data(cfg: ExperimentConfig, setting: ArithmeticSetting) -> tuple[list[Problem], PackedBatches]:
+    """The attack's documents and shuffled batches: forget-operation documents, or a fresh draw of the
+    pretraining mixture (all operations, as the paper attacked arithmetic)."""
+    a = cfg.attack
+    seed = derive_seed(cfg.seed, "attack")
+    if a.data == "forget":
+        problems = setting.labelled_problems("forget", a.examples, seed)
+    else:
+        problems = training_problems(setting.cfg, a.examples, seed)
+    rows = pack(setting.encode_documents([p.text for p in problems]), cfg.model.context)
+    return problems, PackedBatches(rows, a.batch_size, seed=seed)
+
+
+def attack_data_key(cfg: ExperimentConfig) -> str:
+    """Everything that determines the attack's batches: equal keys mean identical data in identical order."""
+    a = cfg.attack
+    return stable_hash({"stage": "attack-data", "seed": cfg.seed, "setting": data_fields(cfg),
+                        "context": cfg.model.context, "data": a.data, "examples": a.examples,
+                        "batch_size": a.batch_size})
+
+
+def target_key(target: Path) -> str:
+    """The attacked model's identity: its stage key from meta.json, or (a model made elsewhere) its weights' hash."""
+    meta = target / "meta.json"
+    key = json.loads(meta.read_text()).get("key") if meta.is_file() else None
+    return key or stable_hash({p.name: file_sha256(p) for p in sorted((target / "model").glob("*.safetensors"))})
+
+
+def attack_key(cfg: ExperimentConfig, target: str) -> str:
+    return stable_hash({"stage": "attack", "target": target, "seed": cfg.seed, "data": attack_data_key(cfg),
+                        "eval_seed": cfg.setting.eval_seed, "attack": cfg.attack.model_dump(mode="json")})
+
+
+def attack_one_lr(cfg: ExperimentConfig, target: Path, lr: float, batches: PackedBatches,
+                  setting: ArithmeticSetting, workdir: Path, key: str, progress: bool) -> dict[str, Any]:
+    """Fine-tune a fresh load of the target at one LR in `workdir`; a finished LR (done.json) is not redone.
+    Returns the run's totals and its forget and retain curves read back from its metrics.jsonl."""
+    a = cfg.attack
+    done = workdir / "done.json"
+    if not done.is_file():
+        model = load_model(target / "model")
+        if model.config.vocab_size < len(setting.tokenizer):
+            raise UserError(f"{target / 'model'} has {model.config.vocab_size} embedding rows, fewer than the "
+                            f"arithmetic tokenizer's {len(setting.tokenizer)}; attack a model trained by undo")
+        train_cfg = TrainConfig(batch_size=a.batch_size, lr=lr, schedule="constant", warmup_steps=0,
+                                weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
+                                checkpoint_every=max(a.eval_every, 50), log_every=10)
+        result = train(model, OBJECTIVES["lm"](), batches, train_cfg, a.steps, workdir, evaluate=setting.evaluate,
+                       eval_at_start=True, progress=progress, description=f"attack {target.name} lr={lr:g}",
+                       run_key=f"{key}:lr={lr!r}")
+        done.write_text(json.dumps({"lr": lr, "steps": result.steps, "tokens": result.tokens, "flops": result.flops,
+                                    "wall_time_s": round(result.wall_time_s, 2)}) + "\n")
+    shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
+    evals = [line for line in read_metrics(workdir / "metrics.jsonl") if line["kind"] == "eval"]
+    steps = [line["step"] for line in evals]
+    return {**json.loads(done.read_text()),
+            "forget": Curve(steps, [line["forget"] for line in evals]).to_dict(),
+            "retain": Curve(steps, [line["retain"] for line in evals]).to_dict()}
+
+
+def attack(cfg: ExperimentConfig, target: Path, *, progress: bool = True) -> Path:
+    """Relearning attack on the model in `target/model/` into `<run_dir>/attack_<target name>_<key>/`: one plain
+    CE fine-tune per LR of `cfg.attack.lrs` (constant LR, AdamW without weight decay, clip 1.0), forget and retain
+    accuracy every `eval_every` steps from step 0, then the attacker-best curve, snapshots and area."""
+    target = Path(target)
+    if not (target / "model").is_dir():
+        raise UserError(f"nothing to attack at {target}: expected an artifact folder with a model/ subfolder, "
+                        f"e.g. {Path(cfg.run_dir) / 'base'}")
+    a = cfg.attack
+    tkey = target_key(target)
+    key = attack_key(cfg, tkey)
+    artifact = Artifact(cfg.run_dir, f"attack_{target.resolve().name}_{key[:8]}", key)
+    if artifact.is_complete():
+        console.print(f"[green]attack {target.name}[/]: complete artifact found at {artifact.path}, not recomputed")
+        return artifact.path
+    workdir = artifact.start()
+
+    # Evaluation during the attack uses `attack.eval_per_cell` items per cell (many evaluations per LR).
+    setting = ArithmeticSetting(cfg.setting.model_copy(update={"eval_per_cell": a.eval_per_cell}))
+    problems, batches = attack_data(cfg, setting)
+    runs = [attack_one_lr(cfg, target, lr, batches, setting, workdir / f"lr_{lr:g}", key, progress) for lr in a.lrs]
+
+    forget = {run["lr"]: Curve.from_dict(run["forget"]) for run in runs}
+    retain = {run["lr"]: Curve.from_dict(run["retain"]) for run in runs}
+    capped = a.max_retain_drop is not None
+    best = attacker_best(forget, retain if capped else None, a.max_retain_drop)
+    tokens_per_step = a.batch_size * cfg.model.context
+    flops: Counter[str] = Counter()
+    for run in runs:
+        flops.update(run["flops"])
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
+    meta = {
+        "kind": "attack", "inputs": {"target": {"key": tkey, "path": str(target)}}, "seed": cfg.seed,
+        "attack": a.model_dump(mode="json"),
+        "data": {"key": attack_data_key(cfg), "kind": a.data, "documents": len(problems),
+                 "sequences": len(batches.rows), "tokens_per_step": tokens_per_step},
+        "metrics_before": {"forget": forget[a.lrs[0]].values[0], "retain": retain[a.lrs[0]].values[0]},
+        "per_lr": runs,
+        "best": best.to_dict(),
+        "max_retain_drop": a.max_retain_drop,
+        "snapshots": [{**row, "tokens": row["budget"] * tokens_per_step} for row in snapshots(best, a.budgets)],
+        "area": {"up_to": max(a.budgets), "value": area_under(best, max(a.budgets))},
+        "tokens": sum(run["tokens"] for run in runs),
+        "flops": dict(flops), "flops_total": sum(flops.values()),
+        "wall_time_s": round(sum(run["wall_time_s"] for run in runs), 2),
+    }
+    path = artifact.finish(meta)
+    console.print(f"[green]attack {target.name}[/]: done -> {path}")
+    return path
+
+
+def _normalised(p_method: float, p_unlearn_only: float, p_oracle: float) -> dict[str, Any]:
+    try:
+        return {"robustness": normalised_robustness(p_method, p_unlearn_only, p_oracle), "note": None}
+    except UserError as err:  # unlearn-only and oracle relearn equally here: robustness is undefined
+        return {"robustness": None, "note": str(err)}
+
+
+def robustness_summary(results: dict[str, Path], unlearn_only: str, oracle: str,
+                       budgets: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """For each attacked model (name -> attack artifact folder): the attacker-best forget value (and its LR) at each
+    budget and the area up to the largest budget, each with robustness normalised between the `unlearn_only`
+    model (0) and the `oracle` (1); None, with the reason, where the two relearn equally."""
+    for role, name in (("unlearn-only", unlearn_only), ("oracle", oracle)):
+        if name not in results:
+            raise UserError(f"the {role} model {name!r} is not among the attacked models: {', '.join(results)}")
+    curves = {name: BestCurve.from_dict(json.loads((path / "meta.json").read_text())["best"])
+              for name, path in results.items()}
+    up_to = max(budgets)
+    summary: dict[str, dict[str, Any]] = {}
+    for name, curve in curves.items():
+        rows = []
+        for row in snapshots(curve, budgets):
+            rows.append({**row, **_normalised(row["value"], value_at(curves[unlearn_only], row["budget"]),
+                                              value_at(curves[oracle], row["budget"]))})
+        area = area_under(curve, up_to)
+        summary[name] = {"before": curve.values[0], "budgets": rows, "area": {
+            "up_to": up_to, "value": area,
+            **_normalised(area, area_under(curves[unlearn_only], up_to), area_under(curves[oracle], up_to))}}
+    return summary

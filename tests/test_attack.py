@@ -1,0 +1,255 @@
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+import undo.settings.arithmetic as arithmetic
+import undo.stages
+from tests.conftest import TINY
+from undo.artifacts import file_sha256, stable_hash
+from undo.cli import main
+from undo.config import validate_config
+from undo.engine import read_metrics
+from undo.errors import UserError
+from undo.robustness import Curve, area_under, attacker_best
+from undo.stages import attack, pretrain, robustness_summary, target_key
+
+LRS = [1e-3, 1e-2]
+ATTACK = {"lrs": LRS, "steps": 6, "eval_every": 2, "budgets": [2, 6], "batch_size": 4, "examples": 300,
+          "eval_per_cell": 4}
+
+
+def config(run_dir, **attack_overrides):
+    return validate_config({**TINY, "run_dir": str(run_dir), "attack": {**ATTACK, **attack_overrides}})
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    """Two different tiny models (base and oracle) and a run_dir their attacks share across tests."""
+    root = tmp_path_factory.mktemp("attack")
+    cfg = config(root / "runs")
+    return cfg, pretrain(cfg, "base", progress=False), pretrain(cfg, "oracle", progress=False)
+
+
+def meta_of(path):
+    return json.loads((path / "meta.json").read_text())
+
+
+def eval_curves(metrics_file, metric):
+    evals = [line for line in read_metrics(metrics_file) if line["kind"] == "eval"]
+    return [line["step"] for line in evals], [line[metric] for line in evals]
+
+
+def without_wall_time(meta):
+    meta = {k: v for k, v in meta.items() if k != "wall_time_s"}
+    meta["per_lr"] = [{k: v for k, v in run.items() if k != "wall_time_s"} for run in meta["per_lr"]]
+    return meta
+
+
+def test_attack_config_is_validated():
+    with pytest.raises(UserError, match=r"attack: budgets \[40\] must be between 0 and steps \(10\)"):
+        validate_config({"attack": {"steps": 10, "budgets": [5, 40]}})
+    with pytest.raises(UserError, match="lrs must all be > 0"):
+        validate_config({"attack": {"lrs": [1e-3, 0.0]}})
+    with pytest.raises(UserError, match="attack.lrs"):
+        validate_config({"attack": {"lrs": []}})
+    with pytest.raises(UserError, match="attack.data"):
+        validate_config({"attack": {"data": "korean"}})
+    default = validate_config({}).attack
+    assert default.data == "mixture" and len(default.lrs) >= 5 and max(default.budgets) <= default.steps
+
+
+def test_attack_data_is_forget_only_or_the_full_mixture(tmp_path):
+    for data, ops in (("forget", {"mul", "div"}), ("mixture", {"add", "sub", "mul", "div"})):
+        cfg = config(tmp_path, data=data)
+        problems, batches = undo.stages.attack_data(cfg, arithmetic.ArithmeticSetting(cfg.setting))
+        assert len(problems) == ATTACK["examples"] and {p.op for p in problems} == ops
+        assert batches[0]["input_ids"].shape == (ATTACK["batch_size"], TINY["model"]["context"])
+
+
+def test_every_target_sees_the_same_attack_batches(targets, monkeypatch):
+    cfg, base, oracle = targets
+    seen = {}
+    real_train = undo.stages.train
+
+    def spy(model, objective, batches, train_cfg, total_steps, workdir, **kwargs):
+        seen[(workdir.parent.name, train_cfg.lr)] = [batches[i]["input_ids"] for i in range(total_steps)]
+        return real_train(model, objective, batches, train_cfg, total_steps, workdir, **kwargs)
+
+    monkeypatch.setattr(undo.stages, "train", spy)
+    results = [attack(cfg, target, progress=False) for target in (base, oracle)]
+    assert len(seen) == 4  # 2 targets x 2 LRs
+    reference = next(iter(seen.values()))
+    assert len(reference) == ATTACK["steps"]
+    for batches in seen.values():  # every target, every LR: the same batches in the same order
+        assert all(torch.equal(a, b) for a, b in zip(batches, reference, strict=True))
+    assert not all(torch.equal(reference[0], b) for b in reference[1:])  # ...and they are not one batch repeated
+    metas = [meta_of(path) for path in results]
+    assert metas[0]["data"] == metas[1]["data"] and metas[0]["data"]["kind"] == "mixture"
+    assert metas[0]["inputs"]["target"]["key"] == meta_of(base)["key"]
+    assert metas[1]["inputs"]["target"]["key"] == meta_of(oracle)["key"]
+    assert metas[0]["key"] != metas[1]["key"] and results[0].name.startswith("attack_base_")
+    # Another seed is another stream.
+    other = config(cfg.run_dir).model_copy(update={"seed": 1})
+    assert undo.stages.attack_data_key(other) != metas[0]["data"]["key"]
+
+
+def test_attacker_best_is_the_per_step_max_over_the_saved_lr_curves(targets):
+    cfg, base, _ = targets
+    path = attack(cfg, base, progress=False)
+    meta = meta_of(path)
+    curves = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "forget") for lr in LRS}
+    steps = curves[LRS[0]][0]
+    assert steps == [0, 2, 4, 6]
+    best = meta["best"]
+    assert best["steps"] == steps
+    for i in range(len(steps)):
+        values = [curves[lr][1][i] for lr in LRS]
+        assert best["values"][i] == max(values)
+        assert best["best_lr"][i] == LRS[values.index(max(values))]  # ties: the smaller LR
+    assert best["retain_cap"] is None and meta["max_retain_drop"] is None
+    assert [run["forget"]["values"] for run in meta["per_lr"]] == [curves[lr][1] for lr in LRS]
+    tokens_per_step = ATTACK["batch_size"] * TINY["model"]["context"]
+    assert meta["snapshots"] == [
+        {"budget": b, "step": b, "value": best["values"][steps.index(b)], "lr": best["best_lr"][steps.index(b)],
+         "tokens": b * tokens_per_step} for b in ATTACK["budgets"]]
+    assert meta["area"] == {"up_to": 6, "value": pytest.approx(area_under(Curve(steps, best["values"])))}
+    assert meta["tokens"] == len(LRS) * ATTACK["steps"] * tokens_per_step
+    assert meta["flops_total"] == sum(sum(run["flops"].values()) for run in meta["per_lr"]) > 0
+    assert meta["kind"] == "attack" and not (path / "lr_0.001" / "checkpoint").exists()
+    attack(cfg, base, progress=False)  # complete: reused
+    assert meta_of(path) == meta
+
+
+def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_path, monkeypatch):
+    cfg, base, _ = targets
+    reference = meta_of(attack(cfg, base, progress=False))
+    cfg = config(tmp_path / "runs")
+    real_train = undo.stages.train
+    calls = []
+
+    class DiesAtStep3:
+        def __init__(self, batches):
+            self.batches = batches
+
+        def __getitem__(self, index):
+            if index == 3:
+                raise KeyboardInterrupt
+            return self.batches[index]
+
+    def dies_in_second_lr(model, objective, batches, train_cfg, *args, **kwargs):
+        calls.append(train_cfg.lr)
+        if train_cfg.lr == LRS[1]:
+            batches = DiesAtStep3(batches)
+        return real_train(model, objective, batches, train_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(undo.stages, "train", dies_in_second_lr)
+    with pytest.raises(KeyboardInterrupt):
+        attack(cfg, base, progress=False)
+    partial = next((tmp_path / "runs").glob(".attack_base_*.partial"))
+    first = partial / "lr_0.001" / "metrics.jsonl"
+    assert (partial / "lr_0.001" / "done.json").is_file() and not (partial / "lr_0.01" / "done.json").exists()
+    stamp = first.stat().st_mtime_ns
+
+    monkeypatch.setattr(undo.stages, "train", lambda *a, **k: calls.append("resumed") or real_train(*a, **k))
+    resumed = attack(cfg, base, progress=False)
+    assert calls == [LRS[0], LRS[1], "resumed"]  # only the unfinished LR ran again
+    assert (resumed / "lr_0.001" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert without_wall_time(meta_of(resumed)) == without_wall_time(reference)
+
+
+def test_a_model_without_meta_is_keyed_by_its_weights(targets, tmp_path):
+    _, base, _ = targets
+    copy = tmp_path / "mine"
+    shutil.copytree(base / "model", copy / "model")
+    weights = copy / "model" / "model.safetensors"
+    assert target_key(copy) == stable_hash({"model.safetensors": file_sha256(weights)}) != target_key(base)
+    weights.write_bytes(weights.read_bytes()[:-1] + b" ")
+    assert target_key(copy) != stable_hash({"model.safetensors": file_sha256(base / "model" / "model.safetensors")})
+
+
+@pytest.fixture
+def small_numbers(monkeypatch):
+    """Operands 1-4 for every operation: a tiny model learns the forget operations in seconds, so an attack has
+    something it could damage (at the real operand ranges a tiny model's forget accuracy is ~0)."""
+    for op in arithmetic.OPERAND_RANGE:
+        monkeypatch.setitem(arithmetic.OPERAND_RANGE, op, (1, 4))
+
+
+def test_attack_on_a_capable_base_keeps_its_forget_accuracy_and_the_retain_cap_is_recorded(tmp_path, small_numbers):
+    raw = {**TINY, "run_dir": str(tmp_path / "runs"),
+           "setting": {**TINY["setting"], "examples": 3000, "word_problem_weight": 0.0, "eval_per_cell": 16},
+           "pretrain": {"oracle": False, "train": {**TINY["pretrain"]["train"], "lr": 3e-3, "warmup_steps": 10,
+                                                   "epochs": 20, "max_steps": 1200, "eval_every": 1200,
+                                                   "checkpoint_every": 1200, "log_every": 100}},
+           "attack": {**ATTACK, "lrs": [3e-4, 3e-3], "steps": 10, "budgets": [4, 10], "eval_per_cell": 16,
+                      "examples": 1000}}
+    cfg = validate_config(raw)
+    base = pretrain(cfg, "base", progress=False)
+    meta = meta_of(attack(cfg, base, progress=False))
+    best = meta["best"]["values"]
+    assert best[0] == meta["metrics_before"]["forget"] == pytest.approx(meta_of(base)["final_metrics"]["forget"])
+    assert best[0] >= 0.25  # the base model really can multiply and divide small numbers (~0.34 here)
+    assert best[-1] >= best[0] - 0.05  # and fine-tuning on its own pretraining mixture does not take it away
+
+    capped_cfg = validate_config({**raw, "attack": {**raw["attack"], "max_retain_drop": 0.0}})
+    capped = meta_of(attack(capped_cfg, base, progress=False))
+    assert capped["key"] != meta["key"] and capped["max_retain_drop"] == 0.0
+    cap = capped["best"]["retain_cap"]
+    assert cap["max_retain_drop"] == 0.0
+    retain = {run["lr"]: Curve.from_dict(run["retain"]) for run in capped["per_lr"]}
+    forget = {run["lr"]: Curve.from_dict(run["forget"]) for run in capped["per_lr"]}
+    dropped = [{"lr": lr, "steps": [s for s, v in zip(c.steps, c.values) if v < c.values[0]]}
+               for lr, c in sorted(retain.items())]
+    assert cap["removed"] == [row for row in dropped if row["steps"]]
+    assert capped["best"] == attacker_best(forget, retain, 0.0).to_dict()
+    # The cap only changes which points count: the runs themselves are the uncapped attack's.
+    assert without_wall_time(capped)["per_lr"] == without_wall_time(meta)["per_lr"]
+
+
+def write_fake_attack(root, name, values):
+    path = root / name
+    path.mkdir()
+    best = attacker_best({1e-3: Curve([0, 5, 10], values)})
+    (path / "meta.json").write_text(json.dumps({"best": best.to_dict()}))
+    return path
+
+
+def test_robustness_summary_normalises_between_unlearn_only_and_oracle(tmp_path):
+    results = {name: write_fake_attack(tmp_path, name, values) for name, values in {
+        "unlearned": [0.0, 0.8, 0.9], "oracle": [0.0, 0.2, 0.9], "student": [0.0, 0.35, 0.9]}.items()}
+    summary = robustness_summary(results, "unlearned", "oracle", [5, 10])
+    at5 = {name: s["budgets"][0] for name, s in summary.items()}
+    assert at5["unlearned"]["robustness"] == 0.0 and at5["oracle"]["robustness"] == 1.0
+    assert at5["student"]["robustness"] == pytest.approx(0.75) and at5["student"]["value"] == 0.35
+    at10 = summary["student"]["budgets"][1]  # all relearn fully by step 10: undefined there, and said why
+    assert at10["robustness"] is None and "relearn equally" in at10["note"]
+    area = summary["student"]["area"]
+    assert area["up_to"] == 10 and area["robustness"] == pytest.approx((0.625 - 0.4) / (0.625 - 0.325))
+    with pytest.raises(UserError, match="'filtered' is not among the attacked models"):
+        robustness_summary(results, "unlearned", "filtered", [5])
+
+
+def test_cli_attack_table_and_user_errors(targets, tmp_path, capsys):
+    cfg, base, oracle = targets
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump({**TINY, "run_dir": cfg.run_dir, "attack": ATTACK}))
+
+    def cli(*args):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["attack", *args, "--config", str(config_file), "--no-progress"])
+        return exit_info.value.code, capsys.readouterr()
+
+    code, out = cli(str(tmp_path / "nowhere"))
+    assert code == 2 and out.err.count("\n") == 1 and "nothing to attack at" in out.err
+    code, out = cli(str(base), "--oracle", "oracle")
+    assert code == 2 and "give both --unlearn-only and --oracle" in out.err
+    code, out = cli(str(base), "--unlearn-only", "base", "--oracle", "filtered")
+    assert code == 2 and "'filtered' is not among the attacked models" in out.err
+    code, out = cli(str(base), str(oracle), "--unlearn-only", "base", "--oracle", str(oracle))
+    assert code in (0, None), out.err
+    assert "attacker-best" in out.out and "robust" in out.out and "6 steps = 768 tokens" in out.out
+    row = next(line for line in out.out.splitlines() if "│ base" in line)
+    assert "0.00" in row or "n/a" in row  # the unlearn-only model scores 0 (or n/a where both relearn equally)
