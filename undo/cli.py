@@ -58,14 +58,15 @@ def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = 
     selection = run_unlearning(cfg, progress=progress)
     table = Table(title=f"unlearning sweep (retain must stay >= {cfg.unlearn.selection.min_retain_fraction:.0%} "
                         "of the base model's)")
-    for column in ("run", "lr", "knobs", "retain", "forget", "chosen"):
-        table.add_column(column)
+    for column in ("method", "lr", "knobs", "retain", "forget", "chosen"):
+        table.add_column(column, no_wrap=column != "knobs")
     for label, family in selection.items():
         for c in family["candidates"]:
             knobs = " ".join(f"{k}={v}" for k, v in c["knobs"].items())
-            table.add_row(c["name"], f"{c['lr']:g}", knobs, f"{c['retain']:.1%}", f"{c['forget']:.1%}",
+            table.add_row(label, f"{c['lr']:g}", knobs, f"{c['retain']:.1%}", f"{c['forget']:.1%}",
                           "<- teacher" if c["name"] == family["chosen"] else ("" if c["qualifies"] else "retain lost"))
     console.print(table)
+    console.print(f"every run and the choices: {Path(cfg.run_dir) / 'unlearn_selection.json'}", highlight=False)
 
 
 @app.command()
