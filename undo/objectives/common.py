@@ -71,3 +71,18 @@ def block_outputs(model: nn.Module, blocks: Sequence[int]) -> Iterator[dict[int,
     finally:
         for handle in handles:
             handle.remove()
+
+
+def with_optional_retain_term(model, batch, loss: torch.Tensor, logs: dict[str, float], weight: float):
+    """loss + weight * CE(retain), for methods whose retain term is optional: with weight 0 the retain half of the
+    batch is not even run (and `tokens_read` does not count it)."""
+    if not weight:
+        return loss, logs
+    retain_ce = cross_entropy(model, *side(batch, RETAIN))
+    return loss + weight * retain_ce, {**logs, "retain_ce": retain_ce.item()}
+
+
+def tokens_read(batch: dict[str, torch.Tensor], retain_weight: float) -> int:
+    """Tokens a method with an optional retain term reads: the forget half, plus the retain half if it is used."""
+    retain = batch[f"{RETAIN}_input_ids"].numel() if retain_weight else 0
+    return int(batch[f"{FORGET}_input_ids"].numel() + retain)

@@ -9,7 +9,7 @@ from torch import nn
 from undo.compute import forward_flops_per_token
 from undo.errors import UserError
 from undo.objectives import Objective, register
-from undo.objectives.common import FORGET, RETAIN, cross_entropy, sequence_logprob, side
+from undo.objectives.common import FORGET, sequence_logprob, side, tokens_read, with_optional_retain_term
 
 
 @register("npo")
@@ -40,14 +40,10 @@ class NPO(Objective):
             reference_logprob, _ = sequence_logprob(self.reference, input_ids, attention_mask)
         npo = -(2 / self.beta) * F.logsigmoid(-self.beta * (logprob - reference_logprob)).mean()
         logs = {"npo": npo.item(), "forget_ce": (-logprob.sum() / counted.sum()).item()}
-        if not self.retain_weight:
-            return npo, logs
-        retain_ce = cross_entropy(model, *side(batch, RETAIN))
-        return npo + self.retain_weight * retain_ce, {**logs, "retain_ce": retain_ce.item()}
+        return with_optional_retain_term(model, batch, npo, logs, self.retain_weight)
 
     def tokens(self, batch):
-        retain = batch["retain_input_ids"].numel() if self.retain_weight else 0
-        return int(batch["forget_input_ids"].numel() + retain)
+        return tokens_read(batch, self.retain_weight)
 
     def extra_flops(self, batch):
         forget_ids = batch["forget_input_ids"]

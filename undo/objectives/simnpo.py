@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from undo.errors import UserError
 from undo.objectives import Objective, register
-from undo.objectives.common import FORGET, RETAIN, cross_entropy, sequence_logprob, side
+from undo.objectives.common import FORGET, sequence_logprob, side, tokens_read, with_optional_retain_term
 
 
 @register("simnpo")
@@ -34,11 +34,7 @@ class SimNPO(Objective):
         mean_logprob = logprob / counted.clamp(min=1)
         simnpo = -(2 / self.beta) * F.logsigmoid(-self.beta * mean_logprob - self.gamma).mean()
         logs = {"simnpo": simnpo.item(), "forget_ce": (-logprob.sum() / counted.sum()).item()}
-        if not self.retain_weight:
-            return simnpo, logs
-        retain_ce = cross_entropy(model, *side(batch, RETAIN))
-        return simnpo + self.retain_weight * retain_ce, {**logs, "retain_ce": retain_ce.item()}
+        return with_optional_retain_term(model, batch, simnpo, logs, self.retain_weight)
 
     def tokens(self, batch):
-        retain = batch["retain_input_ids"].numel() if self.retain_weight else 0
-        return int(batch["forget_input_ids"].numel() + retain)
+        return tokens_read(batch, self.retain_weight)
