@@ -130,6 +130,51 @@ def _robustness(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+@app.command()
+def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact folder (with model/)")],
+            config: Annotated[Optional[Path], typer.Option(help="experiment YAML; omit for the demo config")] = None,
+            set_: SetOpt = None, run_dir: RunDirOpt = None,
+            init: Annotated[Optional[str], typer.Option(
+                help="student init: random | noised (UNDO: every alpha of distill.alphas) | model (needs --start); "
+                     "default: distill.init")] = None,
+            start: Annotated[Optional[Path], typer.Option(
+                help="with --init model: the artifact the student starts from (e.g. the base model)")] = None,
+            progress: ProgressOpt = True) -> None:
+    """Distil a frozen teacher into a student on the unlabelled pretraining mixture, stopping when the student's
+    retain accuracy is within distill.stop_tolerance of the teacher's (Unlearn-and-Distill, UNDO, oracle matching)."""
+    from undo.stages import distill as run_distill
+
+    cfg = _load(config, set_, run_dir)
+    init = init or cfg.distill.init
+    if init not in ("random", "noised", "model"):
+        raise UserError(f"--init takes 'random', 'noised' or 'model', got {init!r}")
+    if not (teacher / "model").is_dir():
+        raise UserError(f"no teacher at {teacher}: expected an artifact folder with a model/ subfolder")
+    if init == "model" and start is None:
+        raise UserError("--init model needs --start ARTIFACT (e.g. the base model, to finetune it toward the "
+                        "teacher's logits)")
+    if init != "model" and start is not None:
+        raise UserError(f"--start only applies to --init model (this run is --init {init})")
+    alphas = cfg.distill.alphas if init == "noised" else [None]
+    paths = [run_distill(cfg, teacher, init=init, alpha=alpha, start=start, progress=progress) for alpha in alphas]
+
+    metas = [json.loads((path / "meta.json").read_text()) for path in paths]
+    t = metas[0]["teacher_metrics"]
+    table = Table(title=f"distillation from {teacher.resolve().name} (teacher retain {t['retain']:.1%}, forget "
+                        f"{t['forget']:.1%}; stop when retain >= teacher - {cfg.distill.stop_tolerance:g})")
+    for column in ("init", "alpha", "steps", "stopped?", "FLOPs", "retain", "forget"):
+        table.add_column(column, justify="left" if column == "init" else "right")
+    for meta in metas:
+        m = meta["final_metrics"]
+        table.add_row(meta["init"], "-" if meta["alpha"] is None else f"{meta['alpha']:g}", str(meta["steps"]),
+                      "yes" if meta["stopped_early"] else "no (cap)", f"{meta['flops_total']:.3g}",
+                      f"{m['retain']:.1%} ({m['retain'] - t['retain']:+.1%})",
+                      f"{m['forget']:.1%} ({m['forget'] - t['forget']:+.1%})")
+    console.print(table)
+    for path in paths:
+        console.print(f"{path.name}: {path}", highlight=False)
+
+
 @app.command("eval")
 def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder or its model/ folder")],
              config: Annotated[Optional[Path], typer.Option(help="experiment YAML (its setting is used)")] = None,

@@ -191,6 +191,42 @@ class AttackConfig(StrictModel):
         return self
 
 
+class DistillTrainConfig(TrainConfig):
+    """The engine's knobs with distillation's defaults: a step cap, and evaluation (the stop rule) every 250 steps."""
+
+    max_steps: int | None = Field(3000, ge=1, description="hard cap on distillation steps")
+    eval_every: int = Field(250, ge=1, description="evaluate, and ask the stop rule, every N optimizer steps")
+
+
+class DistillConfig(StrictModel):
+    """Distillation of a (frozen) teacher into a student on the unlabelled pretraining mixture (Unlearn-and-Distill,
+    UNDO), with a stop rule: stop at the first evaluation where the student's retain accuracy is within
+    `stop_tolerance` of the teacher's; `train.max_steps` caps it and `train.eval_every` is the rule's interval."""
+
+    init: Literal["random", "noised", "model"] = Field(
+        "random", description="student init: 'random' (fresh), 'noised' (shrink-and-perturb of the teacher, UNDO), "
+                              "'model' (a given checkpoint, e.g. the base model for oracle matching)")
+    alphas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8], min_length=1,
+                                description="UNDO sweep of shrink-and-perturb strengths (init 'noised')")
+    beta: float = Field(0.1, ge=0, description="scale of the Xavier noise in shrink-and-perturb")
+    student_model: ModelConfig | None = Field(
+        None, description="architecture of a 'random' student; null = the same as `model`")
+    train: DistillTrainConfig = Field(default_factory=DistillTrainConfig)
+    stop_tolerance: float = Field(
+        0.05, description="stop when student retain >= teacher retain - this (absolute accuracy)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the forward KL")
+    examples: int = Field(60_000, ge=1, description="documents generated for the distillation stream")
+
+    @model_validator(mode="after")
+    def _alphas_in_range(self) -> "DistillConfig":
+        bad = [a for a in self.alphas if not 0.0 <= a <= 1.0]
+        if bad:
+            raise ValueError(f"alphas must each be in [0, 1], got {bad}")
+        if self.train.max_steps is None:
+            raise ValueError("train.max_steps must be set: it caps distillation when the stop rule never fires")
+        return self
+
+
 class ExperimentConfig(StrictModel):
     seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
     run_dir: str = Field("runs/demo", description="where artifacts go")
@@ -199,6 +235,7 @@ class ExperimentConfig(StrictModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------

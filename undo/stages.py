@@ -400,3 +400,132 @@ def robustness_summary(results: dict[str, Path], unlearn_only: str, oracle: str,
             "up_to": up_to, "value": area,
             **_normalised(area, area_under(curves[unlearn_only], up_to), area_under(curves[oracle], up_to))}}
     return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Distillation (Unlearn-and-Distill, UNDO, oracle matching): a frozen teacher's full next-token distributions are
+# matched by a student on a fresh draw of the unlabelled pretraining mixture (forget operations included: no labels
+# are read), until the student's retain accuracy comes within `stop_tolerance` of the teacher's.
+
+DistillInit = Literal["random", "noised", "model"]
+
+
+def distill_key(cfg: ExperimentConfig, teacher_key: str, init: DistillInit, alpha: float | None,
+                start_key: str | None) -> str:
+    """Everything that determines the student: the teacher, the init (and its inputs), the data, the training
+    knobs, and the evaluation that drives the stop rule (so eval_every and the eval set are part of it)."""
+    d = cfg.distill
+    return stable_hash({
+        "stage": "distill", "teacher": teacher_key, "init": init, "seed": cfg.seed,
+        "alpha": alpha if init == "noised" else None, "beta": d.beta if init == "noised" else None,
+        "start": start_key if init == "model" else None,
+        "student_model": (d.student_model or cfg.model).model_dump(mode="json") if init == "random" else None,
+        "setting": cfg.setting.model_dump(mode="json", exclude={"eval_batch_size"}), "context": cfg.model.context,
+        "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
+        "stop_tolerance": d.stop_tolerance, "temperature": d.temperature, "examples": d.examples})
+
+
+def distill_data(cfg: ExperimentConfig, setting: ArithmeticSetting) -> tuple[list[Problem], PackedBatches]:
+    """A fresh draw of the unlabelled pretraining mixture (every operation) and its shuffled batches."""
+    seed = derive_seed(cfg.seed, "distill")
+    problems = training_problems(setting.cfg, cfg.distill.examples, seed)
+    rows = pack(setting.encode_documents([p.text for p in problems]), cfg.model.context)
+    return problems, PackedBatches(rows, cfg.distill.train.batch_size, seed=seed)
+
+
+def distill_student(cfg: ExperimentConfig, setting: ArithmeticSetting, teacher: Path, init: DistillInit,
+                    alpha: float | None, start: Path | None) -> torch.nn.Module:
+    """The student before distillation: a fresh init, a shrink-and-perturbed copy of the teacher, or a checkpoint."""
+    from undo.noise import shrink_and_perturb
+
+    if init == "random":
+        tokenizer = setting.tokenizer
+        return build_model(cfg.distill.student_model or cfg.model, seed=cfg.seed, pad_id=tokenizer.pad_token_id,
+                           eos_id=tokenizer.eos_token_id, tokenizer_size=len(tokenizer))
+    if init == "noised":
+        return shrink_and_perturb(load_model(teacher / "model"), alpha, cfg.distill.beta,
+                                  seed=derive_seed(cfg.seed, "noise"))
+    return load_model(start / "model")
+
+
+def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: float | None = None,
+            start: Path | None = None, progress: bool = True) -> Path:
+    """Distil the model in `teacher/model/` into a student (see `distill_student`) with forward KL on the
+    pretraining mixture, evaluating every `distill.train.eval_every` steps from step 0 and stopping at the first
+    evaluation where student retain >= teacher retain - `distill.stop_tolerance` (or at `max_steps`)."""
+    teacher = Path(teacher)
+    d = cfg.distill
+    if init not in ("random", "noised", "model"):
+        raise UserError(f"distill: init must be 'random', 'noised' or 'model', got {init!r}")
+    if not (teacher / "model").is_dir():
+        raise UserError(f"no teacher at {teacher}: expected an artifact folder with a model/ subfolder")
+    if init == "noised":
+        if alpha is None:
+            raise UserError("distill: init 'noised' needs an alpha (the shrink-and-perturb strength)")
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise UserError(f"distill: alpha = {alpha} is out of range: it must be in [0, 1]")
+        alpha = float(alpha)
+    else:
+        alpha = None
+    if init == "model":
+        if start is None:
+            raise UserError("distill: init 'model' needs --start ARTIFACT (the checkpoint the student starts from, "
+                            "e.g. the base model for oracle matching)")
+        start = Path(start)
+        if not (start / "model").is_dir():
+            raise UserError(f"no start model at {start}: expected an artifact folder with a model/ subfolder")
+    else:
+        start = None
+    teacher_key = target_key(teacher)
+    start_key = target_key(start) if start is not None else None
+    key = distill_key(cfg, teacher_key, init, alpha, start_key)
+    alpha_part = f"_a{alpha:g}" if alpha is not None else ""
+    artifact = Artifact(cfg.run_dir, f"distill_{init}{alpha_part}_{teacher.resolve().name}_{key[:8]}", key)
+    if artifact.is_complete():
+        console.print(f"[green]distill {init}{alpha_part}[/]: complete artifact found at {artifact.path}, "
+                      "not recomputed")
+        return artifact.path
+    workdir = artifact.start()
+
+    setting = ArithmeticSetting(cfg.setting)
+    problems, batches = distill_data(cfg, setting)
+    teacher_model = load_model(teacher / "model").eval().requires_grad_(False)
+    if teacher_model.config.vocab_size < len(setting.tokenizer):
+        raise UserError(f"{teacher / 'model'} has {teacher_model.config.vocab_size} embedding rows, fewer than the "
+                        f"arithmetic tokenizer's {len(setting.tokenizer)}; distil a model trained by undo")
+    teacher_metrics = setting.evaluate(teacher_model)
+    threshold = teacher_metrics["retain"] - d.stop_tolerance
+    student = distill_student(cfg, setting, teacher, init, alpha, start)
+
+    def stop_rule(step: int, metrics: dict[str, float]) -> bool:
+        return metrics["retain"] >= threshold
+
+    objective = OBJECTIVES["distill"](teacher_model, temperature=d.temperature)
+    max_steps = d.train.max_steps
+    result = train(student, objective, batches, d.train, max_steps, workdir, evaluate=setting.evaluate,
+                   stop_rule=stop_rule, eval_at_start=True, progress=progress,
+                   description=f"distill {init}{alpha_part}", run_key=key)
+    save_model(student, workdir / "model", setting.tokenizer)
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
+    flops_total = sum(result.flops.values())
+    meta = {
+        "kind": "distill", "init": init, "alpha": alpha, "beta": d.beta if init == "noised" else None,
+        "inputs": {"teacher": teacher_key, "start": start_key}, "seed": cfg.seed,
+        "teacher_metrics": teacher_metrics, "final_metrics": result.final_metrics,
+        "stop_rule": {"tolerance": d.stop_tolerance, "threshold": threshold, "eval_every": d.train.eval_every,
+                      "max_steps": max_steps},
+        "stopped_early": result.stopped_early,
+        "stop_step": result.steps if result.stopped_early else None,
+        "steps": result.steps, "tokens": result.tokens,
+        "labelled_tokens": 0,  # distillation text is the unlabelled mixture
+        "flops": result.flops, "flops_total": flops_total,
+        "flops_at_stop": flops_total if result.stopped_early else None,
+        "flops_per_token": train_flops_per_token(student, cfg.model.context),
+        "parameters": count_parameters(student), "matmul_parameters": matmul_parameters(student),
+        "wall_time_s": round(result.wall_time_s, 2),
+        "data": {"documents": len(problems), "sequences": len(batches.rows)},
+    }
+    path = artifact.finish(meta)
+    console.print(f"[green]distill {init}{alpha_part}[/]: {'stopped' if result.stopped_early else 'capped'} at "
+                  f"step {result.steps} -> {path}")
+    return path
