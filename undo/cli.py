@@ -145,11 +145,7 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
     from undo.stages import distill as run_distill
 
     cfg = _load(config, set_, run_dir)
-    init = init or cfg.distill.init
-    if init not in ("random", "noised", "model"):
-        raise UserError(f"--init takes 'random', 'noised' or 'model', got {init!r}")
-    if not (teacher / "model").is_dir():
-        raise UserError(f"no teacher at {teacher}: expected an artifact folder with a model/ subfolder")
+    init = init or cfg.distill.init  # the stage validates init and the teacher before any work
     if init == "model" and start is None:
         raise UserError("--init model needs --start ARTIFACT (e.g. the base model, to finetune it toward the "
                         "teacher's logits)")

@@ -16,6 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,29 @@ def train(
     the checkpoint; a checkpoint written under another key is refused rather than silently mixed in.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     params = list(objective.trainable_parameters(model))
-    # Only the objective's parameters get gradients: frozen ones cost no backward work and collect no stale grads.
+    with only_these_train(model, params):
+        return _train(model, objective, batches, cfg, total_steps, workdir, params, evaluate, stop_rule,
+                      eval_at_start, progress, description, run_key)
+
+
+@contextmanager
+def only_these_train(model: torch.nn.Module, params: list[torch.nn.Parameter]):
+    """Freeze every other parameter for the duration (no backward work, no stale grads), even if training fails."""
     trainable = {id(p) for p in params}
     frozen = [p for p in model.parameters() if id(p) not in trainable and p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluate, stop_rule, eval_at_start,
+           progress, description, run_key) -> TrainResult:
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     optimizer = make_optimizer(params, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     objective.to(accelerator.device)
@@ -193,8 +210,6 @@ def train(
                 state["log_bytes"] = log.tell()
                 checkpoint.save(model, optimizer, state, run_key)
     log.close()
-    for p in frozen:
-        p.requires_grad_(True)
     return TrainResult(
         steps=state["step"], tokens=state["tokens"], flops=dict(state["flops"]),
         stopped_early=state["stopped_early"], final_metrics=state["last_eval"],

@@ -26,7 +26,7 @@ from rich.console import Console
 from undo.artifacts import Artifact, file_sha256, stable_hash
 from undo.compute import matmul_parameters, train_flops_per_token
 from undo.config import ExperimentConfig, SelectionRule, TrainConfig, dump_yaml
-from undo.data import PackedBatches, PairedBatches, derive_seed, pack
+from undo.data import PackedBatches, PairedBatches, derive_seed
 from undo.engine import read_metrics, train
 from undo.errors import UserError
 from undo.models import build_model, count_parameters, load_model, save_model
@@ -58,7 +58,7 @@ def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
 def pretraining_data(cfg: ExperimentConfig, setting: ArithmeticSetting, which: Which):
     """The documents of the base (or oracle) stream and their packed, shuffled batches."""
     problems = setting.training_problems(which, cfg.seed)
-    rows = pack(setting.encode_documents([p.text for p in problems]), cfg.model.context)
+    rows = setting.packed_rows(problems, cfg.model.context)
     return problems, PackedBatches(rows, cfg.pretrain.train.batch_size, seed=cfg.seed)
 
 
@@ -197,9 +197,8 @@ def unlearn(cfg: ExperimentConfig, point: SweepPoint, *, progress: bool = True) 
 
     setting = ArithmeticSetting(cfg.setting)
     u = cfg.unlearn
-    rows = {side: pack(setting.encode_documents([p.text for p in setting.labelled_problems(side, u.examples,
-                                                                                          cfg.seed)]),
-                       cfg.model.context) for side in ("forget", "retain")}
+    rows = {side: setting.packed_rows(setting.labelled_problems(side, u.examples, cfg.seed), cfg.model.context)
+            for side in ("forget", "retain")}
     batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
     model = load_model(base.path / "model")
     needs_reference = OBJECTIVES[point.method].needs_reference
@@ -269,7 +268,7 @@ def attack_data(cfg: ExperimentConfig, setting: ArithmeticSetting) -> tuple[list
         problems = setting.labelled_problems("forget", a.examples, seed)
     else:
         problems = training_problems(setting.cfg, a.examples, seed)
-    rows = pack(setting.encode_documents([p.text for p in problems]), cfg.model.context)
+    rows = setting.packed_rows(problems, cfg.model.context)
     return problems, PackedBatches(rows, a.batch_size, seed=seed)
 
 
@@ -429,7 +428,7 @@ def distill_data(cfg: ExperimentConfig, setting: ArithmeticSetting) -> tuple[lis
     """A fresh draw of the unlabelled pretraining mixture (every operation) and its shuffled batches."""
     seed = derive_seed(cfg.seed, "distill")
     problems = training_problems(setting.cfg, cfg.distill.examples, seed)
-    rows = pack(setting.encode_documents([p.text for p in problems]), cfg.model.context)
+    rows = setting.packed_rows(problems, cfg.model.context)
     return problems, PackedBatches(rows, cfg.distill.train.batch_size, seed=seed)
 
 

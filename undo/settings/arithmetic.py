@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from undo.config import ArithmeticConfig, Operation
-from undo.data import derive_seed, mixture_schedule
+from undo.data import derive_seed, mixture_schedule, pack
 from undo.settings import arithmetic_templates as templates
 from undo.settings.tokenizer import build_char_tokenizer
 
@@ -178,6 +178,10 @@ class ArithmeticSetting:
         """Token ids of each document, opened by the end-of-text separator."""
         eos = self.tokenizer.eos_token_id
         return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def packed_rows(self, problems: list[Problem], context: int) -> torch.Tensor:
+        """The problems' texts as one token stream cut into rows of `context` tokens (every stage trains on these)."""
+        return pack(self.encode_documents([p.text for p in problems]), context)
 
     @torch.no_grad()
     def generate_answers(self, model, prompts: list[str]) -> list[str]:
