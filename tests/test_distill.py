@@ -95,6 +95,22 @@ def test_stop_rule_fires_at_the_first_qualifying_evaluation(tmp_path, monkeypatc
     assert meta["flops_at_stop"] == meta["flops_total"] > 0
 
 
+def test_model_init_stops_only_when_forget_also_matches_the_teacher(tmp_path, monkeypatch):
+    """Oracle matching: the base model already has the oracle's retain accuracy at step 0, so the rule also waits
+    for its forget accuracy to come down to the oracle's (within the tolerance)."""
+    cfg = validate_config(raw_config(tmp_path, stop_tolerance=0.05, train={**DISTILL["train"], "max_steps": 10}))
+    teacher, base = make_teacher(tmp_path, cfg, seed=1), make_teacher(tmp_path, cfg, seed=2)
+    # Teacher: retain 0.9, forget 0.1 (ceiling 0.15). Student: retain always fine; forget 0.6, 0.3, 0.16, 0.15.
+    script = iter([(0.9, 0.1), (0.95, 0.6), (0.95, 0.3), (0.9, 0.16), (0.88, 0.14), (0.9, 0.0)])
+    monkeypatch.setattr(ArithmeticSetting, "evaluate",
+                        lambda self, model: dict(zip(("retain", "forget"), next(script))))
+    path = stages.distill(cfg, teacher, init="model", start=base, progress=False)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["stop_rule"]["on"] == ["retain", "forget"] and meta["stop_rule"]["forget_ceiling"] == pytest.approx(0.15)
+    assert meta["stop_step"] == 6 and [e["step"] for e in evals_of(path)] == [0, 2, 4, 6]
+    assert stages.stop_metrics("random") == stages.stop_metrics("noised") == ["retain"]
+
+
 @pytest.mark.parametrize("init,alpha,tolerance", [("noised", 0.0, 0.0), ("random", None, 1.0)])
 def test_a_student_that_already_qualifies_stops_at_step_0(tmp_path, init, alpha, tolerance):
     cfg = validate_config(raw_config(tmp_path, stop_tolerance=tolerance))

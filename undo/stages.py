@@ -23,6 +23,7 @@ import torch
 
 from rich.console import Console
 
+from undo.accounting import accounting
 from undo.artifacts import Artifact, file_sha256, stable_hash
 from undo.compute import matmul_parameters, train_flops_per_token
 from undo.config import ExperimentConfig, SelectionRule, TrainConfig, dump_yaml
@@ -126,6 +127,7 @@ def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> P
             "eval_items_per_cell": cfg.setting.eval_per_cell,
         },
     }
+    meta["accounting"] = accounting({**meta, "key": artifact.key}, cfg.run_dir)
     path = artifact.finish(meta)
     console.print(f"[green]{which}[/]: done in {result.wall_time_s:.0f}s -> {path}")
     return path
@@ -223,6 +225,7 @@ def unlearn(cfg: ExperimentConfig, point: SweepPoint, *, progress: bool = True) 
         "metrics_before": {k: v for k, v in before.items() if k not in ("kind", "step", "tokens", "flops")},
         "final_metrics": result.final_metrics,
     }
+    meta["accounting"] = accounting({**meta, "key": key}, cfg.run_dir)
     return artifact.finish(meta)
 
 
@@ -421,7 +424,16 @@ def distill_key(cfg: ExperimentConfig, teacher_key: str, init: DistillInit, alph
         "student_model": (d.student_model or cfg.model).model_dump(mode="json") if init == "random" else None,
         "setting": cfg.setting.model_dump(mode="json", exclude={"eval_batch_size"}), "context": cfg.model.context,
         "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
-        "stop_tolerance": d.stop_tolerance, "temperature": d.temperature, "examples": d.examples})
+        "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(init), "temperature": d.temperature,
+        "examples": d.examples})
+
+
+def stop_metrics(init: DistillInit) -> list[str]:
+    """What the stop rule compares with the teacher. A fresh or noised student starts below the teacher on retain,
+    so reaching the teacher's retain accuracy is the paper's rule. A student started from a trained checkpoint
+    (oracle matching: the base model toward the oracle) may already be there at step 0, so it must also come down
+    to the teacher's forget accuracy: both within the tolerance."""
+    return ["retain", "forget"] if init == "model" else ["retain"]
 
 
 def distill_data(cfg: ExperimentConfig, setting: ArithmeticSetting) -> tuple[list[Problem], PackedBatches]:
@@ -494,10 +506,12 @@ def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: f
                         f"arithmetic tokenizer's {len(setting.tokenizer)}; distil a model trained by undo")
     teacher_metrics = setting.evaluate(teacher_model)
     threshold = teacher_metrics["retain"] - d.stop_tolerance
+    forget_ceiling = teacher_metrics["forget"] + d.stop_tolerance
+    match_forget = "forget" in stop_metrics(init)
     student = distill_student(cfg, setting, teacher, init, alpha, start)
 
     def stop_rule(step: int, metrics: dict[str, float]) -> bool:
-        return metrics["retain"] >= threshold
+        return metrics["retain"] >= threshold and (not match_forget or metrics["forget"] <= forget_ceiling)
 
     objective = OBJECTIVES["distill"](teacher_model, temperature=d.temperature)
     max_steps = d.train.max_steps
@@ -509,9 +523,12 @@ def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: f
     flops_total = sum(result.flops.values())
     meta = {
         "kind": "distill", "init": init, "alpha": alpha, "beta": d.beta if init == "noised" else None,
-        "inputs": {"teacher": teacher_key, "start": start_key}, "seed": cfg.seed,
+        "inputs": {"teacher": teacher_key, "start": start_key},
+        "input_paths": {"teacher": str(teacher), "start": str(start) if start is not None else None},
+        "seed": cfg.seed,
         "teacher_metrics": teacher_metrics, "final_metrics": result.final_metrics,
-        "stop_rule": {"tolerance": d.stop_tolerance, "threshold": threshold, "eval_every": d.train.eval_every,
+        "stop_rule": {"tolerance": d.stop_tolerance, "on": stop_metrics(init), "threshold": threshold,
+                      "forget_ceiling": forget_ceiling if match_forget else None, "eval_every": d.train.eval_every,
                       "max_steps": max_steps},
         "stopped_early": result.stopped_early,
         "stop_step": result.steps if result.stopped_early else None,
@@ -524,6 +541,7 @@ def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: f
         "wall_time_s": round(result.wall_time_s, 2),
         "data": {"documents": len(problems), "sequences": len(batches.rows)},
     }
+    meta["accounting"] = accounting({**meta, "key": key}, cfg.run_dir)
     path = artifact.finish(meta)
     console.print(f"[green]distill {init}{alpha_part}[/]: {'stopped' if result.stopped_early else 'capped'} at "
                   f"step {result.steps} -> {path}")
