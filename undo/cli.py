@@ -32,6 +32,34 @@ def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optio
 
 
 @app.command()
+def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+        report: Annotated[bool, typer.Option("--report/--no-report", help="write the report at the end")] = True,
+        progress: ProgressOpt = True) -> None:
+    """Run a whole study (no argument: the embedded demo study): pretrain base and oracle, unlearn, choose
+    teachers, distil (Unlearn-and-Distill, UNDO, oracle matching), attack, report. Complete stages are reused and
+    interrupted ones resume, so the same command finishes a killed run."""
+    from undo.pipeline import run_study
+
+    cfg = _load(config, set_, run_dir)
+    folder = run_study(cfg, progress=progress, report=report)
+    if report:
+        console.print(f"report: {folder / 'report.md'}", highlight=False)
+
+
+@app.command("report")
+def report_command(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+                   out: Annotated[Optional[Path], typer.Option(
+                       help="where report.md goes (figures in <stem>_figures/, numbers in <stem>.json); default "
+                            "<run_dir>/report.md")] = None) -> None:
+    """Write the study's report from its artifacts: report.md, PNG figures and results.json."""
+    from undo.report import write_report
+
+    cfg = _load(config, set_, run_dir)
+    path = write_report(Path(cfg.run_dir), out)
+    console.print(f"report: {path}", highlight=False)
+
+
+@app.command()
 def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
              only: Annotated[Optional[str], typer.Option(help="train only 'base' or 'oracle'")] = None,
              progress: ProgressOpt = True) -> None:

@@ -227,6 +227,26 @@ class DistillConfig(StrictModel):
         return self
 
 
+class StudyConfig(StrictModel):
+    """What `undo run` builds on top of the stages: which teachers are distilled, the UNDO sweep, oracle matching,
+    which models are attacked, and the seeds the downstream stages are repeated with."""
+
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="seeds for unlearning, distillation and attacks (each repeats them; the "
+                                        "pretrained base and oracle are shared, from `seed`); null = [seed]")
+    distill_methods: list[str] | None = Field(
+        None, description="method families (as in unlearn.methods, e.g. 'maxent' or 'grad_diff+sam') whose chosen "
+                          "teacher is distilled into a random-init student (Unlearn-and-Distill); null = those of "
+                          "the paper's grad_diff, maxent, rmu that are swept")
+    undo_method: str | None = Field(
+        None, description="the method family whose teacher gets the UNDO sweep (distill.alphas, distill.beta); "
+                          "null = maxent if swept (the paper's choice), else no UNDO; 'none' = no UNDO")
+    oracle_matching: bool = Field(
+        True, description="distil the oracle into the base model and into a random init, then attack both")
+    attack_sweep_points: bool = Field(
+        False, description="attack every unlearning sweep point (fuller Pareto plots), not only the teachers")
+
+
 class ExperimentConfig(StrictModel):
     seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
     run_dir: str = Field("runs/demo", description="where artifacts go")
@@ -236,6 +256,41 @@ class ExperimentConfig(StrictModel):
     unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
+
+    @model_validator(mode="after")
+    def _study_names_sweeps(self) -> "ExperimentConfig":
+        families = [m.label for m in self.unlearn.methods]
+        undo_method = self.study.undo_method if self.study.undo_method != "none" else None
+        for where, name in [*(("study.distill_methods", m) for m in self.study.distill_methods or []),
+                            ("study.undo_method", undo_method)]:
+            if name is not None and name not in families:
+                raise ValueError(f"{where}: {name!r} is not swept in unlearn.methods; use one of: "
+                                 f"{', '.join(dict.fromkeys(families))}")
+        if self.study.oracle_matching and not self.pretrain.oracle:
+            raise ValueError("study.oracle_matching needs the oracle: set pretrain.oracle to true")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.study.seeds or [self.seed]
+
+    @property
+    def distilled_families(self) -> list[str]:
+        """Families whose teacher gets Unlearn-and-Distill (see StudyConfig.distill_methods)."""
+        families = list(dict.fromkeys(m.label for m in self.unlearn.methods))
+        if self.study.distill_methods is not None:
+            return list(self.study.distill_methods)
+        return [f for f in families if f in ("grad_diff", "maxent", "rmu")]
+
+    @property
+    def undo_family(self) -> str | None:
+        """The family whose teacher gets the UNDO alpha sweep (see StudyConfig.undo_method)."""
+        if self.study.undo_method == "none":
+            return None
+        if self.study.undo_method is not None:
+            return self.study.undo_method
+        return "maxent" if any(m.label == "maxent" for m in self.unlearn.methods) else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -305,7 +360,8 @@ def describe_validation_error(err: ValidationError, root: type[BaseModel], sourc
     else:
         hint = f"{first['msg']} (got {first.get('input')!r})"
     more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"invalid config in {source}: {path}: {hint}{more}"
+    where = f"{path}: " if loc else ""  # a cross-section check names its own keys
+    return f"invalid config in {source}: {where}{hint}{more}"
 
 
 def _allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:

@@ -186,12 +186,17 @@ def unlearn_key(cfg: ExperimentConfig, base_key: str, point: SweepPoint) -> str:
                         "batch_size": u.batch_size, "clip": u.clip, "examples": u.examples})
 
 
-def unlearn(cfg: ExperimentConfig, point: SweepPoint, *, progress: bool = True) -> Path:
-    """One unlearning run from the base model: constant LR, AdamW without weight decay, clipping."""
-    base = Artifact(cfg.run_dir, "base", pretrain_key(cfg, "base"))
-    if not base.is_complete():
-        raise UserError(f"no pretrained base model at {base.path}; run `undo pretrain` with this config first")
-    key = unlearn_key(cfg, base.key, point)
+def unlearn(cfg: ExperimentConfig, point: SweepPoint, base: Path | None = None, *, progress: bool = True) -> Path:
+    """One unlearning run from the base model (default: this config's `<run_dir>/base`): constant LR, AdamW
+    without weight decay, clipping."""
+    if base is None:
+        expected = Artifact(cfg.run_dir, "base", pretrain_key(cfg, "base"))
+        if not expected.is_complete():
+            raise UserError(f"no pretrained base model at {expected.path}; run `undo pretrain` with this config "
+                            "first")
+        base = expected.path
+    base_key = target_key(base)
+    key = unlearn_key(cfg, base_key, point)
     artifact = Artifact(cfg.run_dir, f"unlearn_{point.label.replace('+', '_')}_lr{point.lr:g}_{key[:8]}", key)
     if artifact.is_complete():
         return artifact.path
@@ -202,7 +207,7 @@ def unlearn(cfg: ExperimentConfig, point: SweepPoint, *, progress: bool = True) 
     rows = {side: setting.packed_rows(setting.labelled_problems(side, u.examples, cfg.seed), cfg.model.context)
             for side in ("forget", "retain")}
     batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
-    model = load_model(base.path / "model")
+    model = load_model(base / "model")
     needs_reference = OBJECTIVES[point.method].needs_reference
     reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
     objective = build_unlearning_objective(point, reference, cfg.seed)
@@ -217,7 +222,7 @@ def unlearn(cfg: ExperimentConfig, point: SweepPoint, *, progress: bool = True) 
     before = next(line for line in result.history if line["kind"] == "eval" and line["step"] == 0)
     meta = {
         "kind": "unlearn", "label": point.label, "method": point.method, "lr": point.lr,
-        "knobs": dict(point.knobs), "sam_rho": point.sam_rho, "inputs": {"base": base.key}, "seed": cfg.seed,
+        "knobs": dict(point.knobs), "sam_rho": point.sam_rho, "inputs": {"base": base_key}, "seed": cfg.seed,
         "steps": result.steps, "tokens": result.tokens,
         "labelled_tokens": result.tokens,  # every token it reads is forget- or retain-tagged
         "flops": result.flops, "flops_total": sum(result.flops.values()),
@@ -241,17 +246,24 @@ def select_teacher(candidates: list[dict[str, Any]], base_retain: float, rule: S
             "chosen": chosen, "candidates": candidates}
 
 
-def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Every sweep point, then the teacher of each method family; writes `<run_dir>/unlearn_selection.json`."""
+def teacher_selection(cfg: ExperimentConfig, runs: Sequence[tuple[SweepPoint, Path]]) -> dict[str, Any]:
+    """The teacher of each method family among finished unlearning runs, by `cfg.unlearn.selection`; each
+    candidate keeps its artifact path."""
     families: dict[str, list[dict[str, Any]]] = {}
     base_retain = None
-    for point in sweep_points(cfg):
-        meta = json.loads((unlearn(cfg, point, progress=progress) / "meta.json").read_text())
+    for point, path in runs:
+        meta = json.loads((Path(path) / "meta.json").read_text())
         base_retain = meta["metrics_before"]["retain"]
         families.setdefault(point.label, []).append({
-            "name": meta["name"], "lr": point.lr, "knobs": dict(point.knobs),
+            "name": meta["name"], "path": str(path), "lr": point.lr, "knobs": dict(point.knobs),
             "retain": meta["final_metrics"]["retain"], "forget": meta["final_metrics"]["forget"]})
-    selection = {label: select_teacher(c, base_retain, cfg.unlearn.selection) for label, c in families.items()}
+    return {label: select_teacher(c, base_retain, cfg.unlearn.selection) for label, c in families.items()}
+
+
+def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Every sweep point, then the teacher of each method family; writes `<run_dir>/unlearn_selection.json`."""
+    runs = [(point, unlearn(cfg, point, progress=progress)) for point in sweep_points(cfg)]
+    selection = teacher_selection(cfg, runs)
     (Path(cfg.run_dir) / "unlearn_selection.json").write_text(json.dumps(selection, indent=2) + "\n")
     return selection
 

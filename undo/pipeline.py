@@ -1,0 +1,229 @@
+"""A study as a graph of stages: `undo run STUDY.yaml`.
+
+The plan (a list of tasks in dependency order) reads like the paper:
+
+    pretrain base, oracle
+      -> per seed: unlearn every sweep point -> choose each method's teacher
+           -> Unlearn-and-Distill (random-init student) for study.distill_methods
+           -> UNDO (shrink-and-perturb student) for each alpha, from study.undo_method's teacher
+           -> oracle matching: the oracle distilled into the base model and into a random init
+           -> attack base, oracle, every teacher and student (and every sweep point if asked)
+      -> report
+
+Each task calls a stage from `undo.stages`: a pure function of the config and its input artifacts that returns
+its artifact folder. The stage itself skips work whose artifact is complete (its key hashes the stage's resolved
+config and its inputs' keys) and resumes work left half done, so running the same study again, after a crash or
+a SIGKILL, recomputes nothing that finished. The executor here runs tasks in process, in order; since a task
+only needs its inputs' outputs, a distributed executor can run the same plan later.
+
+The plan's outcome is `<run_dir>/study.json` (the manifest: every model of the study, its role, its artifact
+and its attack), which `undo report` reads together with the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from undo import stages
+from undo.artifacts import stable_hash
+from undo.config import ExperimentConfig, config_hash
+
+console = Console(stderr=True)
+MANIFEST = "study.json"
+
+
+class SkipTask(Exception):
+    """Raised by a task with nothing to make (e.g. no teacher qualified); its dependants are skipped too."""
+
+
+@dataclass
+class Task:
+    """One node of the study graph: `fn(cfg, **inputs, **params)`, where each input is the output of another task
+    (an artifact folder, or a list of them) and `params` are plain values. A task raises SkipTask when it has
+    nothing to make, and every dependant is skipped with the reason. Tasks hold no state of their own, so an
+    executor on other machines can run them from this description."""
+
+    name: str
+    fn: Callable[..., Any]
+    cfg: ExperimentConfig
+    inputs: dict[str, str | list[str]] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] | None = None  # the model this task makes, for the manifest (role, family, seed, ...)
+    attack_of: str | None = None  # for an attack task: the task whose model it attacks
+
+    @property
+    def needs(self) -> list[str]:
+        return [n for value in self.inputs.values() for n in ([value] if isinstance(value, str) else value)]
+
+    def run(self, outputs: dict[str, Any]) -> Any:
+        resolved = {arg: outputs[value] if isinstance(value, str) else [outputs[v] for v in value]
+                    for arg, value in self.inputs.items()}
+        return self.fn(self.cfg, **resolved, **self.params)
+
+
+@dataclass
+class Plan:
+    cfg: ExperimentConfig
+    tasks: list[Task] = field(default_factory=list)
+
+    def add(self, name: str, fn: Callable[..., Any], cfg: ExperimentConfig, **fields) -> str:
+        task = Task(name, fn, cfg, **fields)
+        known = {t.name for t in self.tasks}
+        assert name not in known and set(task.needs) <= known, f"bad plan at {name}"  # a bug, not a user error
+        self.tasks.append(task)
+        return name
+
+
+def choose_teachers(cfg: ExperimentConfig, runs: list[Path], points: list[stages.SweepPoint]) -> dict[str, Any]:
+    return stages.teacher_selection(cfg, list(zip(points, runs)))
+
+
+def chosen_teacher(cfg: ExperimentConfig, selection: dict[str, Any], family: str) -> Path:
+    chosen = selection[family]["chosen"]
+    if chosen is None:
+        raise SkipTask(f"no {family} run kept {cfg.unlearn.selection.min_retain_fraction:.0%} of the base model's "
+                       "retain accuracy, so it has no teacher")
+    return Path(next(c["path"] for c in selection[family]["candidates"] if c["name"] == chosen))
+
+
+def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
+    """The study's tasks in dependency order."""
+    plan = Plan(cfg)
+    quiet = {"progress": progress}
+    base = plan.add("pretrain base", stages.pretrain, cfg, params={"which": "base", **quiet},
+                    model={"id": "base", "role": "base"})
+    oracle = None
+    if cfg.pretrain.oracle:
+        oracle = plan.add("pretrain oracle", stages.pretrain, cfg, params={"which": "oracle", **quiet},
+                          model={"id": "oracle", "role": "oracle"})
+
+    for seed in cfg.seeds:
+        scfg = cfg.model_copy(update={"seed": seed})
+        tag = f"seed {seed}"
+        points = stages.sweep_points(scfg)
+        unlearned = [plan.add(f"{tag} / unlearn {point.description}", stages.unlearn, scfg, inputs={"base": base},
+                              params={"point": point, **quiet},
+                              model={"id": point.description, "role": "unlearn", "family": point.label,
+                                     "seed": seed, "lr": point.lr, "knobs": dict(point.knobs)})
+                     for point in points]
+        selection = plan.add(f"{tag} / choose teachers", choose_teachers, scfg, inputs={"runs": unlearned},
+                             params={"points": points})
+        teachers = {family: plan.add(f"{tag} / teacher {family}", chosen_teacher, scfg,
+                                     inputs={"selection": selection}, params={"family": family},
+                                     model={"id": f"{family} (unlearn-only)", "role": "teacher", "family": family,
+                                            "seed": seed})
+                    for family in dict.fromkeys(p.label for p in points)}
+
+        students = [plan.add(f"{tag} / distill {family} -> random init", stages.distill, scfg,
+                             inputs={"teacher": teachers[family]}, params={"init": "random", **quiet},
+                             model={"id": f"{family} + distill", "role": "distilled", "family": family,
+                                    "seed": seed})
+                    for family in cfg.distilled_families]
+        if cfg.undo_family is not None:
+            family = cfg.undo_family
+            students += [plan.add(f"{tag} / UNDO {family} alpha={alpha:g}", stages.distill, scfg,
+                                  inputs={"teacher": teachers[family]},
+                                  params={"init": "noised", "alpha": alpha, **quiet},
+                                  model={"id": f"UNDO {family} a={alpha:g}", "role": "undo", "family": family,
+                                         "alpha": alpha, "beta": cfg.distill.beta, "seed": seed})
+                         for alpha in cfg.distill.alphas]
+        if cfg.study.oracle_matching and oracle is not None:
+            students.append(plan.add(f"{tag} / oracle matching: base -> oracle logits", stages.distill, scfg,
+                                     inputs={"teacher": oracle, "start": base}, params={"init": "model", **quiet},
+                                     model={"id": "base distilled from oracle", "role": "oracle_match_base",
+                                            "seed": seed}))
+            students.append(plan.add(f"{tag} / oracle matching: random init -> oracle logits", stages.distill,
+                                     scfg, inputs={"teacher": oracle}, params={"init": "random", **quiet},
+                                     model={"id": "random init distilled from oracle",
+                                            "role": "oracle_match_random", "seed": seed}))
+
+        targets = [base, *([oracle] if oracle else []), *teachers.values(), *students]
+        if cfg.study.attack_sweep_points:
+            targets += unlearned
+        for target in targets:
+            plan.add(f"{tag} / attack {_short(target)}", stages.attack, scfg, inputs={"target": target},
+                     params=quiet, attack_of=target)
+    return plan
+
+
+def _short(task_name: str) -> str:
+    return task_name.split(" / ", 1)[-1]
+
+
+def execute(plan: Plan) -> dict[str, Any]:
+    """Run every task in order (in this process); a task whose input is None is skipped. Returns outputs by
+    name and writes the manifest after every task, so `undo report` can read a study that is still running."""
+    outputs: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    started = time.perf_counter()
+    for number, task in enumerate(plan.tasks, 1):
+        missing = [n for n in task.needs if outputs.get(n) is None]
+        if missing:
+            reason = skipped.get(missing[0]) or f"{missing[0]} produced nothing"
+            skipped[task.name] = reason
+            outputs[task.name] = None
+            console.print(f"[yellow]({number}/{len(plan.tasks)}) skip {task.name}[/]: {reason}")
+            continue
+        console.print(f"[bold]({number}/{len(plan.tasks)}) {task.name}[/]")
+        try:
+            outputs[task.name] = task.run(outputs)
+        except SkipTask as reason:
+            outputs[task.name], skipped[task.name] = None, str(reason)
+            console.print(f"[yellow]nothing to make[/]: {reason}")
+        write_manifest(plan, outputs, skipped)
+    console.print(f"[green]study done[/] in {time.perf_counter() - started:.0f}s: "
+                  f"{Path(plan.cfg.run_dir) / MANIFEST}")
+    return outputs
+
+
+def write_manifest(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str]) -> Path:
+    """`<run_dir>/study.json`: the config, the teacher choices, and each model with its artifact and attack."""
+    cfg = plan.cfg
+    attacks = {t.attack_of: outputs.get(t.name) for t in plan.tasks if t.attack_of}
+    models = []
+    for task in plan.tasks:
+        if task.model is None:
+            continue
+        artifact = outputs.get(task.name)
+        attack = attacks.get(task.name)
+        # The base model and oracle are attacked once per seed; each (model, seed) pair is one entry.
+        seeds = [task.model["seed"]] if "seed" in task.model else cfg.seeds
+        for seed in seeds:
+            if "seed" not in task.model:
+                attack = outputs.get(f"seed {seed} / attack {_short(task.name)}")
+            models.append({**task.model, "seed": seed, "task": task.name,
+                           "artifact": str(artifact) if artifact is not None else None,
+                           "attack": str(attack) if attack is not None else None,
+                           "skipped": skipped.get(task.name)})
+    selections = {t.name.split(" / ")[0]: outputs.get(t.name) for t in plan.tasks if t.name.endswith("teachers")}
+    manifest = {
+        "config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg), "seeds": cfg.seeds,
+        "plan_key": stable_hash([t.name for t in plan.tasks]),
+        "complete": all(t.name in outputs for t in plan.tasks),
+        "selection": selections, "models": models,
+        "skipped": skipped,
+    }
+    path = Path(cfg.run_dir) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True) -> Path:
+    """Build the plan, execute it, then write the report. Returns the run directory."""
+    plan = build_plan(cfg, progress=progress)
+    execute(plan)
+    if report:
+        from undo.report import write_report
+
+        write_report(Path(cfg.run_dir))
+    return Path(cfg.run_dir)
