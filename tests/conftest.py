@@ -8,6 +8,10 @@ TINY = {
     "model": {"layers": 1, "width": 32, "heads": 2, "context": 32, "vocab": 100},
     "pretrain": {"train": {"batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "eval_every": 5,
                            "checkpoint_every": 3, "log_every": 1, "max_steps": 12}},
+    # The default sweep's RMU steers block 2; the tiny model has one block.
+    "unlearn": {"methods": [{"method": "grad_diff", "lrs": [3e-4, 1e-3], "knobs": {"retain_weight": 15.0}},
+                            {"method": "maxent", "lrs": [3e-4, 1e-3]},
+                            {"method": "rmu", "lrs": [1e-3, 3e-3], "knobs": {"layer": 0}}]},
 }
 
 

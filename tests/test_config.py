@@ -61,18 +61,18 @@ def test_real_console_entry_point_prints_no_traceback(tmp_path):
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(None, ["model.layers=2", "pretrain.train.lr=0.01", "setting.retain=[add]",
+    cfg = load_config(None, ["model.layers=3", "pretrain.train.lr=0.01", "setting.retain=[add]",
                              "pretrain.train.clip=null"])
-    assert cfg.model.layers == 2
+    assert cfg.model.layers == 3
     assert cfg.pretrain.train.lr == 0.01
     assert cfg.setting.retain == ["add"]
     assert cfg.pretrain.train.clip is None
 
 
 def test_hash_is_stable_and_sensitive(tmp_path):
-    a = load_config(write(tmp_path, "seed: 1\nmodel:\n  layers: 2\n  width: 64\n"))
+    a = load_config(write(tmp_path, "seed: 1\nmodel:\n  layers: 3\n  width: 64\n"))
     b_path = tmp_path / "b.yaml"
-    b_path.write_text("model:\n  width: 64\n  layers: 2\nseed: 1\n")  # same content, other key order
+    b_path.write_text("model:\n  width: 64\n  layers: 3\nseed: 1\n")  # same content, other key order
     b = load_config(b_path)
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(load_config(b_path, ["seed=2"]))
@@ -84,8 +84,10 @@ def test_hash_is_stable_and_sensitive(tmp_path):
     assert other_process.stdout.strip() == config_hash(ExperimentConfig())
 
 
-def test_shipped_demo_config_is_the_embedded_default():
-    assert load_config(ROOT / "configs" / "demo.yaml") == ExperimentConfig()
+def test_no_file_is_the_embedded_demo_study_and_configs_demo_is_that_file():
+    assert load_config(None) == load_config(ROOT / "configs" / "demo.yaml")
+    assert (ROOT / "configs" / "demo.yaml").resolve() == (ROOT / "undo" / "configs" / "demo.yaml").resolve()
+    assert load_config(None) != ExperimentConfig()  # the demo is sized for minutes; the defaults are general
 
 
 def test_unlearning_knobs_are_checked_when_the_config_loads(tmp_path, capsys):
@@ -97,3 +99,10 @@ def test_unlearning_knobs_are_checked_when_the_config_loads(tmp_path, capsys):
 def test_user_error_type_for_library_callers():
     with pytest.raises(UserError, match="model.heads"):
         load_config(None, ["model.heads=0"])
+
+
+def test_a_layer_knob_past_the_model_fails_at_load_with_the_fix(capsys):
+    code, out = run_main(capsys, "config", "--set", "model.layers=2")  # the demo's RMU steers block 2
+    assert code == 2
+    assert out.err.strip().endswith("unlearn.methods.2: rmu layer 2 is out of range for a 2-block model; set "
+                                    "knobs.layer to 0..1")

@@ -95,7 +95,7 @@ def test_stage_key_ignores_bookkeeping_but_not_science(tiny_config):
 
 def test_model_vocab_smaller_than_tokenizer_is_a_user_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain", "--set", "model.vocab=50", "--set", "model.width=32", "--set", "model.layers=1",
+        main(["pretrain", "--set", "model.vocab=50", "--set", "model.width=32", "--set", "model.layers=3",
               "--run-dir", str(tmp_path / "r"), "--no-progress"])
     assert exit_info.value.code == 2
     assert "model.vocab = 50 is smaller than the tokenizer" in capsys.readouterr().err

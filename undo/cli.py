@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars are noise next to our own progress bar
+    # Generation past a small model's context (a long word problem) is scored as it comes; the reminder is noise.
+    hf_logging.set_verbosity_error()
     try:
         app(args=argv, prog_name="undo")
     except UserError as err:

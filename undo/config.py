@@ -1,6 +1,7 @@
 """Experiment configuration: pydantic models for the YAML file, dotted overrides and a stable hash.
 
-Every field has a default, so an empty file (or no file) is the embedded demo experiment. A user error in a
+Every field has a default, so an empty file is a complete (general-purpose) experiment; no file at all means the
+embedded demo study, `undo/configs/demo.yaml`. A user error in a
 config (unknown key, wrong type, value out of range) becomes a `UserError` with one line naming the key path
 and the fix; the CLI turns it into exit code 2.
 """
@@ -242,7 +243,11 @@ class StudyConfig(StrictModel):
         None, description="the method family whose teacher gets the UNDO sweep (distill.alphas, distill.beta); "
                           "null = maxent if swept (the paper's choice), else no UNDO; 'none' = no UNDO")
     oracle_matching: bool = Field(
-        True, description="distil the oracle into the base model and into a random init, then attack both")
+        True, description="distil the oracle into the base model and into a random init, then attack both "
+                          "(needs pretrain.oracle)")
+    attack_teachers: list[str] | None = Field(
+        None, description="method families whose chosen teacher is attacked (the unlearn-only baselines); null = "
+                          "every swept family")
     attack_sweep_points: bool = Field(
         False, description="attack every unlearning sweep point (fuller Pareto plots), not only the teachers")
 
@@ -263,12 +268,16 @@ class ExperimentConfig(StrictModel):
         families = [m.label for m in self.unlearn.methods]
         undo_method = self.study.undo_method if self.study.undo_method != "none" else None
         for where, name in [*(("study.distill_methods", m) for m in self.study.distill_methods or []),
+                            *(("study.attack_teachers", m) for m in self.study.attack_teachers or []),
                             ("study.undo_method", undo_method)]:
             if name is not None and name not in families:
                 raise ValueError(f"{where}: {name!r} is not swept in unlearn.methods; use one of: "
                                  f"{', '.join(dict.fromkeys(families))}")
-        if self.study.oracle_matching and not self.pretrain.oracle:
-            raise ValueError("study.oracle_matching needs the oracle: set pretrain.oracle to true")
+        for i, sweep in enumerate(self.unlearn.methods):  # a block index past the model fails here, not mid-study
+            for layer in _layer_knob_values(sweep):
+                if not 0 <= layer < self.model.layers:
+                    raise ValueError(f"unlearn.methods.{i}: {sweep.method} layer {layer} is out of range for a "
+                                     f"{self.model.layers}-block model; set knobs.layer to 0..{self.model.layers - 1}")
         return self
 
     @property
@@ -293,13 +302,32 @@ class ExperimentConfig(StrictModel):
         return "maxent" if any(m.label == "maxent" for m in self.unlearn.methods) else None
 
 
+def _layer_knob_values(sweep: MethodSweep) -> list[int]:
+    """The block indices a sweep's `layer` knob takes (its default when unset), for methods that have one."""
+    import inspect
+
+    from undo.objectives import OBJECTIVES
+
+    parameter = inspect.signature(OBJECTIVES[sweep.method].__init__).parameters.get("layer")
+    if parameter is None:
+        return []
+    value = sweep.knobs.get("layer", parameter.default)
+    return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int)]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Loading, overrides, hashing
 
 
+DEMO_STUDY = Path(__file__).parent / "configs" / "demo.yaml"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML file (None = the embedded demo defaults), apply `key.path=value` overrides, validate."""
+    """Read a YAML file (None = the embedded demo study), apply `key.path=value` overrides, validate."""
     raw: dict[str, Any] = {}
+    embedded = path is None
+    if embedded:
+        path = DEMO_STUDY
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -317,7 +345,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = loaded
     for item in overrides or []:
         apply_override(raw, item)
-    return validate_config(raw, source=str(path) if path else "the embedded demo config")
+    return validate_config(raw, source="the embedded demo study" if embedded else str(path))
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -144,7 +144,11 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
                                      model={"id": "random init distilled from oracle",
                                             "role": "oracle_match_random", "seed": seed}))
 
-        targets = [base, *([oracle] if oracle else []), *teachers.values(), *students]
+        attacked_teachers = [teachers[f] for f in (cfg.study.attack_teachers or teachers)]
+        # Distilled teachers are always attacked: their students are compared with them.
+        attacked_teachers += [teachers[f] for f in [*cfg.distilled_families, cfg.undo_family]
+                              if f is not None and teachers[f] not in attacked_teachers]
+        targets = [base, *([oracle] if oracle else []), *attacked_teachers, *students]
         if cfg.study.attack_sweep_points:
             targets += unlearned
         for target in targets:

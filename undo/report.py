@@ -154,7 +154,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
 def per_id(records: list[dict[str, Any]], role: str, **match) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        if r["role"] == role and all(r.get(k) == v for k, v in match.items()):
+        if r["role"] == role and r.get("artifact") and all(r.get(k) == v for k, v in match.items()):
             groups[r["id"]].append(r)
     return groups
 
@@ -288,7 +288,9 @@ def mean_curve(group: list[dict[str, Any]]) -> tuple[list[int], list[float]] | N
 
 
 def group_of(records, role, **match) -> list[dict[str, Any]]:
-    return [r for r in records if r["role"] == role and all(r.get(k) == v for k, v in match.items())]
+    """The finished models of one role (skipped ones have no artifact), optionally matching fields."""
+    return [r for r in records
+            if r["role"] == role and r.get("artifact") and all(r.get(k) == v for k, v in match.items())]
 
 
 def _plot(ax, group, label, **style) -> None:
@@ -391,7 +393,8 @@ def figures(results: dict[str, Any], out: Path) -> dict[str, str]:
         from matplotlib.lines import Line2D
         handles = [Line2D([], [], marker=m, ls="", color="0.3", label=label) for m, label in
                    (("o", "unlearn-only (hollow: sweep point)"), ("s", "unlearn-and-distill"), ("*", "UNDO (alpha)"),
-                    ("X", "data filtering"), ("^", "base"))]
+                    ("X", "data filtering"), ("^", "base"), ("v", "base distilled from oracle"),
+                    ("D", "random init distilled from oracle"))]
         handles += [Line2D([], [], marker="o", ls="", color=color(f), label=f)
                     for f in sorted({r["family"] for r in shown if r.get("family")})]
         axes[0][-1].legend(handles=handles, fontsize=6, loc="lower right")
@@ -448,7 +451,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 def grouped(records, roles) -> list[list[dict[str, Any]]]:
     groups: dict[tuple, list] = {}
     for r in records:
-        if r["role"] in roles:
+        if r["role"] in roles and r.get("artifact"):
             groups.setdefault((r["role"], r["id"]), []).append(r)
     return list(groups.values())
 
