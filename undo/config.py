@@ -167,10 +167,10 @@ class AttackConfig(StrictModel):
     # models take (and survive) larger steps, and every LR is a full fine-tuning run on a 2-core CPU, so the grid
     # is shifted up and shorter: 6 values, half a decade apart, 1e-5..3e-3.
     lrs: list[float] = Field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], min_length=1)
-    steps: int = Field(100, ge=1, description="attack steps per LR (the paper: 500)")
-    eval_every: int = Field(10, ge=1, description="evaluate forget/retain every N steps, from step 0")
+    steps: int = Field(500, ge=1, description="attack steps per LR (the paper's 500)")
+    eval_every: int = Field(20, ge=1, description="evaluate forget/retain every N steps, from step 0")
     batch_size: int = Field(8, ge=1)
-    budgets: list[int] = Field(default_factory=lambda: [40, 100], min_length=1,
+    budgets: list[int] = Field(default_factory=lambda: [40, 500], min_length=1,
                                description="attack steps at which to report snapshots (each <= steps)")
     max_retain_drop: float | None = Field(
         None, ge=0, description="an attack point counts only if retain accuracy fell at most this much from "
