@@ -92,8 +92,10 @@ def test_report_numbers_come_from_the_artifacts(finished):
     selection = results["selection"]["seed 0"]["maxent"]
     assert selection["chosen"] == teacher["artifact"]
     # The report regenerates to the same numbers from the artifacts alone.
+    config = finished.parent / "study.yaml"
+    config.write_text(yaml.safe_dump(study_config(finished)))
     with pytest.raises(SystemExit) as exit_:
-        main(["report", "--run-dir", str(finished), "--out", str(finished / "again.md")])
+        main(["report", str(config), "--out", str(finished / "again.md")])
     assert exit_.value.code == 0
     again = json.loads((finished / "again.json").read_text())
     assert numbers(again) == numbers(results)
@@ -171,3 +173,24 @@ def test_report_without_a_study_is_a_user_error(tmp_path, capsys):
         main(["report", "--run-dir", str(tmp_path / "nothing")])
     assert exit_.value.code == 2
     assert "run `undo run STUDY.yaml` first" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_report_of_a_partial_study_lists_what_is_not_computed_and_computes_nothing(finished, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "runs"
+    shutil.copytree(finished, run_dir)
+    for attack in run_dir.glob("attack_distill_noised_a0.7_*"):
+        shutil.rmtree(attack)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study_config(run_dir)))
+    before = artifact_stamps(run_dir)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(config)])
+    assert exit_.value.code == 0 and artifact_stamps(run_dir) == before
+    results = json.loads((run_dir / "results.json").read_text())
+    undo_07 = [m for m in results["models"] if m["role"] == "undo" and m["alpha"] == 0.7]
+    assert len(undo_07) == 2 and all(m["artifact"] and m["attack"] is None for m in undo_07)
+    assert sum("is not computed yet" in why for why in results["skipped"].values()) == 2
+    assert "is not computed yet" in (run_dir / "report.md").read_text()

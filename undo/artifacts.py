@@ -12,6 +12,8 @@ name only when complete, so a directory with meta.json is always whole and never
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import shutil
@@ -46,6 +48,23 @@ def code_version() -> str:
     return f"{undo.__version__}+{commit}" if commit else undo.__version__
 
 
+_DRY_RUN = contextvars.ContextVar("undo_dry_run", default=False)
+
+
+class NotComputed(Exception):
+    """Raised instead of starting work inside `dry_run()`: the artifact is not complete yet."""
+
+
+@contextlib.contextmanager
+def dry_run():
+    """Within this block, stages return complete artifacts as usual but start no new work (NotComputed)."""
+    token = _DRY_RUN.set(True)
+    try:
+        yield
+    finally:
+        _DRY_RUN.reset(token)
+
+
 class Artifact:
     def __init__(self, run_dir: str | Path, name: str, key: str):
         self.run_dir = Path(run_dir)
@@ -70,6 +89,8 @@ class Artifact:
 
     def start(self) -> Path:
         """The work-in-progress folder (kept across interruptions so the engine can resume)."""
+        if _DRY_RUN.get():
+            raise NotComputed(f"{self.name} is not computed yet")
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial
 

@@ -51,10 +51,13 @@ def report_command(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDi
                    out: Annotated[Optional[Path], typer.Option(
                        help="where report.md goes (figures in <stem>_figures/, numbers in <stem>.json); default "
                             "<run_dir>/report.md")] = None) -> None:
-    """Write the study's report from its artifacts: report.md, PNG figures and results.json."""
+    """Write the study's report from its artifacts: report.md, PNG figures and results.json. Computes nothing:
+    stages that have not run yet are listed as such (a partial study gives a partial report)."""
+    from undo.pipeline import collect_study
     from undo.report import write_report
 
     cfg = _load(config, set_, run_dir)
+    collect_study(cfg)
     path = write_report(Path(cfg.run_dir), out)
     console.print(f"report: {path}", highlight=False)
 

@@ -32,8 +32,9 @@ from typing import Any
 from rich.console import Console
 
 from undo import stages
-from undo.artifacts import stable_hash
+from undo.artifacts import NotComputed, dry_run, stable_hash
 from undo.config import ExperimentConfig, config_hash
+from undo.errors import UserError
 
 console = Console(stderr=True)
 MANIFEST = "study.json"
@@ -161,9 +162,13 @@ def _short(task_name: str) -> str:
     return task_name.split(" / ", 1)[-1]
 
 
-def execute(plan: Plan) -> dict[str, Any]:
+def execute(plan: Plan, *, dry: bool = False) -> dict[str, Any]:
     """Run every task in order (in this process); a task whose input is None is skipped. Returns outputs by
-    name and writes the manifest after every task, so `undo report` can read a study that is still running."""
+    name and writes the manifest after every task. With `dry`, nothing new is computed: complete artifacts are
+    collected and the rest is marked "not computed yet" (what `undo report` does)."""
+    if dry:
+        with dry_run():
+            return execute(plan)
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     started = time.perf_counter()
@@ -178,9 +183,9 @@ def execute(plan: Plan) -> dict[str, Any]:
         console.print(f"[bold]({number}/{len(plan.tasks)}) {task.name}[/]")
         try:
             outputs[task.name] = task.run(outputs)
-        except SkipTask as reason:
+        except (SkipTask, NotComputed) as reason:
             outputs[task.name], skipped[task.name] = None, str(reason)
-            console.print(f"[yellow]nothing to make[/]: {reason}")
+            console.print(f"[yellow]nothing made[/]: {reason}")
         write_manifest(plan, outputs, skipped)
     console.print(f"[green]study done[/] in {time.perf_counter() - started:.0f}s: "
                   f"{Path(plan.cfg.run_dir) / MANIFEST}")
@@ -190,18 +195,15 @@ def execute(plan: Plan) -> dict[str, Any]:
 def write_manifest(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str]) -> Path:
     """`<run_dir>/study.json`: the config, the teacher choices, and each model with its artifact and attack."""
     cfg = plan.cfg
-    attacks = {t.attack_of: outputs.get(t.name) for t in plan.tasks if t.attack_of}
+    attacks = {(t.attack_of, t.cfg.seed): outputs.get(t.name) for t in plan.tasks if t.attack_of}
     models = []
     for task in plan.tasks:
         if task.model is None:
             continue
         artifact = outputs.get(task.name)
-        attack = attacks.get(task.name)
-        # The base model and oracle are attacked once per seed; each (model, seed) pair is one entry.
-        seeds = [task.model["seed"]] if "seed" in task.model else cfg.seeds
-        for seed in seeds:
-            if "seed" not in task.model:
-                attack = outputs.get(f"seed {seed} / attack {_short(task.name)}")
+        # The base model and oracle are shared by every seed and attacked once per seed: one entry per seed.
+        for seed in [task.model["seed"]] if "seed" in task.model else cfg.seeds:
+            attack = attacks.get((task.name, seed))
             models.append({**task.model, "seed": seed, "task": task.name,
                            "artifact": str(artifact) if artifact is not None else None,
                            "attack": str(attack) if attack is not None else None,
@@ -231,3 +233,15 @@ def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = Tr
 
         write_report(Path(cfg.run_dir))
     return Path(cfg.run_dir)
+
+
+def collect_study(cfg: ExperimentConfig) -> Path:
+    """Write the manifest of what the study's complete artifacts are, computing nothing; returns its path."""
+    with dry_run():
+        try:
+            stages.pretrain(cfg, "base", progress=False)
+        except NotComputed:
+            raise UserError(f"nothing of this study is computed in {cfg.run_dir} yet (no base model): run "
+                            "`undo run STUDY.yaml` first") from None
+    execute(build_plan(cfg, progress=False), dry=True)
+    return Path(cfg.run_dir) / MANIFEST
