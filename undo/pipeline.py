@@ -36,7 +36,7 @@ from undo.artifacts import NotComputed, dry_run, stable_hash
 from undo.config import ExperimentConfig, config_hash
 from undo.errors import UserError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
 MANIFEST = "study.json"
 
 

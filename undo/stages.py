@@ -36,7 +36,7 @@ from undo.objectives.sam import SAM
 from undo.robustness import BestCurve, Curve, area_under, attacker_best, normalised_robustness, snapshots, value_at
 from undo.settings.arithmetic import ArithmeticSetting, Problem, overlap_with_training, training_problems
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
 Which = Literal["base", "oracle"]
 
 
