@@ -459,7 +459,8 @@ def grouped(records, roles) -> list[list[dict[str, Any]]]:
 def verdict(claim: dict[str, Any] | None) -> str:
     if claim is None:
         return "**not measured** in this study"
-    return {True: "**held**", False: "**did not hold**", None: "**reported**"}[claim["held"]]
+    return {True: "**held**", False: "**did not hold**",
+            None: "**undecided** (some of its numbers are not measured yet)"}[claim["held"]]
 
 
 def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str:
