@@ -254,7 +254,8 @@ def claims(results: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             r4[k] = rows
         held = {k: any(not v["dominated_by"] for v in rows.values()) for k, rows in r4.items() if k != "before"}
         out["R4"] = {"claim": "UNDO lies on or beyond the Pareto frontier of the unlearn-only baselines after the "
-                              "attack", "by_budget": r4, "held_at": held, "held": all(held.values())}
+                              "attack", "by_budget": r4, "held_at": held, "held": all(held.values()),
+                     "baselines": sorted({b["id"] for b in baselines})}
     # R6: labels.
     if points:
         out["R6"] = {"claim": "UNDO needs labels only for the unlearning step: a small fraction of the pretraining "
@@ -496,6 +497,7 @@ def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str
             f"{num(p['robustness']['area'])}" for p in r3["points"]) if r3 else ""))
     r4 = c.get("R4")
     lines.append(f"- **R4** (UNDO on or beyond the baselines' Pareto frontier after the attack): {verdict(r4)}" + (
+        f" against {len(r4['baselines'])} attacked unlearn-only run(s): {', '.join(r4['baselines'])}"
         " (" + ", ".join(f"after {k} steps: {'yes' if v else 'no'}" for k, v in r4["held_at"].items())
         + "; a point is off the frontier when an unlearn-only run of the same seed has higher retain and lower "
           "post-attack forget)" if r4 else ""))
