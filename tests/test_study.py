@@ -194,3 +194,5 @@ def test_report_of_a_partial_study_lists_what_is_not_computed_and_computes_nothi
     assert len(undo_07) == 2 and all(m["artifact"] and m["attack"] is None for m in undo_07)
     assert sum("is not computed yet" in why for why in results["skipped"].values()) == 2
     assert "is not computed yet" in (run_dir / "report.md").read_text()
+    assert results["complete"] is False and "study incomplete" in (run_dir / "report.md").read_text()
+    assert json.loads((finished / "results.json").read_text())["complete"] is True

@@ -171,12 +171,15 @@ def execute(plan: Plan, *, dry: bool = False) -> dict[str, Any]:
             return execute(plan)
     outputs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    pending: set[str] = set()  # not computed yet (dry run), and everything that needs them
     started = time.perf_counter()
     for number, task in enumerate(plan.tasks, 1):
         missing = [n for n in task.needs if outputs.get(n) is None]
         if missing:
             reason = skipped.get(missing[0]) or f"{missing[0]} produced nothing"
             skipped[task.name] = reason
+            if pending & set(missing):
+                pending.add(task.name)
             outputs[task.name] = None
             console.print(f"[yellow]({number}/{len(plan.tasks)}) skip {task.name}[/]: {reason}")
             continue
@@ -185,14 +188,16 @@ def execute(plan: Plan, *, dry: bool = False) -> dict[str, Any]:
             outputs[task.name] = task.run(outputs)
         except (SkipTask, NotComputed) as reason:
             outputs[task.name], skipped[task.name] = None, str(reason)
+            if isinstance(reason, NotComputed):
+                pending.add(task.name)
             console.print(f"[yellow]nothing made[/]: {reason}")
-        write_manifest(plan, outputs, skipped)
+        write_manifest(plan, outputs, skipped, pending)
     console.print(f"[green]study done[/] in {time.perf_counter() - started:.0f}s: "
                   f"{Path(plan.cfg.run_dir) / MANIFEST}")
     return outputs
 
 
-def write_manifest(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str]) -> Path:
+def write_manifest(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pending: set[str]) -> Path:
     """`<run_dir>/study.json`: the config, the teacher choices, and each model with its artifact and attack."""
     cfg = plan.cfg
     attacks = {(t.attack_of, t.cfg.seed): outputs.get(t.name) for t in plan.tasks if t.attack_of}
@@ -212,7 +217,7 @@ def write_manifest(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str])
     manifest = {
         "config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg), "seeds": cfg.seeds,
         "plan_key": stable_hash([t.name for t in plan.tasks]),
-        "complete": all(t.name in outputs for t in plan.tasks),
+        "complete": all(t.name in outputs for t in plan.tasks) and not pending,
         "selection": selections, "models": models,
         "skipped": skipped,
     }
