@@ -151,11 +151,17 @@ def gather(run_dir: Path) -> dict[str, Any]:
 # The paper's claims, decided from the numbers (None = not measurable in this study)
 
 
+def group_of(records, role, **match) -> list[dict[str, Any]]:
+    """The finished models of one role (skipped ones have no artifact), optionally matching fields."""
+    return [r for r in records
+            if r["role"] == role and r.get("artifact") and all(r.get(k) == v for k, v in match.items())]
+
+
 def per_id(records: list[dict[str, Any]], role: str, **match) -> dict[str, list[dict[str, Any]]]:
+    """`group_of`, split by model id (one list of seeds per model)."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        if r["role"] == role and r.get("artifact") and all(r.get(k) == v for k, v in match.items()):
-            groups[r["id"]].append(r)
+    for r in group_of(records, role, **match):
+        groups[r["id"]].append(r)
     return groups
 
 
@@ -190,8 +196,8 @@ def claims(results: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     # R1: oracle matching.
-    fin = sum(per_id(records, "oracle_match_base").values(), [])
-    rnd = sum(per_id(records, "oracle_match_random").values(), [])
+    fin = group_of(records, "oracle_match_base")
+    rnd = group_of(records, "oracle_match_random")
     if fin and rnd and all(r.get("attack") for r in fin + rnd):
         numbers = {k: {"finetuned_base": forget_at(fin, k), "random_init": forget_at(rnd, k)} for k in keys + ["area"]}
         out["R1"] = {"claim": "the base model distilled toward the oracle relearns faster than a random-init "
@@ -200,8 +206,8 @@ def claims(results: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     # R2: Unlearn-and-Distill vs unlearn-only, per family.
     r2 = {}
     for family in {r["family"] for r in records if r["role"] == "distilled"}:
-        student = sum(per_id(records, "distilled", family=family).values(), [])
-        teacher = sum(per_id(records, "teacher", family=family).values(), [])
+        student = group_of(records, "distilled", family=family)
+        teacher = group_of(records, "teacher", family=family)
         if student and teacher and all(r.get("attack") for r in student + teacher):
             numbers = {k: {"unlearn_only": forget_at(teacher, k), "unlearn_and_distill": forget_at(student, k)}
                        for k in keys + ["area"]}
@@ -286,12 +292,6 @@ def mean_curve(group: list[dict[str, Any]]) -> tuple[list[int], list[float]] | N
         raise UserError("attack curves of one model differ in their evaluated steps across seeds; use one attack "
                         "config for every seed")
     return steps, [statistics.fmean(values) for values in zip(*(c["values"] for c in curves))]
-
-
-def group_of(records, role, **match) -> list[dict[str, Any]]:
-    """The finished models of one role (skipped ones have no artifact), optionally matching fields."""
-    return [r for r in records
-            if r["role"] == role and r.get("artifact") and all(r.get(k) == v for k, v in match.items())]
 
 
 def _plot(ax, group, label, **style) -> None:
