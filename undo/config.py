@@ -61,6 +61,9 @@ class ArithmeticConfig(StrictModel):
     retain: list[Operation] = Field(default_factory=lambda: ["add", "sub"])
     forget: list[Operation] = Field(default_factory=lambda: ["mul", "div"])
     eval_per_cell: int = Field(100, ge=1, le=100_000, description="evaluation items per operation x format")
+    eval_formats: list[Literal["equation", "word"]] | None = Field(
+        None, min_length=1, description="formats evaluated; null = those the pretraining mixture contains (a "
+                                        "format never trained on would only dilute the retain/forget means)")
     eval_seed: int = Field(1_000_003, description="seed of the fixed evaluation sets (separate from training)")
     eval_batch_size: int = Field(256, ge=1)
 
@@ -76,6 +79,13 @@ class ArithmeticConfig(StrictModel):
         if not self.retain or not self.forget:
             raise ValueError("retain and forget must each name at least one operation")
         return self
+
+    @property
+    def evaluated_formats(self) -> list[str]:
+        if self.eval_formats is not None:
+            return list(self.eval_formats)
+        return [fmt for fmt, share in (("equation", 1 - self.word_problem_weight), ("word", self.word_problem_weight))
+                if share > 0]
 
 
 class TrainConfig(StrictModel):

@@ -48,7 +48,8 @@ def pretrain_key(cfg: ExperimentConfig, which: Which) -> str:
 
 def data_fields(cfg: ExperimentConfig) -> dict[str, Any]:
     """The setting's fields that shape training data (evaluation settings only change what is measured)."""
-    return cfg.setting.model_dump(mode="json", exclude={"eval_per_cell", "eval_seed", "eval_batch_size"})
+    return cfg.setting.model_dump(mode="json", exclude={"eval_per_cell", "eval_seed", "eval_batch_size",
+                                                     "eval_formats"})
 
 
 def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
@@ -304,7 +305,8 @@ def target_key(target: Path) -> str:
 
 def attack_key(cfg: ExperimentConfig, target: str) -> str:
     return stable_hash({"stage": "attack", "target": target, "seed": cfg.seed, "data": attack_data_key(cfg),
-                        "eval_seed": cfg.setting.eval_seed, "attack": cfg.attack.model_dump(mode="json")})
+                        "eval_seed": cfg.setting.eval_seed, "eval_formats": cfg.setting.evaluated_formats,
+                        "attack": cfg.attack.model_dump(mode="json")})
 
 
 def attack_one_lr(cfg: ExperimentConfig, target: Path, lr: float, batches: PackedBatches,
@@ -434,7 +436,8 @@ def distill_key(cfg: ExperimentConfig, teacher_key: str, init: DistillInit, alph
         "alpha": alpha if init == "noised" else None, "beta": d.beta if init == "noised" else None,
         "start": start_key if init == "model" else None,
         "student_model": (d.student_model or cfg.model).model_dump(mode="json") if init == "random" else None,
-        "setting": cfg.setting.model_dump(mode="json", exclude={"eval_batch_size"}), "context": cfg.model.context,
+        "setting": cfg.setting.model_dump(mode="json", exclude={"eval_batch_size", "eval_formats"}),
+        "eval_formats": cfg.setting.evaluated_formats, "context": cfg.model.context,
         "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
         "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(init), "temperature": d.temperature,
         "examples": d.examples})

@@ -98,10 +98,13 @@ def training_problems(cfg: ArithmeticConfig, n: int, seed: int) -> list[Problem]
 
 def evaluation_problems(cfg: ArithmeticConfig) -> list[Problem]:
     """Fixed evaluation sets: `eval_per_cell` problems per operation x format, distinct operand pairs per cell,
-    word problems from the held-out templates only. Drawn from `eval_seed`, never from the training seed."""
+    word problems from the held-out templates only. Drawn from `eval_seed`, never from the training seed. Only the
+    formats in `cfg.evaluated_formats` (by default those the pretraining mixture contains)."""
     problems = []
     for i, op in enumerate(OPERATIONS):
         for j, fmt in enumerate(FORMATS):
+            if fmt not in cfg.evaluated_formats:
+                continue
             rng = np.random.default_rng([cfg.eval_seed, i, j])
             low, high = OPERAND_RANGE[op]
             distinct = (high - low + 1) ** 2 if op not in ("sub",) else (high - low + 1) * (high - low + 2) // 2
