@@ -35,6 +35,9 @@ def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optio
 @app.command()
 def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
         report: Annotated[bool, typer.Option("--report/--no-report", help="write the report at the end")] = True,
+        workers: Annotated[int, typer.Option(
+            help="run independent stages at once in this many processes (each gets its share of the CPU "
+                 "threads); 1 = in this process, in order")] = 1,
         progress: ProgressOpt = True) -> None:
     """Run a whole study (no argument: the embedded demo study): pretrain base and oracle, unlearn, choose
     teachers, distil (Unlearn-and-Distill, UNDO, oracle matching), attack, report. Complete stages are reused and
@@ -42,7 +45,7 @@ def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None
     from undo.pipeline import run_study
 
     cfg = _load(config, set_, run_dir)
-    folder = run_study(cfg, progress=progress, report=report)
+    folder = run_study(cfg, progress=progress, report=report, workers=workers)
     if report:
         console.print(f"report: {folder / 'report.md'}", highlight=False)
 
