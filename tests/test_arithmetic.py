@@ -120,8 +120,8 @@ def test_overlap_counts_shared_operand_triples():
 
 def test_oracle_stream_is_the_base_stream_without_forget_problems():
     setting = ArithmeticSetting(ArithmeticConfig(examples=2000, eval_per_cell=2))
-    base = setting.training_problems("base", seed=5)
-    oracle = setting.training_problems("oracle", seed=5)
+    base = setting.pretraining_documents("base", seed=5)
+    oracle = setting.pretraining_documents("oracle", seed=5)
     assert oracle == [p for p in base if p.op in ("add", "sub")]
     assert {p.op for p in oracle} == {"add", "sub"}
     assert len(oracle) < len(base)
@@ -132,3 +132,15 @@ def test_encoded_documents_open_with_the_separator():
     docs = setting.encode_documents(["1 + 1 = 2", "ab"])
     eos = setting.tokenizer.eos_token_id
     assert docs[0][0] == eos and docs[1] == [eos, *setting.tokenizer("ab", add_special_tokens=False)["input_ids"]]
+
+
+def test_only_trained_formats_are_evaluated_unless_asked():
+    equations_only = ArithmeticConfig(word_problem_weight=0.0, eval_per_cell=3)
+    assert {p.format for p in evaluation_problems(equations_only)} == {"equation"}
+    assert {p.format for p in evaluation_problems(ArithmeticConfig(eval_per_cell=3))} == {"equation", "word"}
+    asked = equations_only.model_copy(update={"eval_formats": ["word"]})
+    assert {p.format for p in evaluation_problems(asked)} == {"word"}
+    # The retain mean is over the evaluated cells only: a never-trained format cannot halve it.
+    problems = evaluation_problems(equations_only)
+    metrics = score(problems, [str(p.answer) for p in problems], equations_only)
+    assert metrics["retain"] == 1.0 and "add/word" not in metrics

@@ -196,3 +196,14 @@ def test_report_of_a_partial_study_lists_what_is_not_computed_and_computes_nothi
     assert "is not computed yet" in (run_dir / "report.md").read_text()
     assert results["complete"] is False and "study incomplete" in (run_dir / "report.md").read_text()
     assert json.loads((finished / "results.json").read_text())["complete"] is True
+
+
+def test_parallel_workers_make_the_same_artifacts_and_numbers(finished, tmp_path):
+    """Two worker processes run independent stages at once; every stage is the same pure function of its inputs,
+    so the study ends with the same artifacts (same keys) and the same report numbers as the serial run."""
+    run_dir = tmp_path / "runs"
+    run_study(validate_config(study_config(run_dir)), progress=False, workers=2)
+    assert sorted(artifact_stamps(run_dir)) == sorted(artifact_stamps(finished))
+    serial = json.loads((finished / "results.json").read_text())
+    parallel = json.loads((run_dir / "results.json").read_text())
+    assert numbers(parallel) == numbers(serial)

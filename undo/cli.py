@@ -13,6 +13,7 @@ from rich.table import Table
 
 from undo.config import config_hash, dump_yaml, load_config
 from undo.errors import UserError
+from undo.settings import score_of
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust capability removal: pretrain, unlearn, distill, attack, compare to data filtering.")
@@ -34,6 +35,9 @@ def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optio
 @app.command()
 def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
         report: Annotated[bool, typer.Option("--report/--no-report", help="write the report at the end")] = True,
+        workers: Annotated[int, typer.Option(
+            help="run independent stages at once in this many processes (each gets its share of the CPU "
+                 "threads); 1 = in this process, in order")] = 1,
         progress: ProgressOpt = True) -> None:
     """Run a whole study (no argument: the embedded demo study): pretrain base and oracle, unlearn, choose
     teachers, distil (Unlearn-and-Distill, UNDO, oracle matching), attack, report. Complete stages are reused and
@@ -41,7 +45,7 @@ def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None
     from undo.pipeline import run_study
 
     cfg = _load(config, set_, run_dir)
-    folder = run_study(cfg, progress=progress, report=report)
+    folder = run_study(cfg, progress=progress, report=report, workers=workers)
     if report:
         console.print(f"report: {folder / 'report.md'}", highlight=False)
 
@@ -87,6 +91,7 @@ def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = 
 
     cfg = _load(config, set_, run_dir)
     selection = run_unlearning(cfg, progress=progress)
+    S = score_of(cfg.setting.name)
     table = Table(title=f"unlearning sweep (retain must stay >= {cfg.unlearn.selection.min_retain_fraction:.0%} "
                         "of the base model's)")
     for column in ("method", "lr", "knobs", "retain", "forget", "chosen"):
@@ -94,7 +99,7 @@ def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = 
     for label, family in selection.items():
         for c in family["candidates"]:
             knobs = " ".join(f"{k}={v}" for k, v in c["knobs"].items())
-            table.add_row(label, f"{c['lr']:g}", knobs, f"{c['retain']:.1%}", f"{c['forget']:.1%}",
+            table.add_row(label, f"{c['lr']:g}", knobs, S.format(c["retain"]), S.format(c["forget"]),
                           "<- teacher" if c["name"] == family["chosen"] else ("" if c["qualifies"] else "retain lost"))
     console.print(table)
     console.print(f"every run and the choices: {Path(cfg.run_dir) / 'unlearn_selection.json'}", highlight=False)
@@ -132,9 +137,10 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
     summary = robustness_summary(results, Path(unlearn_only).name, Path(oracle).name, budgets) if oracle else None
 
     a = cfg.attack
+    S = score_of(cfg.setting.name)
     tokens = ", ".join(f"{b} steps = {b * a.batch_size * cfg.model.context:,} tokens" for b in budgets)
     table = Table(title=f"relearning attack ({a.data} data, {len(a.lrs)} LRs, {a.steps} steps): attacker-best "
-                        f"forget accuracy (best LR)", caption=tokens)
+                        f"{S.label('forget')} (best LR)", caption=tokens)
     for column in ("model", "before", *(f"@{b}" for b in budgets), f"area <={max(budgets)}"):
         table.add_column(column, justify="left" if column == "model" else "right")
     if summary:
@@ -142,9 +148,9 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
             table.add_column(column, justify="right")
     for name, path in results.items():
         meta = json.loads((path / "meta.json").read_text())
-        cells = [f"{row['value']:.1%} ({'-' if row['lr'] is None else format(row['lr'], 'g')})"
+        cells = [f"{S.format(row['value'])} ({'-' if row['lr'] is None else format(row['lr'], 'g')})"
                  for row in meta["snapshots"]]
-        row = [name, f"{meta['metrics_before']['forget']:.1%}", *cells, f"{meta['area']['value']:.1%}"]
+        row = [name, S.format(meta["metrics_before"]["forget"]), *cells, S.format(meta["area"]["value"])]
         if summary:
             score = summary[name]
             row += [_robustness(r["robustness"]) for r in (*score["budgets"], score["area"])]
@@ -187,16 +193,17 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
 
     metas = [json.loads((path / "meta.json").read_text()) for path in paths]
     t = metas[0]["teacher_metrics"]
-    table = Table(title=f"distillation from {teacher.resolve().name} (teacher retain {t['retain']:.1%}, forget "
-                        f"{t['forget']:.1%}; stop when retain >= teacher - {cfg.distill.stop_tolerance:g})")
+    S = score_of(cfg.setting.name)
+    table = Table(title=f"distillation from {teacher.resolve().name} (teacher {S.label('retain')} "
+                        f"{S.format(t['retain'])}, {S.label('forget')} {S.format(t['forget'])}; stop when retain is "
+                        f"within {cfg.distill.stop_tolerance:g} of the teacher's)")
     for column in ("init", "alpha", "steps", "stopped?", "FLOPs", "retain", "forget"):
         table.add_column(column, justify="left" if column == "init" else "right")
     for meta in metas:
         m = meta["final_metrics"]
         table.add_row(meta["init"], "-" if meta["alpha"] is None else f"{meta['alpha']:g}", str(meta["steps"]),
                       "yes" if meta["stopped_early"] else "no (cap)", f"{meta['flops_total']:.3g}",
-                      f"{m['retain']:.1%} ({m['retain'] - t['retain']:+.1%})",
-                      f"{m['forget']:.1%} ({m['forget'] - t['forget']:+.1%})")
+                      S.format(m["retain"]), S.format(m["forget"]))
     console.print(table)
     for path in paths:
         console.print(f"{path.name}: {path}", highlight=False)
@@ -206,13 +213,14 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
 def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder or its model/ folder")],
              config: Annotated[Optional[Path], typer.Option(help="experiment YAML (its setting is used)")] = None,
              set_: SetOpt = None) -> None:
-    """Evaluate a saved model on the setting's fixed evaluation sets (accuracy per operation x format)."""
+    """Evaluate a saved model on the setting's fixed evaluation sets (arithmetic: accuracy per operation x format;
+    language: held-out cross-entropy per language)."""
     from undo.models import load_model
-    from undo.settings.arithmetic import ArithmeticSetting
+    from undo.stages import setting_for
 
     cfg = _load(config, set_)
     directory = model_dir / "model" if (model_dir / "model").is_dir() else model_dir
-    metrics = ArithmeticSetting(cfg.setting).evaluate(load_model(directory))
+    metrics = setting_for(cfg).evaluate(load_model(directory))
     _print_metrics({"final_metrics": metrics}, title=str(directory))
 
 
@@ -223,19 +231,22 @@ def data(config: ConfigArg = None, set_: SetOpt = None,
     """Show a sample of the pretraining stream and evaluation set, with their sizes."""
     from collections import Counter
 
-    from undo.settings.arithmetic import ArithmeticSetting
+    from undo.stages import setting_for
 
     cfg = _load(config, set_)
     if which not in ("base", "oracle"):
         raise UserError(f"--which takes 'base' or 'oracle', got {which!r}")
-    setting = ArithmeticSetting(cfg.setting)
-    problems = setting.training_problems(which, cfg.seed)
-    for p in problems[:show]:
-        console.print(f"[dim]{p.component:>13}[/]  {p.text}", markup=True, highlight=False)
-    counts = Counter(p.component for p in problems)
-    tokens = sum(len(p.text) + 1 for p in problems)
-    console.print(f"{len(problems):,} documents, ~{tokens:,} tokens; per component: {dict(sorted(counts.items()))}")
-    console.print(f"evaluation: {len(setting.eval_problems)} items, e.g. {setting.eval_problems[-1].prompt!r}")
+    setting = setting_for(cfg)
+    documents = setting.pretraining_documents(which, cfg.seed)
+    for d in documents[:show]:
+        console.print(f"[dim]{d.component:>13}[/]  {d.text[:200]}", markup=False, highlight=False)
+    counts = Counter(d.component for d in documents)
+    tokens = len(setting.packed_rows(documents, cfg.model.context)) * cfg.model.context
+    console.print(f"{len(documents):,} documents, {tokens:,} tokens; per component: {dict(sorted(counts.items()))}")
+    if hasattr(setting, "eval_problems"):
+        console.print(f"evaluation: {len(setting.eval_problems)} items, e.g. {setting.eval_problems[-1].prompt!r}")
+    else:
+        console.print(f"evaluation: {len(setting.eval_documents['retain'])} held-out documents per side")
 
 
 @app.command("config")
@@ -248,6 +259,9 @@ def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
 
 def _print_metrics(meta: dict, title: str) -> None:
     metrics = meta.get("final_metrics", {})
+    if "retain_ce" in metrics:  # the language setting
+        console.print(f"{title}: retain CE {metrics['retain_ce']:.3f} nats, forget CE {metrics['forget_ce']:.3f} nats")
+        return
     table = Table(title=title)
     table.add_column("operation")
     for fmt in ("equation", "word"):

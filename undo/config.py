@@ -9,10 +9,10 @@ and the fix; the CLI turns it into exit code 2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from undo.errors import UserError
 
@@ -86,6 +86,54 @@ class ArithmeticConfig(StrictModel):
             return list(self.eval_formats)
         return [fmt for fmt, share in (("equation", 1 - self.word_problem_weight), ("word", self.word_problem_weight))
                 if share > 0]
+
+
+class LanguageConfig(StrictModel):
+    """The language setting: retain = one corpus (English in the paper), forget = another (Korean). Each corpus is a
+    file (.txt one document per line, .jsonl, .parquet; .xz/.gz read transparently) or a Hugging Face dataset id
+    (streamed through `datasets`). Metric: mean next-token cross-entropy on held-out documents of each corpus."""
+
+    name: Literal["language"] = "language"
+    retain_corpus: str = Field(description="retain corpus: a file path or a Hugging Face dataset id")
+    forget_corpus: str = Field(description="forget corpus: a file path or a Hugging Face dataset id")
+    text_field: str = Field("text", description="the text field of JSONL/parquet records and datasets")
+    retain_script: Literal["latin", "hangul"] | None = Field(
+        "latin", description="the script the retain corpus must be written in (a cheap check); null = no check")
+    forget_script: Literal["latin", "hangul"] | None = Field("hangul", description="likewise for the forget corpus")
+    max_documents: int = Field(100_000, ge=10, description="documents read from each corpus (the first ones)")
+    retain_documents: int = Field(20_000, ge=1, description="retain documents in the base model's pretraining "
+                                                            "stream (the oracle trains on exactly these)")
+    forget_documents: int = Field(20_000, ge=1, description="forget documents in the base model's stream")
+    heldout_documents: int = Field(200, ge=1, description="documents of each corpus held out for evaluation, never "
+                                                          "trained on (drawn from eval_seed)")
+    eval_documents: int | None = Field(None, ge=1, description="held-out documents evaluated (<= heldout_documents);"
+                                                               " null = all of them")
+    eval_seed: int = Field(1_000_003, description="seed of the held-out split")
+    vocab_size: int = Field(4096, ge=259, le=1_000_000, description="byte-level BPE vocabulary (model.vocab must be "
+                                                                    ">= this)")
+    tokenizer_sample_chars: int = Field(2_000_000, ge=1000, description="characters the tokenizer trains on, "
+                                                                        "half from each corpus")
+    eval_batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _eval_fits(self) -> "LanguageConfig":
+        if self.eval_documents is not None and self.eval_documents > self.heldout_documents:
+            raise ValueError(f"eval_documents ({self.eval_documents}) must be <= heldout_documents "
+                             f"({self.heldout_documents})")
+        return self
+
+
+SETTING_CLASSES: dict[str, type[BaseModel]] = {"arithmetic": ArithmeticConfig, "language": LanguageConfig}
+
+
+def _setting_name(value: Any) -> str:
+    return (value.get("name", "arithmetic") if isinstance(value, dict) else getattr(value, "name", "arithmetic"))
+
+
+SettingConfig = Annotated[Union[Annotated[ArithmeticConfig, Tag("arithmetic")],
+                                Annotated[LanguageConfig, Tag("language")]],
+                          Discriminator(_setting_name, custom_error_type="setting_name",
+                                        custom_error_message="setting.name must be 'arithmetic' or 'language'")]
 
 
 class TrainConfig(StrictModel):
@@ -224,7 +272,8 @@ class DistillConfig(StrictModel):
         None, description="architecture of a 'random' student; null = the same as `model`")
     train: DistillTrainConfig = Field(default_factory=DistillTrainConfig)
     stop_tolerance: float = Field(
-        0.05, description="stop when student retain >= teacher retain - this (absolute accuracy)")
+        0.05, description="stop when the student's retain is within this of the teacher's: absolute for "
+                                "accuracy (arithmetic), relative for cross-entropy (language: CE gap / teacher CE)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the forward KL")
     examples: int = Field(60_000, ge=1, description="documents generated for the distillation stream")
 
@@ -265,7 +314,7 @@ class StudyConfig(StrictModel):
 class ExperimentConfig(StrictModel):
     seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
     run_dir: str = Field("runs/demo", description="where artifacts go")
-    setting: ArithmeticConfig = Field(default_factory=ArithmeticConfig)
+    setting: SettingConfig = Field(default_factory=ArithmeticConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)
@@ -283,6 +332,9 @@ class ExperimentConfig(StrictModel):
             if name is not None and name not in families:
                 raise ValueError(f"{where}: {name!r} is not swept in unlearn.methods; use one of: "
                                  f"{', '.join(dict.fromkeys(families))}")
+        if self.setting.name == "language" and self.model.vocab < self.setting.vocab_size:
+            raise ValueError(f"model.vocab ({self.model.vocab}) must be >= setting.vocab_size "
+                             f"({self.setting.vocab_size}), the tokenizer's size")
         for i, sweep in enumerate(self.unlearn.methods):  # a block index past the model fails here, not mid-study
             for layer in _layer_knob_values(sweep):
                 if not 0 <= layer < self.model.layers:
@@ -387,11 +439,17 @@ def describe_validation_error(err: ValidationError, root: type[BaseModel], sourc
     """One line: the key path of the first problem, what is wrong, and how to fix it."""
     errors = err.errors()
     first = errors[0]
-    loc = [str(part) for part in first["loc"]]
+    raw_loc = tuple(first["loc"])
+    setting_class = None
+    if raw_loc[:1] == ("setting",) and len(raw_loc) > 1 and raw_loc[1] in SETTING_CLASSES:
+        setting_class = SETTING_CLASSES[raw_loc[1]]  # pydantic names the union member; users never write it
+        raw_loc = raw_loc[:1] + raw_loc[2:]
+    loc = [str(part) for part in raw_loc]
     path = ".".join(loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(root, first["loc"][:-1])
+        allowed = (_allowed_keys(setting_class, raw_loc[1:-1]) if setting_class
+                   else _allowed_keys(root, raw_loc[:-1]))
         hint = f"unknown key; remove it or use one of: {', '.join(allowed)}" if allowed else "unknown key; remove it"
     elif kind == "value_error":
         hint = first["msg"].removeprefix("Value error, ")

@@ -13,8 +13,9 @@ The plan (a list of tasks in dependency order) reads like the paper:
 Each task calls a stage from `undo.stages`: a pure function of the config and its input artifacts that returns
 its artifact folder. The stage itself skips work whose artifact is complete (its key hashes the stage's resolved
 config and its inputs' keys) and resumes work left half done, so running the same study again, after a crash or
-a SIGKILL, recomputes nothing that finished. The executor here runs tasks in process, in order; since a task
-only needs its inputs' outputs, a distributed executor can run the same plan later.
+a SIGKILL, recomputes nothing that finished. The executor runs tasks in process, in order, or (`workers` > 1) in
+a pool of worker processes, each task as soon as its inputs exist; since a task only needs its inputs' outputs, a
+distributed executor (e.g. Ray) can run the same plan.
 
 The plan's outcome is `<run_dir>/study.json` (the manifest: every model of the study, its role, its artifact
 and its attack), which `undo report` reads together with the artifacts.
@@ -23,7 +24,9 @@ and its attack), which `undo report` reads together with the artifacts.
 from __future__ import annotations
 
 import json
+import os
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +65,10 @@ class Task:
     @property
     def needs(self) -> list[str]:
         return [n for value in self.inputs.values() for n in ([value] if isinstance(value, str) else value)]
+
+    def inputs_from(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        """The outputs this task needs (what travels to a worker process)."""
+        return {n: outputs[n] for n in self.needs}
 
     def run(self, outputs: dict[str, Any]) -> Any:
         resolved = {arg: outputs[value] if isinstance(value, str) else [outputs[v] for v in value]
@@ -162,10 +169,11 @@ def _short(task_name: str) -> str:
     return task_name.split(" / ", 1)[-1]
 
 
-def execute(plan: Plan, *, dry: bool = False) -> dict[str, Any]:
-    """Run every task in order (in this process); a task whose input is None is skipped. Returns outputs by
-    name and writes the manifest after every task. With `dry`, nothing new is computed: complete artifacts are
-    collected and the rest is marked "not computed yet" (what `undo report` does)."""
+def execute(plan: Plan, *, dry: bool = False, workers: int = 1) -> dict[str, Any]:
+    """Run every task (a task whose input is None is skipped, with the reason). Returns outputs by name and writes
+    the manifest after every task. `workers` > 1 runs independent tasks at once in that many processes, each with
+    its share of the CPU threads. With `dry`, nothing new is computed: complete artifacts are collected and the rest
+    is marked "not computed yet" (what `undo report` does)."""
     if dry:
         with dry_run():
             return execute(plan)
@@ -173,28 +181,76 @@ def execute(plan: Plan, *, dry: bool = False) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     pending: set[str] = set()  # not computed yet (dry run), and everything that needs them
     started = time.perf_counter()
-    for number, task in enumerate(plan.tasks, 1):
+    numbers = {task.name: number for number, task in enumerate(plan.tasks, 1)}
+    total = len(plan.tasks)
+
+    def skip_if_input_missing(task: Task) -> bool:
         missing = [n for n in task.needs if outputs.get(n) is None]
-        if missing:
-            reason = skipped.get(missing[0]) or f"{missing[0]} produced nothing"
-            skipped[task.name] = reason
-            if pending & set(missing):
-                pending.add(task.name)
-            outputs[task.name] = None
-            console.print(f"[yellow]({number}/{len(plan.tasks)}) skip {task.name}[/]: {reason}")
-            continue
-        console.print(f"[bold]({number}/{len(plan.tasks)}) {task.name}[/]")
+        if not missing:
+            return False
+        reason = skipped.get(missing[0]) or f"{missing[0]} produced nothing"
+        skipped[task.name] = reason
+        if pending & set(missing):
+            pending.add(task.name)
+        outputs[task.name] = None
+        console.print(f"[yellow]({numbers[task.name]}/{total}) skip {task.name}[/]: {reason}")
+        return True
+
+    def record(task: Task, run: Callable[[], Any]) -> None:
         try:
-            outputs[task.name] = task.run(outputs)
+            outputs[task.name] = run()
         except (SkipTask, NotComputed) as reason:
             outputs[task.name], skipped[task.name] = None, str(reason)
             if isinstance(reason, NotComputed):
                 pending.add(task.name)
-            console.print(f"[yellow]nothing made[/]: {reason}")
+            console.print(f"[yellow]nothing made[/] ({task.name}): {reason}")
         write_manifest(plan, outputs, skipped, pending)
+
+    if workers <= 1:
+        for task in plan.tasks:
+            if skip_if_input_missing(task):
+                continue
+            console.print(f"[bold]({numbers[task.name]}/{total}) {task.name}[/]")
+            record(task, lambda task=task: task.run(outputs))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        waiting = list(plan.tasks)
+        running: dict[Future, Task] = {}
+        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(threads,)) as pool:
+            try:
+                while waiting or running:
+                    settled = True
+                    while settled:  # plan order: everything whose inputs are settled (a skip may settle more)
+                        settled = False
+                        for task in list(waiting):
+                            if any(n not in outputs for n in task.needs):
+                                continue
+                            waiting.remove(task)
+                            settled = skip_if_input_missing(task) or settled
+                            if task.name not in outputs:
+                                console.print(f"[bold]({numbers[task.name]}/{total}) {task.name}[/]")
+                                running[pool.submit(_run_task, task, task.inputs_from(outputs))] = task
+                    assert running or not waiting, "a task waits on inputs nothing will produce"  # a plan bug
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        record(running.pop(future), future.result)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     console.print(f"[green]study done[/] in {time.perf_counter() - started:.0f}s: "
                   f"{Path(plan.cfg.run_dir) / MANIFEST}")
     return outputs
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_task(task: Task, inputs: dict[str, Any]) -> Any:
+    """A task in a worker process: its inputs' outputs travel with it, its output (a path) travels back."""
+    return task.run(inputs)
 
 
 def write_manifest(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pending: set[str]) -> Path:
@@ -229,10 +285,12 @@ def write_manifest(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str],
     return path
 
 
-def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True) -> Path:
-    """Build the plan, execute it, then write the report. Returns the run directory."""
-    plan = build_plan(cfg, progress=progress)
-    execute(plan)
+def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int = 1) -> Path:
+    """Build the plan, execute it (in `workers` processes), then write the report. Returns the run directory."""
+    if workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
+    plan = build_plan(cfg, progress=progress and workers == 1)  # parallel tasks would garble progress bars
+    execute(plan, workers=workers)
     if report:
         from undo.report import write_report
 

@@ -2,7 +2,8 @@
 artifacts that `undo run` listed in `<run_dir>/study.json`.
 
 Conventions of the report (also written into it):
-- Forget and retain metrics are accuracies (higher forget = more of the capability present).
+- Forget and retain metrics are scores, higher = more of the capability present: accuracies (arithmetic), or minus
+  the held-out cross-entropy (language), which the report shows as the cross-entropy itself (`Score.shown`).
 - After an attack, "forget" is the attacker-best value at the budget (best LR of the grid at the last evaluated
   step <= budget). Pareto plots put it against the retain accuracy of the model as shipped (before the attack):
   the defender chooses what it ships, the attacker what it does to it.
@@ -27,6 +28,7 @@ from undo.artifacts import code_version
 from undo.errors import UserError
 from undo.pipeline import MANIFEST
 from undo.robustness import BestCurve, EPS, area_under, value_at
+from undo.settings import Score, score_of
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (no scipy dependency for one table).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -138,6 +140,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
                 wall[kind] += seconds
     results = {
         "run_dir": str(run_dir), "config_hash": manifest["config_hash"], "code_version": code_version(),
+        "setting": cfg["setting"].get("name", "arithmetic"), "score": score_of(cfg["setting"].get("name", "")).kind,
         "complete": manifest["complete"], "seeds": manifest["seeds"], "budgets": budgets,
         "selection": manifest["selection"], "skipped": manifest["skipped"],
         "wall_time_s": {**{k: round(v, 1) for k, v in sorted(wall.items())}, "total": round(sum(wall.values()), 1)},
@@ -294,18 +297,20 @@ def mean_curve(group: list[dict[str, Any]]) -> tuple[list[int], list[float]] | N
     return steps, [statistics.fmean(values) for values in zip(*(c["values"] for c in curves))]
 
 
-def _plot(ax, group, label, **style) -> None:
+def _plot(ax, group, label, score: Score, **style) -> None:
     curve = mean_curve(group)
     if curve:
-        ax.plot(*curve, label=label, **style)
+        steps, values = curve
+        ax.plot(steps, [score.shown(v) for v in values], label=label, **style)
 
 
-def _finish(fig, ax_list, path: Path, budgets) -> None:
+def _finish(fig, ax_list, path: Path, budgets, score: Score) -> None:
     for ax in ax_list:
         for b in budgets:
             ax.axvline(b, color="0.85", lw=0.8, zorder=0)
         ax.set_xlabel("attack step")
-        ax.set_ylim(-0.02, 1.0)
+        if not score.relative:
+            ax.set_ylim(-0.02, 1.0)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -319,6 +324,8 @@ def figures(results: dict[str, Any], out: Path) -> dict[str, str]:
 
     out.mkdir(parents=True, exist_ok=True)
     records, budgets = results["models"], results["budgets"]
+    score = score_of(results.get("setting", "arithmetic"))
+    forget_label = f"{score.label('forget')} (attacker-best)"
     made: dict[str, str] = {}
     oracle, base = group_of(records, "oracle"), group_of(records, "base")
 
@@ -326,14 +333,14 @@ def figures(results: dict[str, Any], out: Path) -> dict[str, str]:
     if families:
         fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.6), squeeze=False)
         for ax, family in zip(axes[0], families):
-            _plot(ax, group_of(records, "teacher", family=family), "unlearn-only", color=color(family), ls="--")
-            _plot(ax, group_of(records, "distilled", family=family), "unlearn-and-distill", color=color(family))
-            _plot(ax, oracle, "oracle (data filtering)", color="black")
-            _plot(ax, base, "base (no unlearning)", color="tab:gray", ls=":")
+            _plot(ax, group_of(records, "teacher", family=family), "unlearn-only", score, color=color(family), ls="--")
+            _plot(ax, group_of(records, "distilled", family=family), "unlearn-and-distill", score, color=color(family))
+            _plot(ax, oracle, "oracle (data filtering)", score, color="black")
+            _plot(ax, base, "base (no unlearning)", score, color="tab:gray", ls=":")
             ax.set_title(family)
-            ax.set_ylabel("forget accuracy (attacker-best)")
+            ax.set_ylabel(forget_label)
             ax.legend(fontsize=7)
-        _finish(fig, axes[0], out / "relearning.png", budgets)
+        _finish(fig, axes[0], out / "relearning.png", budgets, score)
         plt.close(fig)
         made["relearning"] = "relearning.png"
 
@@ -360,12 +367,12 @@ def figures(results: dict[str, Any], out: Path) -> dict[str, str]:
         cmap = plt.get_cmap("viridis")
         for i, p in enumerate(undo):
             _plot(right, group_of(records, "undo", alpha=p["alpha"]), f"UNDO a={p['alpha']:g}",
-                  color=cmap(i / max(1, len(undo) - 1)))
-        _plot(right, group_of(records, "teacher", family=undo_family), "unlearn-only", color="tab:red", ls="--")
-        _plot(right, oracle, "oracle", color="black")
-        right.set_ylabel("forget accuracy (attacker-best)")
+                  score, color=cmap(i / max(1, len(undo) - 1)))
+        _plot(right, group_of(records, "teacher", family=undo_family), "unlearn-only", score, color="tab:red", ls="--")
+        _plot(right, oracle, "oracle", score, color="black")
+        right.set_ylabel(forget_label)
         right.legend(fontsize=7)
-        _finish(fig, [right], out / "undo.png", budgets)
+        _finish(fig, [right], out / "undo.png", budgets, score)
         plt.close(fig)
         made["undo"] = "undo.png"
 
@@ -379,17 +386,19 @@ def figures(results: dict[str, Any], out: Path) -> dict[str, str]:
             for r in shown:
                 forget = r["metrics"]["forget"] if k == "before" else r["attack"]["at"][k]["forget"]
                 filled = r["role"] not in ("unlearn",)
-                ax.scatter(forget, r["metrics"]["retain"], marker=markers.get(r["role"], "o"),
+                forget, retain = score.shown(forget), score.shown(r["metrics"]["retain"])
+                ax.scatter(forget, retain, marker=markers.get(r["role"], "o"),
                            s=90 if r["role"] == "undo" else 36,
                            facecolors=color(r.get("family") or r["role"]) if filled else "none",
                            edgecolors=color(r.get("family") or r["role"]), alpha=0.85)
                 if r["role"] == "undo":
-                    ax.annotate(f"{r['alpha']:g}", (forget, r["metrics"]["retain"]), fontsize=6,
+                    ax.annotate(f"{r['alpha']:g}", (forget, retain), fontsize=6,
                                 textcoords="offset points", xytext=(3, 3))
             ax.set_title("before the attack" if k == "before" else f"after {k} attack steps")
-            ax.set_xlabel("forget accuracy (attacker-best)" if k != "before" else "forget accuracy")
-            ax.set_ylabel("retain accuracy (as shipped)")
-            ax.set_xlim(-0.02, 1.0)
+            ax.set_xlabel(forget_label if k != "before" else score.label("forget"))
+            ax.set_ylabel(f"{score.label('retain')} (as shipped)")
+            if not score.relative:
+                ax.set_xlim(-0.02, 1.0)
             ax.grid(alpha=0.3)
         from matplotlib.lines import Line2D
         handles = [Line2D([], [], marker=m, ls="", color="0.3", label=label) for m, label in
@@ -407,13 +416,13 @@ def figures(results: dict[str, Any], out: Path) -> dict[str, str]:
     fin, rnd = group_of(records, "oracle_match_base"), group_of(records, "oracle_match_random")
     if fin and rnd:
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        _plot(ax, fin, "base distilled toward the oracle", color="tab:red")
-        _plot(ax, rnd, "random init distilled from the oracle", color="tab:blue")
-        _plot(ax, oracle, "oracle", color="black", ls="--")
-        _plot(ax, base, "base", color="tab:gray", ls=":")
-        ax.set_ylabel("forget accuracy (attacker-best)")
+        _plot(ax, fin, "base distilled toward the oracle", score, color="tab:red")
+        _plot(ax, rnd, "random init distilled from the oracle", score, color="tab:blue")
+        _plot(ax, oracle, "oracle", score, color="black", ls="--")
+        _plot(ax, base, "base", score, color="tab:gray", ls=":")
+        ax.set_ylabel(forget_label)
         ax.legend(fontsize=7)
-        _finish(fig, [ax], out / "oracle_matching.png", budgets)
+        _finish(fig, [ax], out / "oracle_matching.png", budgets, score)
         plt.close(fig)
         made["oracle_matching"] = "oracle_matching.png"
     return made
@@ -467,12 +476,18 @@ def verdict(claim: dict[str, Any] | None) -> str:
 def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str:
     records, budgets, keys = results["models"], results["budgets"], [str(b) for b in results["budgets"]]
     c = results["claims"]
+    S = score_of(results.get("setting", "arithmetic"))
+    fmt = S.format  # a score as people read it (accuracy %, or CE in nats)
+    shown_fmt = pct if not S.relative else (lambda v: num(v, 3))  # an already shown value (means, intervals)
+
+    def metric(get):  # a record's score, as shown
+        return lambda r: S.shown(get(r))
     lines = [f"# undo study report: `{results['run_dir']}`", "",
              f"Config hash `{results['config_hash']}`, code `{results['code_version']}`, seeds "
              f"{results['seeds']}{'' if results['complete'] else ' (study incomplete: some stages have not run)'}. "
              "Every number below is read from the artifacts' meta.json and metrics.jsonl (`undo report` "
              "regenerates this file).", "",
-             "Conventions: accuracies; after an attack, forget = the attacker-best value at the budget (best LR of "
+             f"Conventions: {'accuracies' if not S.relative else 'mean next-token cross-entropy on held-out documents, in nats (retain: lower is better; forget: higher = more forgotten)'}; after an attack, forget = the attacker-best value at the budget (best LR of "
              "the grid); robustness is normalised between the method's unlearn-only teacher (0) and the oracle (1); "
              "compute is a share of the oracle's pretraining FLOPs. With several seeds: mean ± 95 % t-interval.", "",
              "## Stage wall times (this machine)", ""]
@@ -482,12 +497,12 @@ def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str
     r1 = c.get("R1")
     lines.append(f"- **R1** (oracle matching: finetuned base relearns faster than a random-init student): {verdict(r1)}"
                  + (". Attacker-best forget, finetuned base vs random init: " + "; ".join(
-                     f"{k if k == 'area' else '@' + k}: {pct(v['finetuned_base'])} vs {pct(v['random_init'])}"
+                     f"{k if k == 'area' else '@' + k}: {fmt(v['finetuned_base'])} vs {fmt(v['random_init'])}"
                      for k, v in r1["numbers"].items()) if r1 else ""))
     r2 = c.get("R2")
     lines.append(f"- **R2** (Unlearn-and-Distill relearns more slowly than unlearn-only): {verdict(r2)}"
                  + ("".join(f"\n  - {fam}: {verdict(v)}; " + "; ".join(
-                     f"{k if k == 'area' else '@' + k}: {pct(n['unlearn_and_distill'])} vs {pct(n['unlearn_only'])}"
+                     f"{k if k == 'area' else '@' + k}: {fmt(n['unlearn_and_distill'])} vs {fmt(n['unlearn_only'])}"
                      for k, n in v["numbers"].items()) for fam, v in sorted(r2["by_family"].items())) if r2 else ""))
     r3 = c.get("R3")
     lines.append(f"- **R3** (UNDO's compute and robustness rise with alpha): {verdict(r3)}" + (
@@ -517,10 +532,10 @@ def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str
     lines.append("")
 
     for name, caption in (("relearning", "Relearning attack: unlearn-only vs Unlearn-and-Distill vs data filtering "
-                                         "(attacker-best forget accuracy; grey lines mark the budgets)."),
+                                         f"(attacker-best {S.label('forget')}; grey lines mark the budgets)."),
                           ("undo", "UNDO: compute against robustness, one point per alpha (left); relearning curves "
                                    "per alpha (right)."),
-                          ("pareto", "Retain accuracy as shipped against forget accuracy before the attack and "
+                          ("pareto", f"Retain ({S.label('retain')}) as shipped against forget before the attack and "
                                      "after each budget, every attacked model."),
                           ("oracle_matching", "Oracle matching: the base model distilled toward the oracle vs a "
                                               "random init distilled from the oracle.")):
@@ -533,15 +548,17 @@ def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str
          stat(g, lambda r: r["accounting"]["pretraining_tokens"] if r["role"] == "base" else None,
               lambda v: f"{v:,.0f}"),
          stat(g, lambda r: r["accounting"]["stage_flops_total"], lambda v: f"{v:.3g}"),
-         stat(g, lambda r: r["metrics"]["retain"]), stat(g, lambda r: r["metrics"]["forget"]),
+         stat(g, metric(lambda r: r["metrics"]["retain"]), shown_fmt),
+         stat(g, metric(lambda r: r["metrics"]["forget"]), shown_fmt),
          stat(g, lambda r: r["accounting"]["labelled_fraction"])]
         for g in ([group[0]] for group in grouped(records, ("base", "oracle")))])  # one artifact, shared by seeds
 
-    lines += ["## Unlearning (every sweep point; the teacher is the lowest forget accuracy that keeps "
-              "the selection rule's share of the base model's retain accuracy)", ""]
+    lines += [f"## Unlearning (every sweep point; the teacher is the most forgotten ({S.label('forget')}) that keeps "
+              "the selection rule's share of the base model's retain performance)", ""]
     teachers = {(r["seed"], r["artifact"]) for r in records if r["role"] == "teacher"}
     lines += table(["run", "retain", "forget", "chosen as teacher", "FLOPs % oracle", "labelled fraction"], [
-        [g[0]["id"], stat(g, lambda r: r["metrics"]["retain"]), stat(g, lambda r: r["metrics"]["forget"]),
+        [g[0]["id"], stat(g, metric(lambda r: r["metrics"]["retain"]), shown_fmt),
+         stat(g, metric(lambda r: r["metrics"]["forget"]), shown_fmt),
          f"{sum((r['seed'], r['artifact']) in teachers for r in g)}/{len(g)} seeds",
          stat(g, lambda r: r["accounting"]["stage_fraction_of_oracle"], lambda v: pct(v, 2)),
          stat(g, lambda r: r["accounting"]["labelled_fraction"], lambda v: pct(v, 3))]
@@ -554,13 +571,14 @@ def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str
          f"{sum(bool(r['distill']['stopped_early']) for r in g)}/{len(g)}",
          stat(g, lambda r: r["accounting"]["stage_fraction_of_oracle"], lambda v: pct(v, 2)),
          stat(g, lambda r: r["accounting"]["lineage_fraction_of_oracle"], lambda v: pct(v, 1)),
-         stat(g, lambda r: r["metrics"]["retain"]), stat(g, lambda r: r["metrics"]["forget"]),
-         stat(g, lambda r: r["distill"]["teacher_metrics"]["retain"]) + " / "
-         + stat(g, lambda r: r["distill"]["teacher_metrics"]["forget"])]
+         stat(g, metric(lambda r: r["metrics"]["retain"]), shown_fmt),
+         stat(g, metric(lambda r: r["metrics"]["forget"]), shown_fmt),
+         stat(g, metric(lambda r: r["distill"]["teacher_metrics"]["retain"]), shown_fmt) + " / "
+         + stat(g, metric(lambda r: r["distill"]["teacher_metrics"]["forget"]), shown_fmt)]
         for g in grouped(records, ("distilled", "undo", "oracle_match_base", "oracle_match_random"))
         if g[0].get("metrics")])
 
-    lines += ["## Relearning attack (attacker-best forget accuracy; robustness in brackets)", ""]
+    lines += [f"## Relearning attack (attacker-best {S.label('forget')}; robustness in brackets)", ""]
     header = ["model", "before", *(f"@{k} steps" for k in keys), f"area to {max(budgets)}", "LR at the last budget"]
     rows = []
     for g in grouped(records, ("base", "oracle", "unlearn", "teacher", "distilled", "undo", "oracle_match_base",
@@ -568,10 +586,11 @@ def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str
         if not g[0].get("attack") or (g[0]["role"] == "unlearn" and not any(r.get("attack") for r in g)):
             continue
         def cell(key, g=g):
-            value = stat(g, lambda r: r["attack"]["area"] if key == "area" else r["attack"]["at"][key]["forget"])
+            value = stat(g, metric(lambda r: r["attack"]["area"] if key == "area" else r["attack"]["at"][key]["forget"]),
+                         shown_fmt)
             rob = stat(g, lambda r: r["robustness"][key], num) if any(r.get("robustness") for r in g) else None
             return value + (f" [{rob}]" if rob and rob != "–" else "")
-        rows.append([g[0]["id"], stat(g, lambda r: r["attack"]["before"]["forget"]), *(cell(k) for k in keys),
+        rows.append([g[0]["id"], stat(g, metric(lambda r: r["attack"]["before"]["forget"]), shown_fmt), *(cell(k) for k in keys),
                      cell("area"), ", ".join(sorted({f"{r['attack']['at'][keys[-1]]['lr']:g}" for r in g
                                                      if r["attack"]["at"][keys[-1]]["lr"] is not None}))])
     lines += table(header, rows)

@@ -8,6 +8,7 @@ runs on the base model, swept over learning rates and method knobs, and the choi
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import itertools
 import json
@@ -34,7 +35,7 @@ from undo.models import build_model, count_parameters, load_model, save_model
 from undo.objectives import OBJECTIVES, Objective, check_knobs
 from undo.objectives.sam import SAM
 from undo.robustness import BestCurve, Curve, area_under, attacker_best, normalised_robustness, snapshots, value_at
-from undo.settings.arithmetic import ArithmeticSetting, Problem, overlap_with_training, training_problems
+from undo.settings import ACCURACY, Score, make_setting, score_of
 
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
 Which = Literal["base", "oracle"]
@@ -47,9 +48,39 @@ def pretrain_key(cfg: ExperimentConfig, which: Which) -> str:
 
 
 def data_fields(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The setting's fields that shape training data (evaluation settings only change what is measured)."""
+    """The setting's fields that shape training data (evaluation settings only change what is measured). The
+    language setting's held-out split shapes its training pool, so its seed and size count; so do its corpus
+    files' contents (a changed file is new data under the same name)."""
+    if cfg.setting.name == "language":
+        fields = cfg.setting.model_dump(mode="json", exclude={"eval_documents", "eval_batch_size"})
+        fields["corpus_sha256"] = {side: corpus_fingerprint(getattr(cfg.setting, f"{side}_corpus"))
+                                   for side in ("retain", "forget")}
+        return fields
     return cfg.setting.model_dump(mode="json", exclude={"eval_per_cell", "eval_seed", "eval_batch_size",
                                                      "eval_formats"})
+
+
+def evaluation_fields(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Everything that decides what an evaluation measures (the stop rule and the attack's curves depend on it)."""
+    if cfg.setting.name == "language":
+        return {"setting": cfg.setting.model_dump(mode="json", exclude={"eval_batch_size"}),
+                "corpus_sha256": data_fields(cfg)["corpus_sha256"]}
+    return {"setting": cfg.setting.model_dump(mode="json", exclude={"eval_batch_size", "eval_formats"}),
+            "eval_formats": cfg.setting.evaluated_formats}
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
+def corpus_fingerprint(source: str) -> str:
+    """A local corpus file's sha256 (cached per size and mtime); a dataset id stands for itself."""
+    path = Path(source)
+    if not path.is_file():
+        return source
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
@@ -57,14 +88,19 @@ def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
     return train_cfg.model_dump(mode="json", exclude={"eval_every", "checkpoint_every", "log_every"})
 
 
-def pretraining_data(cfg: ExperimentConfig, setting: ArithmeticSetting, which: Which):
+def setting_for(cfg: ExperimentConfig, eval_items: int | None = None):
+    """The config's setting (see `undo.settings`); derived files (a trained tokenizer) are cached in the run dir."""
+    return make_setting(cfg.setting, cache_dir=Path(cfg.run_dir) / "cache", eval_items=eval_items)
+
+
+def pretraining_data(cfg: ExperimentConfig, setting, which: Which):
     """The documents of the base (or oracle) stream and their packed, shuffled batches."""
-    problems = setting.training_problems(which, cfg.seed)
-    rows = setting.packed_rows(problems, cfg.model.context)
-    return problems, PackedBatches(rows, cfg.pretrain.train.batch_size, seed=cfg.seed)
+    documents = setting.pretraining_documents(which, cfg.seed)
+    rows = setting.packed_rows(documents, cfg.model.context)
+    return documents, PackedBatches(rows, cfg.pretrain.train.batch_size, seed=cfg.seed)
 
 
-def pretraining_steps(cfg: ExperimentConfig, setting: ArithmeticSetting, which: Which, batches_per_epoch: int) -> int:
+def pretraining_steps(cfg: ExperimentConfig, setting, which: Which, batches_per_epoch: int) -> int:
     """Optimizer steps for `epochs` passes over the packed stream. `max_steps` caps the *base* model; the oracle
     then trains on the same share of its own (filtered) stream, so it sees as many +/- examples as the base model
     does (in expectation), not more."""
@@ -90,7 +126,7 @@ def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> P
         return artifact.path
     workdir = artifact.start()
 
-    setting = ArithmeticSetting(cfg.setting)
+    setting = setting_for(cfg)
     problems, batches = pretraining_data(cfg, setting, which)
     train_cfg = cfg.pretrain.train
     total_steps = pretraining_steps(cfg, setting, which, batches.batches_per_epoch)
@@ -120,13 +156,7 @@ def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> P
         "matmul_parameters": matmul_parameters(model),
         "wall_time_s": round(result.wall_time_s, 2),
         "final_metrics": result.final_metrics,
-        "data": {
-            "documents": len(problems),
-            "documents_per_component": dict(sorted(Counter(p.component for p in problems).items())),
-            "sequences": len(batches.rows),
-            "eval_items_seen_in_training": overlap_with_training(problems, setting.eval_problems),
-            "eval_items_per_cell": cfg.setting.eval_per_cell,
-        },
+        "data": {**setting.data_summary(problems), "sequences": len(batches.rows)},
     }
     meta["accounting"] = accounting({**meta, "key": artifact.key}, cfg.run_dir)
     path = artifact.finish(meta)
@@ -203,9 +233,9 @@ def unlearn(cfg: ExperimentConfig, point: SweepPoint, base: Path | None = None, 
         return artifact.path
     workdir = artifact.start()
 
-    setting = ArithmeticSetting(cfg.setting)
+    setting = setting_for(cfg)
     u = cfg.unlearn
-    rows = {side: setting.packed_rows(setting.labelled_problems(side, u.examples, cfg.seed), cfg.model.context)
+    rows = {side: setting.packed_rows(setting.labelled_documents(side, u.examples, cfg.seed), cfg.model.context)
             for side in ("forget", "retain")}
     batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
     model = load_model(base / "model")
@@ -235,10 +265,11 @@ def unlearn(cfg: ExperimentConfig, point: SweepPoint, base: Path | None = None, 
     return artifact.finish(meta)
 
 
-def select_teacher(candidates: list[dict[str, Any]], base_retain: float, rule: SelectionRule) -> dict[str, Any]:
+def select_teacher(candidates: list[dict[str, Any]], base_retain: float, rule: SelectionRule,
+                   score: Score = ACCURACY) -> dict[str, Any]:
     """Lowest forget metric among runs whose retain metric keeps `min_retain_fraction` of the base model's;
     ties go to the higher retain metric. If no run qualifies, none is chosen (and that is recorded)."""
-    threshold = rule.min_retain_fraction * base_retain
+    threshold = score.retain_floor(base_retain, rule.min_retain_fraction)
     for c in candidates:
         c["qualifies"] = c["retain"] >= threshold
     qualified = [c for c in candidates if c["qualifies"]]
@@ -258,7 +289,8 @@ def teacher_selection(cfg: ExperimentConfig, runs: Sequence[tuple[SweepPoint, Pa
         families.setdefault(point.label, []).append({
             "name": meta["name"], "path": str(path), "lr": point.lr, "knobs": dict(point.knobs),
             "retain": meta["final_metrics"]["retain"], "forget": meta["final_metrics"]["forget"]})
-    return {label: select_teacher(c, base_retain, cfg.unlearn.selection) for label, c in families.items()}
+    score = score_of(cfg.setting.name)
+    return {label: select_teacher(c, base_retain, cfg.unlearn.selection, score) for label, c in families.items()}
 
 
 def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -275,15 +307,15 @@ def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
 # batches in the same order (comparisons between models are paired).
 
 
-def attack_data(cfg: ExperimentConfig, setting: ArithmeticSetting) -> tuple[list[Problem], PackedBatches]:
+def attack_data(cfg: ExperimentConfig, setting) -> tuple[list, PackedBatches]:
     """The attack's documents and shuffled batches: forget-operation documents, or a fresh draw of the
     pretraining mixture (all operations, as the paper attacked arithmetic)."""
     a = cfg.attack
     seed = derive_seed(cfg.seed, "attack")
     if a.data == "forget":
-        problems = setting.labelled_problems("forget", a.examples, seed)
+        problems = setting.labelled_documents("forget", a.examples, seed)
     else:
-        problems = training_problems(setting.cfg, a.examples, seed)
+        problems = setting.mixture_documents(a.examples, seed)
     rows = setting.packed_rows(problems, cfg.model.context)
     return problems, PackedBatches(rows, a.batch_size, seed=seed)
 
@@ -305,12 +337,13 @@ def target_key(target: Path) -> str:
 
 def attack_key(cfg: ExperimentConfig, target: str) -> str:
     return stable_hash({"stage": "attack", "target": target, "seed": cfg.seed, "data": attack_data_key(cfg),
-                        "eval_seed": cfg.setting.eval_seed, "eval_formats": cfg.setting.evaluated_formats,
+                        "eval_seed": cfg.setting.eval_seed,
+                        "eval_formats": getattr(cfg.setting, "evaluated_formats", None),
                         "attack": cfg.attack.model_dump(mode="json")})
 
 
 def attack_one_lr(cfg: ExperimentConfig, target: Path, lr: float, batches: PackedBatches,
-                  setting: ArithmeticSetting, workdir: Path, key: str, progress: bool) -> dict[str, Any]:
+                  setting, workdir: Path, key: str, progress: bool) -> dict[str, Any]:
     """Fine-tune a fresh load of the target at one LR in `workdir`; a finished LR (done.json) is not redone.
     Returns the run's totals and its forget and retain curves read back from its metrics.jsonl."""
     a = cfg.attack
@@ -319,7 +352,8 @@ def attack_one_lr(cfg: ExperimentConfig, target: Path, lr: float, batches: Packe
         model = load_model(target / "model")
         if model.config.vocab_size < len(setting.tokenizer):
             raise UserError(f"{target / 'model'} has {model.config.vocab_size} embedding rows, fewer than the "
-                            f"arithmetic tokenizer's {len(setting.tokenizer)}; attack a model trained by undo")
+                            f"setting's tokenizer ({len(setting.tokenizer)} tokens); attack a model trained by undo "
+                            "on this setting")
         train_cfg = TrainConfig(batch_size=a.batch_size, lr=lr, schedule="constant", warmup_steps=0,
                                 weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
                                 checkpoint_every=max(a.eval_every, 50), log_every=10)
@@ -354,7 +388,7 @@ def attack(cfg: ExperimentConfig, target: Path, *, progress: bool = True) -> Pat
     workdir = artifact.start()
 
     # Evaluation during the attack uses `attack.eval_per_cell` items per cell (many evaluations per LR).
-    setting = ArithmeticSetting(cfg.setting.model_copy(update={"eval_per_cell": a.eval_per_cell}))
+    setting = setting_for(cfg, eval_items=a.eval_per_cell)
     problems, batches = attack_data(cfg, setting)
     runs = [attack_one_lr(cfg, target, lr, batches, setting, workdir / f"lr_{lr:g}", key, progress) for lr in a.lrs]
 
@@ -436,8 +470,7 @@ def distill_key(cfg: ExperimentConfig, teacher_key: str, init: DistillInit, alph
         "alpha": alpha if init == "noised" else None, "beta": d.beta if init == "noised" else None,
         "start": start_key if init == "model" else None,
         "student_model": (d.student_model or cfg.model).model_dump(mode="json") if init == "random" else None,
-        "setting": cfg.setting.model_dump(mode="json", exclude={"eval_batch_size", "eval_formats"}),
-        "eval_formats": cfg.setting.evaluated_formats, "context": cfg.model.context,
+        **evaluation_fields(cfg), "context": cfg.model.context,
         "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
         "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(init), "temperature": d.temperature,
         "examples": d.examples})
@@ -451,15 +484,15 @@ def stop_metrics(init: DistillInit) -> list[str]:
     return ["retain", "forget"] if init == "model" else ["retain"]
 
 
-def distill_data(cfg: ExperimentConfig, setting: ArithmeticSetting) -> tuple[list[Problem], PackedBatches]:
+def distill_data(cfg: ExperimentConfig, setting) -> tuple[list, PackedBatches]:
     """A fresh draw of the unlabelled pretraining mixture (every operation) and its shuffled batches."""
     seed = derive_seed(cfg.seed, "distill")
-    problems = training_problems(setting.cfg, cfg.distill.examples, seed)
+    problems = setting.mixture_documents(cfg.distill.examples, seed)
     rows = setting.packed_rows(problems, cfg.model.context)
     return problems, PackedBatches(rows, cfg.distill.train.batch_size, seed=seed)
 
 
-def distill_student(cfg: ExperimentConfig, setting: ArithmeticSetting, teacher: Path, init: DistillInit,
+def distill_student(cfg: ExperimentConfig, setting, teacher: Path, init: DistillInit,
                     alpha: float | None, start: Path | None) -> torch.nn.Module:
     """The student before distillation: a fresh init, a shrink-and-perturbed copy of the teacher, or a checkpoint."""
     from undo.noise import shrink_and_perturb
@@ -513,15 +546,16 @@ def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: f
         return artifact.path
     workdir = artifact.start()
 
-    setting = ArithmeticSetting(cfg.setting)
+    setting = setting_for(cfg)
     problems, batches = distill_data(cfg, setting)
     teacher_model = load_model(teacher / "model").eval().requires_grad_(False)
     if teacher_model.config.vocab_size < len(setting.tokenizer):
         raise UserError(f"{teacher / 'model'} has {teacher_model.config.vocab_size} embedding rows, fewer than the "
-                        f"arithmetic tokenizer's {len(setting.tokenizer)}; distil a model trained by undo")
+                        f"setting's tokenizer ({len(setting.tokenizer)} tokens); distil a model trained by undo "
+                        "on this setting")
     teacher_metrics = setting.evaluate(teacher_model)
-    threshold = teacher_metrics["retain"] - d.stop_tolerance
-    forget_ceiling = teacher_metrics["forget"] + d.stop_tolerance
+    threshold = setting.score.at_least_near(teacher_metrics["retain"], d.stop_tolerance)
+    forget_ceiling = setting.score.at_most_near(teacher_metrics["forget"], d.stop_tolerance)
     match_forget = "forget" in stop_metrics(init)
     student = distill_student(cfg, setting, teacher, init, alpha, start)
 

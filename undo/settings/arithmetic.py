@@ -22,7 +22,7 @@ import torch
 
 from undo.config import ArithmeticConfig, Operation
 from undo.data import derive_seed, mixture_schedule, pack
-from undo.settings import arithmetic_templates as templates
+from undo.settings import ACCURACY, arithmetic_templates as templates
 from undo.settings.tokenizer import build_char_tokenizer
 
 OPERATIONS: tuple[Operation, ...] = ("add", "sub", "mul", "div")
@@ -154,14 +154,17 @@ def overlap_with_training(train: list[Problem], evaluation: list[Problem]) -> di
 
 
 class ArithmeticSetting:
-    """Tokenizer, pretraining documents and evaluation for the arithmetic setting."""
+    """Tokenizer, pretraining documents and evaluation for the arithmetic setting (the interface of
+    `undo.settings`; documents are `Problem`s)."""
+
+    score = ACCURACY
 
     def __init__(self, cfg: ArithmeticConfig):
         self.cfg = cfg
         self.tokenizer = build_char_tokenizer()
         self.eval_problems = evaluation_problems(cfg)
 
-    def training_problems(self, which: Literal["base", "oracle"], seed: int) -> list[Problem]:
+    def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list[Problem]:
         """The base stream, or the oracle's: the very same stream with every forget problem removed
         ("perfect data filtering": the oracle sees exactly the base's retain examples, in the same order)."""
         problems = training_problems(self.cfg, self.cfg.examples, seed)
@@ -169,13 +172,23 @@ class ArithmeticSetting:
             problems = [p for p in problems if p.op in self.cfg.retain]
         return problems
 
-    def labelled_problems(self, side: Literal["forget", "retain"], n: int, seed: int) -> list[Problem]:
+    def labelled_documents(self, side: Literal["forget", "retain"], n: int, seed: int) -> list[Problem]:
         """Labelled data for unlearning: `n` problems of the forget (or retain) operations only, in both formats,
         from a stream of their own (not the pretraining stream's documents)."""
         ops = getattr(self.cfg, side)
         only = self.cfg.model_copy(update={"operation_weights": {op: self.cfg.operation_weights.get(op, 1.0)
                                                                  for op in ops}})
         return training_problems(only, n, derive_seed(seed, "unlearn", side))
+
+    def mixture_documents(self, n: int, seed: int) -> list[Problem]:
+        """A fresh draw of `n` problems from the pretraining mixture (every operation)."""
+        return training_problems(self.cfg, n, seed)
+
+    def data_summary(self, problems: list[Problem]) -> dict:
+        return {"documents": len(problems),
+                "documents_per_component": dict(sorted(Counter(p.component for p in problems).items())),
+                "eval_items_seen_in_training": overlap_with_training(problems, self.eval_problems),
+                "eval_items_per_cell": self.cfg.eval_per_cell}
 
     def encode_documents(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each document, opened by the end-of-text separator."""

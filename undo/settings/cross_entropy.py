@@ -1,0 +1,41 @@
+"""Held-out cross-entropy: the language setting's retain and forget metric.
+
+Token-weighted over the whole set (sum of token losses / number of tokens), so the result does not depend on
+the batch size or on how padding happens to fall across batches, and two corpora are compared per token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def heldout_cross_entropy(model, rows: torch.Tensor, *, pad_id: int, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy in nats of `model` on `rows` (LongTensor [n, context]), over real tokens.
+
+    A position counts when its target and its input are both real (not `pad_id`): padding is never a target, and
+    with left padding the first real token, predicted from padding alone, is not a fair prediction either. Packed
+    rows (no padding) count every position after the first. The model runs in eval mode on its own device;
+    its training flag is restored afterwards.
+    """
+    if rows.dim() != 2 or rows.size(1) < 2:
+        raise ValueError(f"rows must be [n, context] with context >= 2, got shape {tuple(rows.shape)}")
+    device = next((p.device for p in model.parameters()), rows.device)
+    was_training = model.training
+    model.eval()
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    try:
+        for start in range(0, rows.size(0), batch_size):
+            batch = rows[start:start + batch_size].to(device)
+            real = batch != pad_id
+            logits = model(input_ids=batch, attention_mask=real.long()).logits[:, :-1]
+            counted = real[:, 1:] & real[:, :-1]
+            losses = F.cross_entropy(logits[counted].float(), batch[:, 1:][counted], reduction="sum")
+            total += losses.double().cpu()
+            count += int(counted.sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("rows have no position whose input and target are both real tokens")
+    return float(total / count)

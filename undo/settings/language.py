@@ -1,0 +1,148 @@
+"""The language setting: retain = one language's text (English), forget = another's (Korean), as in the paper.
+
+Data: each corpus is read once (its first `max_documents` documents), shuffled with `eval_seed`, and split into a
+held-out set (`heldout_documents`, never trained on) and a training pool. The base model pretrains on the first
+`retain_documents` of the retain pool and the first `forget_documents` of the forget pool, interleaved; the oracle
+on exactly those retain documents and nothing else (perfect data filtering: as much retain text as the base sees).
+Unlearning, the attack and distillation draw their documents from the pools with their own seeds.
+
+Tokenizer: a byte-level BPE trained on an equal number of characters of each pool (`undo.settings.bpe`), cached
+by the hash of what it was trained on.
+
+Metric: mean next-token cross-entropy (nats) over the held-out documents of each language, token-weighted; each
+document is one row (opened by the end-of-text token, cut at the model's context, padded), so no prediction crosses
+a document boundary. `retain_ce` and `forget_ce` are those numbers; `retain` and `forget` are the scores the stages
+compare (minus the CE: higher = more capability, see `undo.settings.Score`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from undo.config import LanguageConfig
+from undo.data import derive_seed, mixture_schedule, pack
+from undo.errors import UserError
+from undo.settings import NEG_CE
+from undo.settings.bpe import cached_tokenizer
+from undo.settings.corpora import check_script, read_documents
+from undo.settings.cross_entropy import heldout_cross_entropy
+
+Side = Literal["retain", "forget"]
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    component: str  # "retain" or "forget"
+
+
+class LanguageSetting:
+    """Corpora, tokenizer and cross-entropy evaluation for the language setting (the interface of
+    `undo.settings`)."""
+
+    score = NEG_CE
+
+    def __init__(self, cfg: LanguageConfig, *, cache_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.heldout: dict[Side, list[str]] = {}
+        self.pool: dict[Side, list[str]] = {}
+        for side in ("retain", "forget"):
+            source = getattr(cfg, f"{side}_corpus")
+            documents = read_documents(source, limit=cfg.max_documents, text_field=cfg.text_field)
+            script = getattr(cfg, f"{side}_script")
+            if script is not None:
+                check_script(documents, script, source, role=f"setting.{side}_corpus")
+            order = np.random.default_rng([cfg.eval_seed, 0 if side == "retain" else 1]).permutation(len(documents))
+            shuffled = [documents[i] for i in order]
+            wanted = cfg.heldout_documents + getattr(cfg, f"{side}_documents")
+            if len(shuffled) < wanted:
+                raise UserError(f"{source} has {len(shuffled):,} documents (reading at most setting.max_documents="
+                                f"{cfg.max_documents:,}); setting.heldout_documents + setting.{side}_documents "
+                                f"need {wanted:,}: lower them or point at a larger corpus")
+            self.heldout[side] = shuffled[: cfg.heldout_documents]
+            self.pool[side] = shuffled[cfg.heldout_documents :]
+        self.tokenizer = cached_tokenizer(Path(cache_dir or ".undo_cache") / "tokenizers",
+                                          {"retain": self.pool["retain"], "forget": self.pool["forget"]},
+                                          cfg.vocab_size, sample_chars=cfg.tokenizer_sample_chars, seed=cfg.eval_seed)
+        evaluated = cfg.eval_documents or cfg.heldout_documents
+        self.eval_documents = {side: docs[:evaluated] for side, docs in self.heldout.items()}
+
+    # ------------------------------------------------------------------------------------------------------
+    # Documents
+
+    def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list[Document]:
+        """The base stream (retain and forget documents interleaved by a seeded schedule), or the oracle's: the same
+        stream with every forget document removed."""
+        counts = {"retain": self.cfg.retain_documents, "forget": self.cfg.forget_documents}
+        schedule = mixture_schedule({"retain": counts["retain"], "forget": counts["forget"]}, sum(counts.values()),
+                                    derive_seed(seed, "language-mixture"))
+        taken = {"retain": 0, "forget": 0}
+        stream = []
+        for side in schedule:  # i.i.d. picks; the first N of each pool are used, then the other side fills up
+            if taken[side] >= counts[side]:
+                side = "forget" if side == "retain" else "retain"
+            stream.append(Document(self.pool[side][taken[side]], side))
+            taken[side] += 1
+        if which == "oracle":
+            stream = [d for d in stream if d.component == "retain"]
+        return stream
+
+    def labelled_documents(self, side: Side, n: int, seed: int) -> list[Document]:
+        """`n` documents of one side, sampled (with replacement once the pool is exhausted) from its pool."""
+        return self._sample(side, n, derive_seed(seed, "language", side))
+
+    def mixture_documents(self, n: int, seed: int) -> list[Document]:
+        """A fresh draw of the pretraining mixture: the base stream's proportions, sampled from the pools."""
+        weights = {"retain": self.cfg.retain_documents, "forget": self.cfg.forget_documents}
+        schedule = mixture_schedule(weights, n, derive_seed(seed, "language-mixture-draw"))
+        picks = {side: iter(self._sample(side, schedule.count(side), derive_seed(seed, "draw", side)))
+                 for side in ("retain", "forget")}
+        return [next(picks[side]) for side in schedule]
+
+    def _sample(self, side: Side, n: int, seed: int) -> list[Document]:
+        pool = self.pool[side]
+        rng = np.random.default_rng(seed)
+        index = rng.permutation(len(pool))
+        if n > len(pool):
+            index = np.concatenate([index, rng.integers(len(pool), size=n - len(pool))])
+        return [Document(pool[i], side) for i in index[:n]]
+
+    def data_summary(self, documents: list[Document]) -> dict:
+        per_side = {side: sum(d.component == side for d in documents) for side in ("retain", "forget")}
+        return {"documents": len(documents), "documents_per_component": per_side,
+                "heldout_documents_per_side": self.cfg.heldout_documents,
+                "eval_documents_per_side": len(self.eval_documents["retain"])}
+
+    # ------------------------------------------------------------------------------------------------------
+    # Tokens and evaluation
+
+    def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each document, opened by the end-of-text separator."""
+        eos = self.tokenizer.eos_token_id
+        return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def packed_rows(self, documents: list[Document], context: int) -> torch.Tensor:
+        return pack(self.encode_documents([d.text for d in documents]), context)
+
+    def document_rows(self, texts: list[str], context: int) -> torch.Tensor:
+        """One row per document, cut at `context` tokens and right-padded (pads are never predicted)."""
+        encoded = [ids[:context] for ids in self.encode_documents(texts)]
+        rows = torch.full((len(encoded), context), self.tokenizer.pad_token_id, dtype=torch.long)
+        for i, ids in enumerate(encoded):
+            rows[i, : len(ids)] = torch.tensor(ids)
+        return rows
+
+    def evaluate(self, model) -> dict[str, float]:
+        context = model.config.max_position_embeddings
+        metrics: dict[str, float] = {}
+        for side, texts in self.eval_documents.items():
+            ce = heldout_cross_entropy(model, self.document_rows(texts, context), pad_id=self.tokenizer.pad_token_id,
+                                       batch_size=self.cfg.eval_batch_size)
+            metrics[f"{side}_ce"] = ce
+            metrics[side] = -ce
+        return metrics
