@@ -227,13 +227,14 @@ def execute(plan: Plan, *, dry: bool = False, workers: int = 1) -> dict[str, Any
                                 continue
                             waiting.remove(task)
                             settled = skip_if_input_missing(task) or settled
-                            if task.name not in outputs:
-                                console.print(f"[bold]({numbers[task.name]}/{total}) {task.name}[/]")
+                            if task.name not in outputs:  # queued; a free worker takes tasks in plan order
                                 running[pool.submit(_run_task, task, task.inputs_from(outputs))] = task
                     assert running or not waiting, "a task waits on inputs nothing will produce"  # a plan bug
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        record(running.pop(future), future.result)
+                        task = running.pop(future)
+                        console.print(f"[bold]({numbers[task.name]}/{total}) done: {task.name}[/]")
+                        record(task, future.result)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
