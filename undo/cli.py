@@ -231,6 +231,8 @@ def data(config: ConfigArg = None, set_: SetOpt = None,
     """Show a sample of the pretraining stream and evaluation set, with their sizes."""
     from collections import Counter
 
+    from rich.markup import escape
+
     from undo.stages import setting_for
 
     cfg = _load(config, set_)
@@ -239,7 +241,7 @@ def data(config: ConfigArg = None, set_: SetOpt = None,
     setting = setting_for(cfg)
     documents = setting.pretraining_documents(which, cfg.seed)
     for d in documents[:show]:
-        console.print(f"[dim]{d.component:>13}[/]  {d.text[:200]}", markup=False, highlight=False)
+        console.print(f"[dim]{d.component:>13}[/]  {escape(d.text[:200])}", highlight=False)
     counts = Counter(d.component for d in documents)
     tokens = len(setting.packed_rows(documents, cfg.model.context)) * cfg.model.context
     console.print(f"{len(documents):,} documents, {tokens:,} tokens; per component: {dict(sorted(counts.items()))}")
