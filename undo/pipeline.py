@@ -97,7 +97,7 @@ def chosen_teacher(cfg: ExperimentConfig, selection: dict[str, Any], family: str
     chosen = selection[family]["chosen"]
     if chosen is None:
         raise SkipTask(f"no {family} run kept {cfg.unlearn.selection.min_retain_fraction:.0%} of the base model's "
-                       "retain accuracy, so it has no teacher")
+                       "retain performance, so it has no teacher")
     return Path(next(c["path"] for c in selection[family]["candidates"] if c["name"] == chosen))
 
 

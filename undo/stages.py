@@ -1,8 +1,9 @@
 """Stages: artifacts in, artifacts out. Each is a pure function of its config and its input artifacts.
 
-Pretraining of the base model (all four operations) and of the data-filtered oracle (retain operations only,
-the very same retain examples as the base model saw: the "perfect data filtering" gold standard); unlearning
-runs on the base model, swept over learning rates and method knobs, and the choice of a teacher per method.
+Pretraining of the base model (retain and forget data) and of the data-filtered oracle (the very same retain
+data, nothing else: the "perfect data filtering" gold standard); unlearning runs on the base model, swept over
+learning rates and method knobs, and the choice of a teacher per method; the relearning attack; distillation.
+Every stage reads its data and evaluation from the config's setting (`undo.settings`: arithmetic or language).
 """
 
 from __future__ import annotations
