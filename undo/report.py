@@ -482,12 +482,15 @@ def markdown(results: dict[str, Any], figs: dict[str, str], fig_dir: str) -> str
 
     def metric(get):  # a record's score, as shown
         return lambda r: S.shown(get(r))
+
+    units = ("accuracies" if not S.relative else "mean next-token cross-entropy on held-out documents, in nats "
+             "(retain: lower is better; forget: higher = more forgotten)")
     lines = [f"# undo study report: `{results['run_dir']}`", "",
              f"Config hash `{results['config_hash']}`, code `{results['code_version']}`, seeds "
              f"{results['seeds']}{'' if results['complete'] else ' (study incomplete: some stages have not run)'}. "
              "Every number below is read from the artifacts' meta.json and metrics.jsonl (`undo report` "
              "regenerates this file).", "",
-             f"Conventions: {'accuracies' if not S.relative else 'mean next-token cross-entropy on held-out documents, in nats (retain: lower is better; forget: higher = more forgotten)'}; after an attack, forget = the attacker-best value at the budget (best LR of "
+             f"Conventions: {units}; after an attack, forget = the attacker-best value at the budget (best LR of "
              "the grid); robustness is normalised between the method's unlearn-only teacher (0) and the oracle (1); "
              "compute is a share of the oracle's pretraining FLOPs. With several seeds: mean ± 95 % t-interval.", "",
              "## Stage wall times (this machine)", ""]
