@@ -27,7 +27,7 @@ from undo.accounting import accounting_of
 from undo.artifacts import code_version
 from undo.errors import UserError
 from undo.pipeline import MANIFEST
-from undo.robustness import BestCurve, EPS, area_under, value_at
+from undo.robustness import BestCurve, EPS, area_under
 from undo.settings import Score, score_of
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (no scipy dependency for one table).

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,23 @@ class Score:
 
 ACCURACY = Score("accuracy")
 NEG_CE = Score("neg_ce")
+
+
+class TokenizedSetting:
+    """What every setting does with its tokenizer: documents -> token ids, each document opened by the
+    end-of-text token (so a prompt at evaluation starts exactly like a document in training) -> training rows."""
+
+    tokenizer: Any
+
+    def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        eos = self.tokenizer.eos_token_id
+        return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def packed_rows(self, documents: list, context: int):
+        """The documents' texts as one token stream cut into rows of `context` tokens (every stage trains on these)."""
+        from undo.data import pack
+
+        return pack(self.encode_documents([d.text for d in documents]), context)
 
 
 def score_of(setting_name: str) -> Score:

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from undo.config import ArithmeticConfig, Operation
-from undo.data import derive_seed, mixture_schedule, pack
-from undo.settings import ACCURACY, arithmetic_templates as templates
+from undo.data import derive_seed, mixture_schedule
+from undo.settings import ACCURACY, TokenizedSetting, arithmetic_templates as templates
 from undo.settings.tokenizer import build_char_tokenizer
 
 OPERATIONS: tuple[Operation, ...] = ("add", "sub", "mul", "div")
@@ -153,7 +153,7 @@ def overlap_with_training(train: list[Problem], evaluation: list[Problem]) -> di
     return dict(counts)
 
 
-class ArithmeticSetting:
+class ArithmeticSetting(TokenizedSetting):
     """Tokenizer, pretraining documents and evaluation for the arithmetic setting (the interface of
     `undo.settings`; documents are `Problem`s)."""
 
@@ -189,15 +189,6 @@ class ArithmeticSetting:
                 "documents_per_component": dict(sorted(Counter(p.component for p in problems).items())),
                 "eval_items_seen_in_training": overlap_with_training(problems, self.eval_problems),
                 "eval_items_per_cell": self.cfg.eval_per_cell}
-
-    def encode_documents(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each document, opened by the end-of-text separator."""
-        eos = self.tokenizer.eos_token_id
-        return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-    def packed_rows(self, problems: list[Problem], context: int) -> torch.Tensor:
-        """The problems' texts as one token stream cut into rows of `context` tokens (every stage trains on these)."""
-        return pack(self.encode_documents([p.text for p in problems]), context)
 
     @torch.no_grad()
     def generate_answers(self, model, prompts: list[str]) -> list[str]:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from undo.config import LanguageConfig
-from undo.data import derive_seed, mixture_schedule, pack
+from undo.data import derive_seed, mixture_schedule
 from undo.errors import UserError
-from undo.settings import NEG_CE
+from undo.settings import NEG_CE, TokenizedSetting
 from undo.settings.bpe import cached_tokenizer
 from undo.settings.corpora import check_script, read_documents
 from undo.settings.cross_entropy import heldout_cross_entropy
@@ -41,7 +41,7 @@ class Document:
     component: str  # "retain" or "forget"
 
 
-class LanguageSetting:
+class LanguageSetting(TokenizedSetting):
     """Corpora, tokenizer and cross-entropy evaluation for the language setting (the interface of
     `undo.settings`)."""
 
@@ -120,14 +120,6 @@ class LanguageSetting:
 
     # ------------------------------------------------------------------------------------------------------
     # Tokens and evaluation
-
-    def encode_documents(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each document, opened by the end-of-text separator."""
-        eos = self.tokenizer.eos_token_id
-        return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-    def packed_rows(self, documents: list[Document], context: int) -> torch.Tensor:
-        return pack(self.encode_documents([d.text for d in documents]), context)
 
     def document_rows(self, texts: list[str], context: int) -> torch.Tensor:
         """One row per document, cut at `context` tokens and right-padded (pads are never predicted)."""
