@@ -124,6 +124,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"no study at {run_dir}: {MANIFEST} is missing; run `undo run STUDY.yaml` first")
     manifest = load_json(manifest_path)
     cfg = manifest["config"]
+    setting_name = cfg["setting"].get("name", "arithmetic")
     budgets = list(cfg["attack"]["budgets"])
     records = [model_record(entry, budgets) for entry in manifest["models"]]
     add_robustness(records, budgets)
@@ -140,7 +141,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
                 wall[kind] += seconds
     results = {
         "run_dir": str(run_dir), "config_hash": manifest["config_hash"], "code_version": code_version(),
-        "setting": cfg["setting"].get("name", "arithmetic"), "score": score_of(cfg["setting"].get("name", "")).kind,
+        "setting": setting_name, "score": score_of(setting_name).kind,
         "complete": manifest["complete"], "seeds": manifest["seeds"], "budgets": budgets,
         "selection": manifest["selection"], "skipped": manifest["skipped"],
         "wall_time_s": {**{k: round(v, 1) for k, v in sorted(wall.items())}, "total": round(sum(wall.values()), 1)},

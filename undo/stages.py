@@ -89,9 +89,19 @@ def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
     return train_cfg.model_dump(mode="json", exclude={"eval_every", "checkpoint_every", "log_every"})
 
 
+_SETTINGS: dict[str, Any] = {}
+
+
 def setting_for(cfg: ExperimentConfig, eval_items: int | None = None):
-    """The config's setting (see `undo.settings`); derived files (a trained tokenizer) are cached in the run dir."""
-    return make_setting(cfg.setting, cache_dir=Path(cfg.run_dir) / "cache", eval_items=eval_items)
+    """The config's setting (see `undo.settings`); derived files (a trained tokenizer) are cached in the run dir.
+    A study builds the same setting for every stage, so a process keeps the ones it built: the language setting
+    reads both corpora and its tokenizer each time (seconds). The key holds the corpus files' hashes (via
+    `data_fields`), so an edited corpus is read again."""
+    key = stable_hash({"setting": cfg.setting.model_dump(mode="json"), "data": data_fields(cfg),
+                       "run_dir": cfg.run_dir, "eval_items": eval_items})
+    if key not in _SETTINGS:
+        _SETTINGS[key] = make_setting(cfg.setting, cache_dir=Path(cfg.run_dir) / "cache", eval_items=eval_items)
+    return _SETTINGS[key]
 
 
 def pretraining_data(cfg: ExperimentConfig, setting, which: Which):
