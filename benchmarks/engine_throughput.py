@@ -5,7 +5,7 @@ Run:  python benchmarks/engine_throughput.py            (defaults: ~4.8 M-parame
 
 What is measured
 ----------------
-* engine: wall time of one `undo.engine.train(...)` call of `--steps` optimizer steps on a fresh copy of the
+* engine: wall time of one `undo.core.engine.train(...)` call of `--steps` optimizer steps on a fresh copy of the
   model (LM objective, constant LR, no warmup, no eval, no checkpoint inside the block; evaluate=None).
   Everything the call does is included: Accelerator creation and `prepare`, optimizer construction, the
   per-step host work (LR setting, `.item()`, token/FLOP counting, a metrics.jsonl line every `--log-every`
@@ -18,7 +18,7 @@ What is measured
   kernel selection). The first step of each block still pays AdamW's lazy state allocation, on both sides.
 * Blocks alternate engine, bare, engine, bare, ... for `--rounds` rounds; the medians of tokens/s are compared.
 * peak:   best fp32 `torch.matmul` GFLOP/s on square matrices (1024 and 2048), same thread count as training.
-  Achieved GFLOP/s = tokens/s x undo.compute.train_flops_per_token(model, context) / 1e9.
+  Achieved GFLOP/s = tokens/s x undo.core.compute.train_flops_per_token(model, context) / 1e9.
 
 Goals (from the project issue): engine/bare >= 0.95, engine GFLOP/s / peak >= 0.6. This is a benchmark, not a
 test: it always exits 0 and is not part of CI's pass/fail.
@@ -37,11 +37,11 @@ from pathlib import Path
 
 import torch
 
-from undo.compute import train_flops_per_token
+from undo.core.compute import train_flops_per_token
 from undo.config import ModelConfig, TrainConfig
-from undo.data import PackedBatches
-from undo.engine import train
-from undo.models import build_model, count_parameters
+from undo.core.data import PackedBatches
+from undo.core.engine import train
+from undo.core.models import build_model, count_parameters
 from undo.objectives import OBJECTIVES
 
 PAD_ID, EOS_ID, TOKENIZER_SIZE = 0, 2, 98

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from undo.accounting import accounting, accounting_of, lineage, artifact_metas
+from undo.analysis.accounting import accounting, accounting_of, lineage, artifact_metas
 
 
 def write(run_dir, name, **meta):

@@ -3,7 +3,7 @@ import re
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from undo.config import ArithmeticConfig
+from undo.settings.arithmetic import ArithmeticConfig
 from undo.settings import arithmetic_templates as T
 from undo.settings.arithmetic import (ArithmeticSetting, Problem, evaluation_problems, first_number,
                                       overlap_with_training, score, training_problems)

@@ -6,15 +6,17 @@ import torch
 import yaml
 
 import undo.settings.arithmetic as arithmetic
-import undo.stages
+import undo.stages.attack as attack_stage
 from tests.conftest import TINY
-from undo.artifacts import file_sha256, stable_hash
+from undo.core.artifacts import file_sha256, stable_hash
 from undo.cli import main
 from undo.config import validate_config
-from undo.engine import read_metrics
-from undo.errors import UserError
-from undo.robustness import Curve, area_under, attacker_best
-from undo.stages import attack, pretrain, robustness_summary, target_key
+from undo.core.engine import read_metrics
+from undo.core.errors import UserError
+from undo.analysis.robustness import BestCurve, Curve, area_under, attacker_best, robustness_summary
+from undo.stages.attack import attack
+from undo.stages.base import artifact_key
+from undo.stages.pretrain import pretrain
 
 LRS = [1e-3, 1e-2]
 ATTACK = {"lrs": LRS, "steps": 6, "eval_every": 2, "budgets": [2, 6], "batch_size": 4, "examples": 300,
@@ -64,7 +66,7 @@ def test_attack_config_is_validated():
 def test_attack_data_is_forget_only_or_the_full_mixture(tmp_path):
     for data, ops in (("forget", {"mul", "div"}), ("mixture", {"add", "sub", "mul", "div"})):
         cfg = config(tmp_path, data=data)
-        problems, batches = undo.stages.attack_data(cfg, arithmetic.ArithmeticSetting(cfg.setting))
+        problems, batches = attack_stage.attack_data(cfg, arithmetic.ArithmeticSetting(cfg.setting))
         assert len(problems) == ATTACK["examples"] and {p.op for p in problems} == ops
         assert batches[0]["input_ids"].shape == (ATTACK["batch_size"], TINY["model"]["context"])
 
@@ -72,13 +74,13 @@ def test_attack_data_is_forget_only_or_the_full_mixture(tmp_path):
 def test_every_target_sees_the_same_attack_batches(targets, monkeypatch):
     cfg, base, oracle = targets
     seen = {}
-    real_train = undo.stages.train
+    real_train = attack_stage.train
 
     def spy(model, objective, batches, train_cfg, total_steps, workdir, **kwargs):
         seen[(workdir.parent.name, train_cfg.lr)] = [batches[i]["input_ids"] for i in range(total_steps)]
         return real_train(model, objective, batches, train_cfg, total_steps, workdir, **kwargs)
 
-    monkeypatch.setattr(undo.stages, "train", spy)
+    monkeypatch.setattr(attack_stage, "train", spy)
     results = [attack(cfg, target, progress=False) for target in (base, oracle)]
     assert len(seen) == 4  # 2 targets x 2 LRs
     reference = next(iter(seen.values()))
@@ -88,12 +90,12 @@ def test_every_target_sees_the_same_attack_batches(targets, monkeypatch):
     assert not all(torch.equal(reference[0], b) for b in reference[1:])  # ...and they are not one batch repeated
     metas = [meta_of(path) for path in results]
     assert metas[0]["data"] == metas[1]["data"] and metas[0]["data"]["kind"] == "mixture"
-    assert metas[0]["inputs"]["target"]["key"] == meta_of(base)["key"]
-    assert metas[1]["inputs"]["target"]["key"] == meta_of(oracle)["key"]
+    assert metas[0]["inputs"]["target"] == meta_of(base)["key"]
+    assert metas[1]["inputs"]["target"] == meta_of(oracle)["key"]
     assert metas[0]["key"] != metas[1]["key"] and results[0].name.startswith("attack_base_")
     # Another seed is another stream.
     other = config(cfg.run_dir).model_copy(update={"seed": 1})
-    assert undo.stages.attack_data_key(other) != metas[0]["data"]["key"]
+    assert attack_stage.attack_data_key(other) != metas[0]["data"]["key"]
 
 
 def test_attacker_best_is_the_per_step_max_over_the_saved_lr_curves(targets):
@@ -127,7 +129,7 @@ def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_pa
     cfg, base, _ = targets
     reference = meta_of(attack(cfg, base, progress=False))
     cfg = config(tmp_path / "runs")
-    real_train = undo.stages.train
+    real_train = attack_stage.train
     calls = []
 
     class DiesAtStep3:
@@ -145,7 +147,7 @@ def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_pa
             batches = DiesAtStep3(batches)
         return real_train(model, objective, batches, train_cfg, *args, **kwargs)
 
-    monkeypatch.setattr(undo.stages, "train", dies_in_second_lr)
+    monkeypatch.setattr(attack_stage, "train", dies_in_second_lr)
     with pytest.raises(KeyboardInterrupt):
         attack(cfg, base, progress=False)
     partial = next((tmp_path / "runs").glob(".attack_base_*.partial"))
@@ -153,7 +155,7 @@ def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_pa
     assert (partial / "lr_0.001" / "done.json").is_file() and not (partial / "lr_0.01" / "done.json").exists()
     stamp = first.stat().st_mtime_ns
 
-    monkeypatch.setattr(undo.stages, "train", lambda *a, **k: calls.append("resumed") or real_train(*a, **k))
+    monkeypatch.setattr(attack_stage, "train", lambda *a, **k: calls.append("resumed") or real_train(*a, **k))
     resumed = attack(cfg, base, progress=False)
     assert calls == [LRS[0], LRS[1], "resumed"]  # only the unfinished LR ran again
     assert (resumed / "lr_0.001" / "metrics.jsonl").stat().st_mtime_ns == stamp
@@ -165,9 +167,9 @@ def test_a_model_without_meta_is_keyed_by_its_weights(targets, tmp_path):
     copy = tmp_path / "mine"
     shutil.copytree(base / "model", copy / "model")
     weights = copy / "model" / "model.safetensors"
-    assert target_key(copy) == stable_hash({"model.safetensors": file_sha256(weights)}) != target_key(base)
+    assert artifact_key(copy) == stable_hash({"model.safetensors": file_sha256(weights)}) != artifact_key(base)
     weights.write_bytes(weights.read_bytes()[:-1] + b" ")
-    assert target_key(copy) != stable_hash({"model.safetensors": file_sha256(base / "model" / "model.safetensors")})
+    assert artifact_key(copy) != stable_hash({"model.safetensors": file_sha256(base / "model" / "model.safetensors")})
 
 
 @pytest.fixture
@@ -209,16 +211,12 @@ def test_attack_on_a_capable_base_keeps_its_forget_accuracy_and_the_retain_cap_i
     assert without_wall_time(capped)["per_lr"] == without_wall_time(meta)["per_lr"]
 
 
-def write_fake_attack(root, name, values):
-    path = root / name
-    path.mkdir()
-    best = attacker_best({1e-3: Curve([0, 5, 10], values)})
-    (path / "meta.json").write_text(json.dumps({"best": best.to_dict()}))
-    return path
+def fake_attack(values):
+    return BestCurve.from_dict(attacker_best({1e-3: Curve([0, 5, 10], values)}).to_dict())
 
 
-def test_robustness_summary_normalises_between_unlearn_only_and_oracle(tmp_path):
-    results = {name: write_fake_attack(tmp_path, name, values) for name, values in {
+def test_robustness_summary_normalises_between_unlearn_only_and_oracle():
+    results = {name: fake_attack(values) for name, values in {
         "unlearned": [0.0, 0.8, 0.9], "oracle": [0.0, 0.2, 0.9], "student": [0.0, 0.35, 0.9]}.items()}
     summary = robustness_summary(results, "unlearned", "oracle", [5, 10])
     at5 = {name: s["budgets"][0] for name, s in summary.items()}

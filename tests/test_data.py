@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from undo.data import PackedBatches, mixture_schedule, pack
-from undo.errors import UserError
+from undo.core.data import PackedBatches, mixture_schedule, pack
+from undo.core.errors import UserError
 
 
 def test_pack_concatenates_and_cuts_fixed_rows():

@@ -7,16 +7,18 @@ import pytest
 import torch
 import yaml
 
-import undo.stages as stages
+import undo.stages.distill as stages
 from tests.conftest import TINY
 from undo.cli import main
-from undo.compute import forward_flops_per_token, train_flops_per_token
+from undo.core.compute import forward_flops_per_token, train_flops_per_token
 from undo.config import validate_config
-from undo.data import derive_seed
-from undo.errors import UserError
-from undo.models import build_model, load_model, save_model
-from undo.noise import shrink_and_perturb
+from undo.core.data import derive_seed
+from undo.core.engine import read_metrics
+from undo.core.errors import UserError
+from undo.core.models import build_model, load_model, save_model
+from undo.core.noise import shrink_and_perturb
 from undo.settings.arithmetic import ArithmeticSetting
+from undo.stages.base import artifact_key
 
 DISTILL = {"examples": 200, "alphas": [0.3, 0.7],
            "train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "max_steps": 4, "eval_every": 2,
@@ -38,7 +40,7 @@ def make_teacher(tmp_path, cfg, seed=1):
 
 
 def evals_of(path):
-    return [line for line in stages.read_metrics(path / "metrics.jsonl") if line["kind"] == "eval"]
+    return [line for line in read_metrics(path / "metrics.jsonl") if line["kind"] == "eval"]
 
 
 def test_config_section_defaults_and_validation():
@@ -66,7 +68,7 @@ def test_random_init_writes_a_complete_artifact_with_the_flop_split(tmp_path):
     assert path.name.startswith("distill_random_teacher1_")
     meta = json.loads((path / "meta.json").read_text())
     assert meta["kind"] == "distill" and meta["init"] == "random" and meta["alpha"] is None
-    assert meta["inputs"]["teacher"] == stages.target_key(teacher) and meta["inputs"]["start"] is None
+    assert meta["inputs"]["teacher"] == artifact_key(teacher) and meta["inputs"]["start"] is None
     assert meta["stopped_early"] is False and meta["stop_step"] is None and meta["flops_at_stop"] is None
     assert meta["steps"] == 4 and meta["tokens"] == 4 * 4 * 32 and meta["labelled_tokens"] == 0
     teacher_model, student = load_model(teacher / "model"), load_model(path / "model")
@@ -164,7 +166,7 @@ def test_model_init_starts_from_the_given_checkpoint(tmp_path, monkeypatch):
     path = stages.distill(cfg, teacher, init="model", start=base, progress=False)
     base_weights = load_model(base / "model").state_dict()
     assert all(torch.equal(starts[0][k], v) for k, v in base_weights.items())
-    assert json.loads((path / "meta.json").read_text())["inputs"]["start"] == stages.target_key(base)
+    assert json.loads((path / "meta.json").read_text())["inputs"]["start"] == artifact_key(base)
 
 
 def test_cli_sweeps_alphas_errors_exit_2_and_complete_artifacts_are_reused(tmp_path, capsys):

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from undo.config import ModelConfig, TrainConfig
-from undo.data import PackedBatches
-from undo.engine import train
-from undo.errors import UserError
-from undo.models import build_model
+from undo.core.data import PackedBatches
+from undo.core.engine import train
+from undo.core.errors import UserError
+from undo.core.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.distill import ForwardKL
 

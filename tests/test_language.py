@@ -11,11 +11,12 @@ import torch
 
 from undo.cli import main
 from undo.config import validate_config
-from undo.errors import UserError
-from undo.pipeline import run_study
+from undo.core.errors import UserError
+from undo.study.runner import run_study
 from undo.settings import ACCURACY, NEG_CE
 from undo.settings.corpora import read_documents
-from undo.stages import data_fields, select_teacher, setting_for
+from undo.stages.evaluation import setting_for
+from undo.stages.selection import Candidate, select_teacher
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ENGLISH_FALLBACK = [
@@ -119,19 +120,19 @@ def test_cross_entropy_score_rules():
     assert ACCURACY.at_least_near(0.9, 0.05) == pytest.approx(0.85)
     assert NEG_CE.format(-2.345) == "2.35" and ACCURACY.format(0.5) == "50.0%"
     # The most-forgotten run among those that keep retain: the highest forget CE.
-    runs = [{"name": "a", "retain": -2.1, "forget": -7.0}, {"name": "b", "retain": -2.5, "forget": -9.0},
-            {"name": "c", "retain": -2.05, "forget": -6.0}]
+    runs = [Candidate(name="a", retain=-2.1, forget=-7.0), Candidate(name="b", retain=-2.5, forget=-9.0),
+            Candidate(name="c", retain=-2.05, forget=-6.0)]
     from undo.config import SelectionRule
     chosen = select_teacher(runs, base_retain=-2.0, rule=SelectionRule(min_retain_fraction=0.9), score=NEG_CE)
-    assert chosen["chosen"] == "a" and [r["qualifies"] for r in runs] == [True, False, True]
+    assert chosen.chosen == "a" and [r.qualifies for r in chosen.candidates] == [True, False, True]
 
 
 def test_corpus_contents_are_part_of_the_data_key(tmp_path):
     cfg = validate_config(language_config(tmp_path))
-    before = data_fields(cfg)
+    before = cfg.setting.data_identity()
     path = Path(cfg.setting.forget_corpus)
     path.write_text(path.read_text(encoding="utf-8") + "새로운 문서가 하나 더 있습니다\n", encoding="utf-8")
-    assert data_fields(cfg) != before
+    assert cfg.setting.data_identity() != before
 
 
 def test_bad_language_configs_fail_with_one_line(tmp_path, capsys):

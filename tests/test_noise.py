@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from undo.config import ModelConfig
-from undo.errors import UserError
-from undo.models import build_model
-from undo.noise import shrink_and_perturb, xavier_uniform_noise
+from undo.core.errors import UserError
+from undo.core.models import build_model
+from undo.core.noise import shrink_and_perturb, xavier_uniform_noise
 
 TINY = ModelConfig(layers=1, width=32, heads=2, context=16, vocab=40)
 

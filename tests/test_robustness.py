@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from undo.errors import UserError
-from undo.robustness import (BestCurve, Curve, RetainCap, area_under, attacker_best, normalised_robustness,
+from undo.core.errors import UserError
+from undo.analysis.robustness import (BestCurve, Curve, RetainCap, area_under, attacker_best, normalised_robustness,
                              snapshots, value_at)
 
 STEPS = [0, 10, 20, 30]

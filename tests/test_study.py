@@ -15,7 +15,8 @@ import yaml
 from tests.conftest import TINY
 from undo.cli import main
 from undo.config import validate_config
-from undo.pipeline import build_plan, run_study
+from undo.study.plan import build_plan
+from undo.study.runner import run_study
 
 STUDY = {
     **TINY,
@@ -42,7 +43,7 @@ def study_config(run_dir, **changes):
 def numbers(results: dict) -> list:
     """Everything a reader would quote, without paths or wall times."""
     return [(m["id"], m["seed"], m.get("metrics"), m.get("steps"),
-             (m.get("attack") or {}).get("best"), (m.get("attack") or {}).get("at"), m.get("robustness"))
+             {kind: (a["best"], a["at"]) for kind, a in m["attacks"].items()}, m.get("robustness"))
             for m in results["models"]]
 
 
@@ -72,12 +73,12 @@ def test_tiny_study_report_has_every_section(finished):
     for role in ("base", "oracle", "unlearn", "teacher", "distilled", "undo", "oracle_match_base",
                  "oracle_match_random"):
         assert {(role, 0), (role, 1)} <= roles
-    assert all(m["attack"] for m in results["models"])  # attack_sweep_points: every model was attacked
+    assert all(m["attacks"]["finetune"] for m in results["models"])  # attack_sweep_points: every model attacked
     undo = [m for m in results["models"] if m["role"] == "undo"]
     assert sorted({m["alpha"] for m in undo}) == [0.3, 0.7] and all(m["steps"] == 4 for m in undo)
     # Seeds differ downstream of pretraining but share the pretrained base.
     base = [m for m in results["models"] if m["role"] == "base"]
-    assert len({m["artifact"] for m in base}) == 1 and len({m["attack"]["artifact"] for m in base}) == 2
+    assert len({m["artifact"] for m in base}) == 1 and len({m["attacks"]["finetune"]["artifact"] for m in base}) == 2
 
 
 def test_report_numbers_come_from_the_artifacts(finished):
@@ -86,10 +87,11 @@ def test_report_numbers_come_from_the_artifacts(finished):
                    and m["seed"] == 0)
     meta = json.loads((finished / teacher["artifact"] / "meta.json").read_text())
     assert teacher["metrics"] == meta["final_metrics"]
-    attack_meta = json.loads((finished / teacher["attack"]["artifact"] / "meta.json").read_text())
-    assert teacher["attack"]["best"] == attack_meta["best"]
-    assert teacher["attack"]["at"]["6"]["forget"] == attack_meta["best"]["values"][-1]
-    selection = results["selection"]["seed 0"]["maxent"]
+    attack = teacher["attacks"]["finetune"]
+    attack_meta = json.loads((finished / attack["artifact"] / "meta.json").read_text())
+    assert attack["best"] == attack_meta["best"]
+    assert attack["at"]["6"]["forget"] == attack_meta["best"]["values"][-1]
+    selection = results["selection"]["0"]["maxent"]
     assert selection["chosen"] == teacher["artifact"]
     # The report regenerates to the same numbers from the artifacts alone.
     config = finished.parent / "study.yaml"
@@ -191,7 +193,7 @@ def test_report_of_a_partial_study_lists_what_is_not_computed_and_computes_nothi
     assert exit_.value.code == 0 and artifact_stamps(run_dir) == before
     results = json.loads((run_dir / "results.json").read_text())
     undo_07 = [m for m in results["models"] if m["role"] == "undo" and m["alpha"] == 0.7]
-    assert len(undo_07) == 2 and all(m["artifact"] and m["attack"] is None for m in undo_07)
+    assert len(undo_07) == 2 and all(m["artifact"] and not m["attacks"] for m in undo_07)
     assert sum("is not computed yet" in why for why in results["skipped"].values()) == 2
     assert "is not computed yet" in (run_dir / "report.md").read_text()
     assert results["complete"] is False and "study incomplete" in (run_dir / "report.md").read_text()

@@ -8,11 +8,13 @@ from safetensors.torch import load_file
 from tests.conftest import TINY
 from undo.cli import main
 from undo.config import SelectionRule, TrainConfig, validate_config
-from undo.engine import train
-from undo.errors import UserError
+from undo.core.engine import train
+from undo.core.errors import UserError
 from undo.objectives import OBJECTIVES
 from undo.objectives.sam import SAM
-from undo.stages import SweepPoint, build_unlearning_objective, pretrain, select_teacher, sweep_points
+from undo.stages.pretrain import pretrain
+from undo.stages.selection import Candidate, select_teacher
+from undo.stages.unlearn import SweepPoint, build_unlearning_objective, sweep_points
 from tests.test_engine import tiny_model
 
 
@@ -39,17 +41,17 @@ def test_unknown_method_and_knob_are_user_errors():
 
 def test_teacher_selection_rule():
     candidates = [
-        {"name": "a", "retain": 0.99, "forget": 0.40},
-        {"name": "b", "retain": 0.96, "forget": 0.05},  # qualifies (>= 0.95 * 1.0), lowest forget
-        {"name": "c", "retain": 0.90, "forget": 0.00},  # lowest forget but lost too much retain
-        {"name": "d", "retain": 0.97, "forget": 0.05},  # ties b on forget with higher retain -> preferred
+        Candidate(name="a", retain=0.99, forget=0.40),
+        Candidate(name="b", retain=0.96, forget=0.05),  # qualifies (>= 0.95 * 1.0), lowest forget
+        Candidate(name="c", retain=0.90, forget=0.00),  # lowest forget but lost too much retain
+        Candidate(name="d", retain=0.97, forget=0.05),  # ties b on forget with higher retain -> preferred
     ]
     chosen = select_teacher(candidates, base_retain=1.0, rule=SelectionRule(min_retain_fraction=0.95))
-    assert chosen["chosen"] == "d"
-    assert [c["qualifies"] for c in chosen["candidates"]] == [True, True, False, True]
-    assert chosen["retain_threshold"] == pytest.approx(0.95)
-    nobody = select_teacher([{"name": "c", "retain": 0.5, "forget": 0.0}], 1.0, SelectionRule())
-    assert nobody["chosen"] is None
+    assert chosen.chosen == "d"
+    assert [c.qualifies for c in chosen.candidates] == [True, True, False, True]
+    assert chosen.retain_threshold == pytest.approx(0.95)
+    nobody = select_teacher([Candidate(name="c", retain=0.5, forget=0.0)], 1.0, SelectionRule())
+    assert nobody.chosen is None
 
 
 def test_sam_perturbs_by_rho_and_restores_the_weights():

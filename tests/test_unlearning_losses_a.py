@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undo.compute import forward_flops_per_token
+from undo.core.compute import forward_flops_per_token
 from undo.config import ModelConfig, TrainConfig
-from undo.engine import train
-from undo.errors import UserError
-from undo.models import build_model
+from undo.core.engine import train
+from undo.core.errors import UserError
+from undo.core.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.grad_ascent import GradAscent
 from undo.objectives.grad_diff import GradDiff

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from undo.compute import forward_flops_per_token
+from undo.core.compute import forward_flops_per_token
 from undo.config import ModelConfig, TrainConfig
-from undo.engine import train
-from undo.errors import UserError
-from undo.models import build_model
+from undo.core.engine import train
+from undo.core.errors import UserError
+from undo.core.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.repnoise import RepNoise, mmd2
 from undo.objectives.common import block_outputs

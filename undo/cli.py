@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from undo.config import config_hash, dump_yaml, load_config
-from undo.errors import UserError
-from undo.settings import score_of
+from undo.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust capability removal: pretrain, unlearn, distill, attack, compare to data filtering.")
@@ -42,7 +41,7 @@ def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None
     """Run a whole study (no argument: the embedded demo study): pretrain base and oracle, unlearn, choose
     teachers, distil (Unlearn-and-Distill, UNDO, oracle matching), attack, report. Complete stages are reused and
     interrupted ones resume, so the same command finishes a killed run."""
-    from undo.pipeline import run_study
+    from undo.study.runner import run_study
 
     cfg = _load(config, set_, run_dir)
     folder = run_study(cfg, progress=progress, report=report, workers=workers)
@@ -57,8 +56,8 @@ def report_command(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDi
                             "<run_dir>/report.md")] = None) -> None:
     """Write the study's report from its artifacts: report.md, PNG figures and results.json. Computes nothing:
     stages that have not run yet are listed as such (a partial study gives a partial report)."""
-    from undo.pipeline import collect_study
     from undo.report import write_report
+    from undo.study.runner import collect_study
 
     cfg = _load(config, set_, run_dir)
     collect_study(cfg)
@@ -71,7 +70,7 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
              only: Annotated[Optional[str], typer.Option(help="train only 'base' or 'oracle'")] = None,
              progress: ProgressOpt = True) -> None:
     """Pretrain the base model (all operations) and the data-filtered oracle (retain operations only)."""
-    from undo.stages import pretrain as run_pretrain
+    from undo.stages.pretrain import pretrain as run_pretrain
 
     cfg = _load(config, set_, run_dir)
     if only not in (None, "base", "oracle"):
@@ -79,7 +78,7 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
     which = [only] if only else (["base", "oracle"] if cfg.pretrain.oracle else ["base"])
     paths = [run_pretrain(cfg, w, progress=progress) for w in which]
     for path in paths:
-        _print_metrics(json.loads((path / "meta.json").read_text()), title=str(path))
+        _print_metrics(cfg, json.loads((path / "meta.json").read_text()), title=str(path))
 
 
 @app.command()
@@ -87,20 +86,20 @@ def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = 
             progress: ProgressOpt = True) -> None:
     """Unlearn the forget domain from the pretrained base model: every method x LR x knob of the sweep, then
     pick each method's teacher by the selection rule (written to <run_dir>/unlearn_selection.json)."""
-    from undo.stages import run_unlearning
+    from undo.stages.selection import run_unlearning
 
     cfg = _load(config, set_, run_dir)
     selection = run_unlearning(cfg, progress=progress)
-    S = score_of(cfg.setting.name)
+    S = cfg.setting.score
     table = Table(title=f"unlearning sweep (retain must stay >= {cfg.unlearn.selection.min_retain_fraction:.0%} "
                         "of the base model's)")
     for column in ("method", "lr", "knobs", "retain", "forget", "chosen"):
         table.add_column(column, no_wrap=column != "knobs")
     for label, family in selection.items():
-        for c in family["candidates"]:
-            knobs = " ".join(f"{k}={v}" for k, v in c["knobs"].items())
-            table.add_row(label, f"{c['lr']:g}", knobs, S.format(c["retain"]), S.format(c["forget"]),
-                          "<- teacher" if c["name"] == family["chosen"] else ("" if c["qualifies"] else "retain lost"))
+        for c in family.candidates:
+            knobs = " ".join(f"{k}={v}" for k, v in c.knobs.items())
+            table.add_row(label, f"{c.lr:g}", knobs, S.format(c.retain), S.format(c.forget),
+                          "<- teacher" if c.name == family.chosen else ("" if c.qualifies else "retain lost"))
     console.print(table)
     console.print(f"every run and the choices: {Path(cfg.run_dir) / 'unlearn_selection.json'}", highlight=False)
 
@@ -113,13 +112,18 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
                "--unlearn-only", help="the target that scores robustness 0 (its folder name)")] = None,
            oracle: Annotated[Optional[str], typer.Option(
                help="the target that scores robustness 1 (its folder name)")] = None,
+           kind: Annotated[Optional[list[str]], typer.Option(
+               help="attack kind (undo.attacks), repeatable; default: attack.kinds of the config")] = None,
            progress: ProgressOpt = True) -> None:
     """Relearning attack: fine-tune each target on forget-domain data at every LR of the grid; report the attacker's
     best forget accuracy at each budget, the area under that curve, and normalised robustness."""
-    from undo.stages import attack as run_attack
-    from undo.stages import robustness_summary
+    from undo.analysis.robustness import BestCurve, robustness_summary
+    from undo.stages.attack import AttackResult
+    from undo.stages.attack import attack as run_attack
+    from undo.stages.base import read_result
 
     cfg = _load(config, set_, run_dir)
+    kinds = list(kind or cfg.attack.kinds)
     names = [target.resolve().name for target in targets]
     for target in targets:
         if not (target / "model").is_dir():
@@ -132,35 +136,35 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
         if name is not None and Path(name).name not in names:
             raise UserError(f"the {role} model {Path(name).name!r} is not among the attacked models: "
                             f"{', '.join(names)}")
-    results = {name: run_attack(cfg, target, progress=progress) for name, target in zip(names, targets)}
-    budgets = cfg.attack.budgets
-    summary = robustness_summary(results, Path(unlearn_only).name, Path(oracle).name, budgets) if oracle else None
-
-    a = cfg.attack
-    S = score_of(cfg.setting.name)
+    a, budgets, S = cfg.attack, cfg.attack.budgets, cfg.setting.score
     tokens = ", ".join(f"{b} steps = {b * a.batch_size * cfg.model.context:,} tokens" for b in budgets)
-    table = Table(title=f"relearning attack ({a.data} data, {len(a.lrs)} LRs, {a.steps} steps): attacker-best "
-                        f"{S.label('forget')} (best LR)", caption=tokens)
-    for column in ("model", "before", *(f"@{b}" for b in budgets), f"area <={max(budgets)}"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    if summary:
-        for column in (*(f"robust @{b}" for b in budgets), "robust area"):
-            table.add_column(column, justify="right")
-    for name, path in results.items():
-        meta = json.loads((path / "meta.json").read_text())
-        cells = [f"{S.format(row['value'])} ({'-' if row['lr'] is None else format(row['lr'], 'g')})"
-                 for row in meta["snapshots"]]
-        row = [name, S.format(meta["metrics_before"]["forget"]), *cells, S.format(meta["area"]["value"])]
+    for attack_kind in kinds:
+        paths = {name: run_attack(cfg, target, kind=attack_kind, progress=progress)
+                 for name, target in zip(names, targets)}
+        results = {name: read_result(path, AttackResult) for name, path in paths.items()}
+        curves = {name: BestCurve.from_dict(result.best) for name, result in results.items()}
+        summary = robustness_summary(curves, Path(unlearn_only).name, Path(oracle).name, budgets) if oracle else None
+        table = Table(title=f"relearning attack ({attack_kind}, {a.data} data, {len(a.lrs)} LRs, {a.steps} steps): "
+                            f"attacker-best {S.label('forget')} (best LR)", caption=tokens)
+        for column in ("model", "before", *(f"@{b}" for b in budgets), f"area <={max(budgets)}"):
+            table.add_column(column, justify="left" if column == "model" else "right")
         if summary:
-            score = summary[name]
-            row += [_robustness(r["robustness"]) for r in (*score["budgets"], score["area"])]
-        table.add_row(*row)
-    console.print(table)
-    if summary:
-        console.print("robustness: 0 = relearns like the unlearn-only model, 1 = like the data-filtered oracle; "
-                      "n/a = both relearn equally there")
-    for name, path in results.items():
-        console.print(f"{name}: {path}", highlight=False)
+            for column in (*(f"robust @{b}" for b in budgets), "robust area"):
+                table.add_column(column, justify="right")
+        for name, result in results.items():
+            cells = [f"{S.format(row['value'])} ({'-' if row['lr'] is None else format(row['lr'], 'g')})"
+                     for row in result.snapshots]
+            row = [name, S.format(result.metrics_before["forget"]), *cells, S.format(result.area["value"])]
+            if summary:
+                score = summary[name]
+                row += [_robustness(r["robustness"]) for r in (*score["budgets"], score["area"])]
+            table.add_row(*row)
+        console.print(table)
+        if summary:
+            console.print("robustness: 0 = relearns like the unlearn-only model, 1 = like the data-filtered oracle; "
+                          "n/a = both relearn equally there")
+        for name, path in paths.items():
+            console.print(f"{name}: {path}", highlight=False)
 
 
 def _robustness(value: float | None) -> str:
@@ -179,7 +183,7 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
             progress: ProgressOpt = True) -> None:
     """Distil a frozen teacher into a student on the unlabelled pretraining mixture, stopping when the student's
     retain accuracy is within distill.stop_tolerance of the teacher's (Unlearn-and-Distill, UNDO, oracle matching)."""
-    from undo.stages import distill as run_distill
+    from undo.stages.distill import distill as run_distill
 
     cfg = _load(config, set_, run_dir)
     init = init or cfg.distill.init  # the stage validates init and the teacher before any work
@@ -193,7 +197,7 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
 
     metas = [json.loads((path / "meta.json").read_text()) for path in paths]
     t = metas[0]["teacher_metrics"]
-    S = score_of(cfg.setting.name)
+    S = cfg.setting.score
     table = Table(title=f"distillation from {teacher.resolve().name} (teacher {S.label('retain')} "
                         f"{S.format(t['retain'])}, {S.label('forget')} {S.format(t['forget'])}; stop when retain is "
                         f"within {cfg.distill.stop_tolerance:g} of the teacher's)")
@@ -215,13 +219,13 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder 
              set_: SetOpt = None) -> None:
     """Evaluate a saved model on the setting's fixed evaluation sets (arithmetic: accuracy per operation x format;
     language: held-out cross-entropy per language)."""
-    from undo.models import load_model
-    from undo.stages import setting_for
+    from undo.core.models import load_model
+    from undo.stages.evaluation import setting_for
 
     cfg = _load(config, set_)
     directory = model_dir / "model" if (model_dir / "model").is_dir() else model_dir
     metrics = setting_for(cfg).evaluate(load_model(directory))
-    _print_metrics({"final_metrics": metrics}, title=str(directory))
+    _print_metrics(cfg, {"final_metrics": metrics}, title=str(directory))
 
 
 @app.command()
@@ -233,7 +237,7 @@ def data(config: ConfigArg = None, set_: SetOpt = None,
 
     from rich.markup import escape
 
-    from undo.stages import setting_for
+    from undo.stages.evaluation import setting_for
 
     cfg = _load(config, set_)
     if which not in ("base", "oracle"):
@@ -245,10 +249,7 @@ def data(config: ConfigArg = None, set_: SetOpt = None,
     counts = Counter(d.component for d in documents)
     tokens = len(setting.packed_rows(documents, cfg.model.context)) * cfg.model.context
     console.print(f"{len(documents):,} documents, {tokens:,} tokens; per component: {dict(sorted(counts.items()))}")
-    if hasattr(setting, "eval_problems"):
-        console.print(f"evaluation: {len(setting.eval_problems)} items, e.g. {setting.eval_problems[-1].prompt!r}")
-    else:
-        console.print(f"evaluation: {len(setting.eval_documents['retain'])} held-out documents per side")
+    console.print(f"evaluation: {setting.describe_evaluation()}", highlight=False)
 
 
 @app.command("config")
@@ -259,23 +260,12 @@ def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
     typer.echo(f"# hash: {config_hash(cfg)}")
 
 
-def _print_metrics(meta: dict, title: str) -> None:
-    metrics = meta.get("final_metrics", {})
-    if "retain_ce" in metrics:  # the language setting
-        console.print(f"{title}: retain CE {metrics['retain_ce']:.3f} nats, forget CE {metrics['forget_ce']:.3f} nats")
-        return
-    table = Table(title=title)
-    table.add_column("operation")
-    for fmt in ("equation", "word"):
-        table.add_column(fmt, justify="right")
-    for op in ("add", "sub", "mul", "div"):
-        table.add_row(op, *(f"{metrics[f'{op}/{fmt}']:.0%}" if f"{op}/{fmt}" in metrics else "-"
-                            for fmt in ("equation", "word")))
-    console.print(table)
-    summary = [f"{k} {metrics[k]:.1%}" for k in ("retain", "forget") if k in metrics]
+def _print_metrics(cfg, meta: dict, title: str) -> None:
+    """A model's metrics as its setting shows them, and the stage's cost when `meta` is an artifact's."""
+    console.print(f"[bold]{title}[/]", highlight=False)
+    console.print(cfg.setting.metrics_view(meta.get("final_metrics", {})))
     if "wall_time_s" in meta:
-        summary.append(f"wall time {meta['wall_time_s']:.0f}s, {meta['flops_total']:.3g} FLOPs")
-    console.print("  ".join(summary))
+        console.print(f"wall time {meta['wall_time_s']:.0f}s, {meta['flops_total']:.3g} FLOPs")
     seen = meta.get("data", {}).get("eval_items_seen_in_training")
     if seen:
         console.print(f"evaluation items whose (operation, a, b) also occurs in training: {seen}")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undo.errors import UserError
+from undo.core.errors import UserError
 
 FORGET, RETAIN = "forget", "retain"
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undo.compute import forward_flops_per_token
-from undo.errors import UserError
-from undo.objectives import Objective, register
+from undo.core.compute import forward_flops_per_token
+from undo.core.errors import UserError
+from undo.objectives.base import Objective, register
 
 
 @register("distill")

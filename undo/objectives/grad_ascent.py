@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from undo.objectives import Objective, register
+from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, cross_entropy, side
 
 

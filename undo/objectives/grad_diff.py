@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from undo.errors import UserError
-from undo.objectives import Objective, register
+from undo.core.errors import UserError
+from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, RETAIN, cross_entropy, side
 
 

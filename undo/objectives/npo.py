@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undo.compute import forward_flops_per_token
-from undo.errors import UserError
-from undo.objectives import Objective, register
+from undo.core.compute import forward_flops_per_token
+from undo.core.errors import UserError
+from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, sequence_logprob, side, tokens_read, with_optional_retain_term
 
 

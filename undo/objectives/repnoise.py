@@ -7,8 +7,8 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from undo.errors import UserError
-from undo.objectives import Objective, register
+from undo.core.errors import UserError
+from undo.objectives.base import Objective, register
 from undo.objectives.common import (
     FORGET, RETAIN, block_outputs, check_blocks, cross_entropy, shifted_logits, side,
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from undo.compute import forward_flops_per_token
-from undo.errors import UserError
-from undo.objectives import Objective, register
+from undo.core.compute import forward_flops_per_token
+from undo.core.errors import UserError
+from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, RETAIN, block_outputs, check_blocks, side
 
 

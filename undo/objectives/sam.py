@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from undo.errors import UserError
-from undo.objectives import Objective
+from undo.core.errors import UserError
+from undo.objectives.base import Objective
 
 
 class SAM(Objective):

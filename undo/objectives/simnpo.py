@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from undo.errors import UserError
-from undo.objectives import Objective, register
+from undo.core.errors import UserError
+from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, sequence_logprob, side, tokens_read, with_optional_retain_term
 
 

@@ -15,15 +15,21 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
+from rich.console import Group
+from rich.table import Table
 
-from undo.config import ArithmeticConfig, Operation
-from undo.data import derive_seed, mixture_schedule
-from undo.settings import ACCURACY, TokenizedSetting, arithmetic_templates as templates
+import undo.settings.arithmetic_templates as templates
+from undo.core.data import derive_seed, mixture_schedule
+from undo.settings.base import ACCURACY, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.tokenizer import build_char_tokenizer
+
+Operation = Literal["add", "sub", "mul", "div"]
 
 OPERATIONS: tuple[Operation, ...] = ("add", "sub", "mul", "div")
 FORMATS = ("equation", "word")
@@ -31,6 +37,73 @@ SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 OPERAND_RANGE = {"add": (1, 50), "sub": (1, 50), "mul": (1, 20), "div": (1, 20)}
 ANSWER_CHARS = 5  # enough for "400." or " 99 " : the longest answer has 3 digits
 FIRST_NUMBER = re.compile(r"-?\d+")
+
+
+@register_setting
+class ArithmeticConfig(SettingConfig):
+    """The embedded arithmetic setting: retain = + and -, forget = x and /."""
+
+    name: Literal["arithmetic"] = "arithmetic"
+    score: ClassVar[Score] = ACCURACY
+    examples: int = Field(60_000, ge=1, description="documents in the base model's pretraining stream")
+    operation_weights: dict[Operation, float] = Field(
+        default_factory=lambda: {"add": 1.0, "sub": 1.0, "mul": 1.0, "div": 1.0},
+        description="mixture weight of each operation in the base stream",
+    )
+    word_problem_weight: float = Field(0.3, ge=0, le=1, description="share of word problems (rest: equations)")
+    retain: list[Operation] = Field(default_factory=lambda: ["add", "sub"])
+    forget: list[Operation] = Field(default_factory=lambda: ["mul", "div"])
+    eval_per_cell: int = Field(100, ge=1, le=100_000, description="evaluation items per operation x format")
+    eval_formats: list[Literal["equation", "word"]] | None = Field(
+        None, min_length=1, description="formats evaluated; null = those the pretraining mixture contains (a "
+                                        "format never trained on would only dilute the retain/forget means)")
+    eval_seed: int = Field(1_000_003, description="seed of the fixed evaluation sets (separate from training)")
+    eval_batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _split_is_sane(self) -> "ArithmeticConfig":
+        for op, weight in self.operation_weights.items():
+            if weight < 0:
+                raise ValueError(f"operation_weights.{op} must be >= 0, got {weight}")
+        if sum(self.operation_weights.values()) <= 0:
+            raise ValueError("operation_weights must have a positive weight somewhere")
+        if set(self.retain) & set(self.forget):
+            raise ValueError(f"retain {self.retain} and forget {self.forget} must not overlap")
+        if not self.retain or not self.forget:
+            raise ValueError("retain and forget must each name at least one operation")
+        return self
+
+    @property
+    def evaluated_formats(self) -> list[str]:
+        if self.eval_formats is not None:
+            return list(self.eval_formats)
+        return [fmt for fmt, share in (("equation", 1 - self.word_problem_weight), ("word", self.word_problem_weight))
+                if share > 0]
+
+    # Evaluation sizes and batching only change what is measured, never the training data.
+    def data_identity(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"eval_per_cell", "eval_seed", "eval_batch_size", "eval_formats"})
+
+    def evaluation_identity(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json", exclude={"eval_batch_size", "eval_formats"}),
+                "eval_formats": self.evaluated_formats}
+
+    def with_eval_items(self, items: int) -> "ArithmeticConfig":
+        return self.model_copy(update={"eval_per_cell": items})
+
+    def build(self, cache_dir: Path) -> "ArithmeticSetting":
+        return ArithmeticSetting(self)
+
+    def metrics_view(self, metrics: dict[str, float]) -> Group:
+        """Accuracy per operation x format, then the retain/forget means."""
+        table = Table()
+        table.add_column("operation")
+        for fmt in FORMATS:
+            table.add_column(fmt, justify="right")
+        for op in OPERATIONS:
+            table.add_row(op, *(f"{metrics[f'{op}/{fmt}']:.0%}" if f"{op}/{fmt}" in metrics else "-"
+                                for fmt in FORMATS))
+        return Group(table, super().metrics_view(metrics))
 
 
 @dataclass(frozen=True)
@@ -221,3 +294,6 @@ class ArithmeticSetting(TokenizedSetting):
     def evaluate(self, model) -> dict[str, float]:
         outputs = self.generate_answers(model, [p.prompt for p in self.eval_problems])
         return score(self.eval_problems, outputs, self.cfg)
+
+    def describe_evaluation(self) -> str:
+        return f"{len(self.eval_problems)} items, e.g. {self.eval_problems[-1].prompt!r}"

@@ -21,7 +21,7 @@ import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from undo.errors import UserError
+from undo.core.errors import UserError
 from undo.settings.tokenizer import EOS, PAD, UNK
 
 SPECIALS = [PAD, UNK, EOS]  # ids 0, 1, 2

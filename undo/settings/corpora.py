@@ -8,6 +8,7 @@ forget corpora swapped, or a corpus in neither language.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import json
@@ -16,7 +17,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from undo.errors import UserError
+from undo.core.artifacts import file_sha256
+from undo.core.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSIONS = {".xz": lzma.open, ".gz": gzip.open}
@@ -179,3 +181,17 @@ def check_script(documents: list[str], expected: str, source: str, *, role: str 
         raise UserError(f"corpus {source} looks like {found} text (share of {expected.capitalize()} letters "
                         f"{100 * share:.0f} %), but {role} needs {LANGUAGE[expected]} ({expected}); "
                         f"point {role} at the right file")
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
+def corpus_fingerprint(source: str) -> str:
+    """A local corpus file's sha256 (cached per size and mtime); a dataset id stands for itself."""
+    path = Path(source)
+    if not path.is_file():
+        return source
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)

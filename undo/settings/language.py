@@ -19,20 +19,84 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
-from undo.config import LanguageConfig
-from undo.data import derive_seed, mixture_schedule
-from undo.errors import UserError
-from undo.settings import NEG_CE, TokenizedSetting
+from undo.core.data import derive_seed, mixture_schedule
+from undo.core.errors import UserError
+from undo.settings.base import NEG_CE, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.bpe import cached_tokenizer
-from undo.settings.corpora import check_script, read_documents
+from undo.settings.corpora import check_script, corpus_fingerprint, read_documents
 from undo.settings.cross_entropy import heldout_cross_entropy
 
 Side = Literal["retain", "forget"]
+
+
+@register_setting
+class LanguageConfig(SettingConfig):
+    """The language setting: retain = one corpus (English in the paper), forget = another (Korean). Each corpus is a
+    file (.txt one document per line, .jsonl, .parquet; .xz/.gz read transparently) or a Hugging Face dataset id
+    (streamed through `datasets`). Metric: mean next-token cross-entropy on held-out documents of each corpus."""
+
+    name: Literal["language"] = "language"
+    score: ClassVar[Score] = NEG_CE
+    retain_corpus: str = Field(description="retain corpus: a file path or a Hugging Face dataset id")
+    forget_corpus: str = Field(description="forget corpus: a file path or a Hugging Face dataset id")
+    text_field: str = Field("text", description="the text field of JSONL/parquet records and datasets")
+    retain_script: Literal["latin", "hangul"] | None = Field(
+        "latin", description="the script the retain corpus must be written in (a cheap check); null = no check")
+    forget_script: Literal["latin", "hangul"] | None = Field("hangul", description="likewise for the forget corpus")
+    max_documents: int = Field(100_000, ge=10, description="documents read from each corpus (the first ones)")
+    retain_documents: int = Field(20_000, ge=1, description="retain documents in the base model's pretraining "
+                                                            "stream (the oracle trains on exactly these)")
+    forget_documents: int = Field(20_000, ge=1, description="forget documents in the base model's stream")
+    heldout_documents: int = Field(200, ge=1, description="documents of each corpus held out for evaluation, never "
+                                                          "trained on (drawn from eval_seed)")
+    eval_documents: int | None = Field(None, ge=1, description="held-out documents evaluated (<= heldout_documents);"
+                                                               " null = all of them")
+    eval_seed: int = Field(1_000_003, description="seed of the held-out split")
+    vocab_size: int = Field(4096, ge=259, le=1_000_000, description="byte-level BPE vocabulary (model.vocab must be "
+                                                                    ">= this)")
+    tokenizer_sample_chars: int = Field(2_000_000, ge=1000, description="characters the tokenizer trains on, "
+                                                                        "half from each corpus")
+    eval_batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _eval_fits(self) -> "LanguageConfig":
+        if self.eval_documents is not None and self.eval_documents > self.heldout_documents:
+            raise ValueError(f"eval_documents ({self.eval_documents}) must be <= heldout_documents "
+                             f"({self.heldout_documents})")
+        return self
+
+    # The held-out split shapes the training pool, so its seed and size count for the data; so do the corpus
+    # files' contents (a changed file is new data under the same name).
+    def data_identity(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json", exclude={"eval_documents", "eval_batch_size"}),
+                "corpus_sha256": self.corpus_fingerprints()}
+
+    def evaluation_identity(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json", exclude={"eval_batch_size"}),
+                "corpus_sha256": self.corpus_fingerprints()}
+
+    def corpus_fingerprints(self) -> dict[str, str]:
+        return {side: corpus_fingerprint(getattr(self, f"{side}_corpus")) for side in ("retain", "forget")}
+
+    def with_eval_items(self, items: int) -> "LanguageConfig":
+        return self.model_copy(update={"eval_documents": min(items, self.heldout_documents)})
+
+    def check_experiment(self, experiment) -> None:
+        if experiment.model.vocab < self.vocab_size:
+            raise ValueError(f"model.vocab ({experiment.model.vocab}) must be >= setting.vocab_size "
+                             f"({self.vocab_size}), the tokenizer's size")
+
+    def build(self, cache_dir: Path) -> "LanguageSetting":
+        return LanguageSetting(self, cache_dir=cache_dir)
+
+    def metrics_view(self, metrics: dict[str, float]) -> str:
+        return f"retain CE {metrics['retain_ce']:.3f} nats, forget CE {metrics['forget_ce']:.3f} nats"
 
 
 @dataclass(frozen=True)
@@ -138,3 +202,6 @@ class LanguageSetting(TokenizedSetting):
             metrics[f"{side}_ce"] = ce
             metrics[side] = -ce
         return metrics
+
+    def describe_evaluation(self) -> str:
+        return f"{len(self.eval_documents['retain'])} held-out documents per side"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import undo
-from undo.errors import UserError
+from undo.core.errors import UserError
 
 
 def stable_hash(payload: Any) -> str:
@@ -49,6 +49,10 @@ def code_version() -> str:
 
 
 _DRY_RUN = contextvars.ContextVar("undo_dry_run", default=False)
+
+
+def is_dry_run() -> bool:
+    return _DRY_RUN.get()
 
 
 class NotComputed(Exception):
@@ -98,7 +102,7 @@ class Artifact:
         """Drop the resumable checkpoint, write meta.json last, and rename the folder to its final name."""
         shutil.rmtree(self.partial / "checkpoint", ignore_errors=True)
         weights = self.partial / "model" / "model.safetensors"
-        meta = {"name": self.name, "key": self.key, "code_version": code_version(), **meta}
+        meta = {**meta, "name": self.name, "key": self.key, "code_version": code_version()}
         if weights.is_file():
             meta["model_sha256"] = file_sha256(weights)
         (self.partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from undo.config import ModelConfig
-from undo.errors import UserError
+from undo.core.errors import UserError
 
 
 def llama_config(cfg: ModelConfig, *, pad_id: int, eos_id: int) -> LlamaConfig:

@@ -26,9 +26,9 @@ from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
-from undo.compute import train_flops_per_token
+from undo.core.compute import train_flops_per_token
 from undo.config import TrainConfig
-from undo.errors import TrainingDiverged, UserError
+from undo.core.errors import TrainingDiverged, UserError
 from undo.objectives import Objective
 
 Evaluate = Callable[[torch.nn.Module], dict[str, float]]

@@ -26,7 +26,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from undo.errors import UserError
+from undo.core.errors import UserError
 
 DEFAULT_BUDGETS: tuple[int, ...] = (40, 500)
 # Two floats closer than this are treated as equal: a denominator this small is zero, and a retain drop this
@@ -318,3 +318,38 @@ def normalised_robustness(p_method: float, p_unlearn_only: float, p_oracle: floa
             f"normalised_robustness: the unlearn-only model and the oracle relearn equally at this budget "
             f"(both {unlearn_only:g}), so robustness is undefined there")
     return (unlearn_only - method) / denominator
+
+
+def robustness_or_none(p_method: float, p_unlearn_only: float, p_oracle: float) -> float | None:
+    """`normalised_robustness`, or None where it is undefined (the unlearn-only model and the oracle relearn
+    equally)."""
+    if abs(p_unlearn_only - p_oracle) < EPS:
+        return None
+    return normalised_robustness(p_method, p_unlearn_only, p_oracle)
+
+
+def robustness_summary(curves: Mapping[str, BestCurve], unlearn_only: str, oracle: str,
+                       budgets: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """For each attacked model (name -> attacker-best curve): the value (and its LR) at each budget and the area up
+    to the largest budget, each with robustness normalised between the `unlearn_only` model (0) and the `oracle`
+    (1); None, with the reason, where the two relearn equally."""
+    for role, name in (("unlearn-only", unlearn_only), ("oracle", oracle)):
+        if name not in curves:
+            raise UserError(f"the {role} model {name!r} is not among the attacked models: {', '.join(curves)}")
+
+    def normalised(p_method: float, p_unlearn_only: float, p_oracle: float) -> dict[str, Any]:
+        value = robustness_or_none(p_method, p_unlearn_only, p_oracle)
+        note = None if value is not None else (f"the unlearn-only model and the oracle relearn equally here (both "
+                                               f"{p_unlearn_only:g}), so robustness is undefined")
+        return {"robustness": value, "note": note}
+
+    up_to = max(budgets)
+    summary: dict[str, dict[str, Any]] = {}
+    for name, curve in curves.items():
+        rows = [{**row, **normalised(row["value"], value_at(curves[unlearn_only], row["budget"]),
+                                     value_at(curves[oracle], row["budget"]))} for row in snapshots(curve, budgets)]
+        area = area_under(curve, up_to)
+        summary[name] = {"before": curve.values[0], "budgets": rows, "area": {
+            "up_to": up_to, "value": area,
+            **normalised(area, area_under(curves[unlearn_only], up_to), area_under(curves[oracle], up_to))}}
+    return summary

@@ -1,0 +1,102 @@
+"""Compute and label accounting across a model's lineage, computed when it is read, from artifacts' meta.json.
+
+Every stage records its own FLOPs (`flops`: training steps, and for distillation the teacher's forward passes
+separately) and the labelled tokens it read (`labelled_tokens`: unlearning reads forget/retain-tagged text;
+pretraining and distillation read unlabelled text). A stage names its inputs by stage key (`inputs`), so the
+lineage of a distilled student is: student <- teacher (unlearned) <- base (pretrained).
+
+The yardsticks are the oracle's pretraining FLOPs (what data filtering costs) and the base model's pretraining
+tokens (data filtering must classify every one of them, so its labelled fraction is 1 by definition). A study
+names its own base and oracle (the report passes them); `accounting_of` on a lone artifact takes the single
+pretrained base and oracle that lie beside it. Nothing here is written into an artifact: a stage's record never
+depends on which other artifacts happened to exist when it ran.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class Accounting(BaseModel):
+    stage_flops: dict[str, int]
+    stage_flops_total: int
+    stage_fraction_of_oracle: float | None
+    lineage: list[str | None]  # artifact names, nearest first
+    lineage_flops: int
+    lineage_fraction_of_oracle: float | None
+    oracle_pretraining_flops: int | None
+    labelled_tokens: int | None
+    pretraining_tokens: int | None
+    labelled_fraction: float | None
+
+
+def artifact_metas(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every complete artifact in `run_dir`, by stage key."""
+    metas = {}
+    for meta_path in sorted(Path(run_dir).glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        if "key" in meta:
+            metas[meta["key"]] = meta
+    return metas
+
+
+def lineage(meta: dict[str, Any], metas: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`meta` and all its ancestors (each once), nearest first. An input that is not in `metas` (a model made
+    elsewhere) ends its branch."""
+    chain, queue, seen = [], [meta], set()
+    while queue:
+        current = queue.pop(0)
+        if current.get("key") in seen:
+            continue
+        seen.add(current.get("key"))
+        chain.append(current)
+        queue.extend(metas[key] for key in (current.get("inputs") or {}).values() if key in metas)
+    return chain
+
+
+def _fraction(numerator: float, denominator: float | None) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def account(meta: dict[str, Any], metas: dict[str, dict[str, Any]], *, oracle: dict[str, Any] | None,
+            base: dict[str, Any] | None) -> Accounting:
+    """FLOPs of this stage (split as recorded) and of its whole lineage, each as a fraction of the `oracle`'s
+    pretraining FLOPs; labelled tokens of the lineage as a fraction of the `base` model's pretraining tokens.
+    Fractions are None without an oracle (or base) to compare with."""
+    oracle_flops = sum(oracle["flops"].values()) if oracle else None
+    pretraining_tokens = base["tokens"] if base else None
+    chain = lineage(meta, metas)
+    stage_flops = sum(meta["flops"].values())
+    lineage_flops = sum(sum(m["flops"].values()) for m in chain)
+    if oracle is not None and meta.get("key") == oracle.get("key"):
+        labelled = pretraining_tokens  # data filtering classifies every document of the base model's corpus
+    else:
+        labelled = sum(m.get("labelled_tokens", 0) for m in chain)
+    return Accounting(
+        stage_flops=dict(meta["flops"]), stage_flops_total=stage_flops,
+        stage_fraction_of_oracle=_fraction(stage_flops, oracle_flops),
+        lineage=[m.get("name") for m in chain], lineage_flops=lineage_flops,
+        lineage_fraction_of_oracle=_fraction(lineage_flops, oracle_flops),
+        oracle_pretraining_flops=oracle_flops, labelled_tokens=labelled, pretraining_tokens=pretraining_tokens,
+        labelled_fraction=_fraction(labelled or 0, pretraining_tokens))
+
+
+def _pretrained(metas: dict[str, dict[str, Any]], which: str) -> dict[str, Any] | None:
+    found = [m for m in metas.values() if m.get("kind") == "pretrain" and m.get("which") == which]
+    return found[0] if len(found) == 1 else None
+
+
+def accounting(meta: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """`account` against the artifacts in `run_dir` (its single pretrained base and oracle as yardsticks)."""
+    metas = artifact_metas(run_dir)
+    return account(meta, metas, oracle=_pretrained(metas, "oracle"), base=_pretrained(metas, "base")).model_dump()
+
+
+def accounting_of(artifact: str | Path) -> dict[str, Any]:
+    """`accounting` for a finished artifact folder, against the other artifacts beside it."""
+    artifact = Path(artifact)
+    return accounting(json.loads((artifact / "meta.json").read_text()), artifact.parent)

@@ -1,0 +1,81 @@
+"""The experiment: every config section in one pydantic model, plus the cross-section checks."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
+
+from undo.config.sections import (
+    AttackConfig, DistillConfig, MethodSweep, ModelConfig, PretrainConfig, StudyConfig, UnlearnConfig,
+)
+from undo.core.strict import StrictModel
+from undo.objectives import OBJECTIVES
+from undo.settings import DEFAULT_SETTING, SettingConfig, parse_setting
+
+
+class ExperimentConfig(StrictModel):
+    seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
+    run_dir: str = Field("runs/demo", description="where artifacts go")
+    # Any registered setting's section (undo.settings); `name` picks it, default arithmetic.
+    setting: SerializeAsAny[SettingConfig] = Field(default_factory=lambda: parse_setting({}, DEFAULT_SETTING))
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
+
+    @field_validator("setting", mode="before")
+    @classmethod
+    def _registered_setting(cls, value: Any) -> SettingConfig:
+        return parse_setting(value, DEFAULT_SETTING)
+
+    @model_validator(mode="after")
+    def _study_names_sweeps(self) -> "ExperimentConfig":
+        families = [m.label for m in self.unlearn.methods]
+        undo_method = self.study.undo_method if self.study.undo_method != "none" else None
+        for where, name in [*(("study.distill_methods", m) for m in self.study.distill_methods or []),
+                            *(("study.attack_teachers", m) for m in self.study.attack_teachers or []),
+                            ("study.undo_method", undo_method)]:
+            if name is not None and name not in families:
+                raise ValueError(f"{where}: {name!r} is not swept in unlearn.methods; use one of: "
+                                 f"{', '.join(dict.fromkeys(families))}")
+        self.setting.check_experiment(self)
+        for i, sweep in enumerate(self.unlearn.methods):  # a block index past the model fails here, not mid-study
+            for layer in _layer_knob_values(sweep):
+                if not 0 <= layer < self.model.layers:
+                    raise ValueError(f"unlearn.methods.{i}: {sweep.method} layer {layer} is out of range for a "
+                                     f"{self.model.layers}-block model; set knobs.layer to 0..{self.model.layers - 1}")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.study.seeds or [self.seed]
+
+    @property
+    def distilled_families(self) -> list[str]:
+        """Families whose teacher gets Unlearn-and-Distill (see StudyConfig.distill_methods)."""
+        families = list(dict.fromkeys(m.label for m in self.unlearn.methods))
+        if self.study.distill_methods is not None:
+            return list(self.study.distill_methods)
+        return [f for f in families if f in ("grad_diff", "maxent", "rmu")]
+
+    @property
+    def undo_family(self) -> str | None:
+        """The family whose teacher gets the UNDO alpha sweep (see StudyConfig.undo_method)."""
+        if self.study.undo_method == "none":
+            return None
+        if self.study.undo_method is not None:
+            return self.study.undo_method
+        return "maxent" if any(m.label == "maxent" for m in self.unlearn.methods) else None
+
+
+def _layer_knob_values(sweep: MethodSweep) -> list[int]:
+    """The block indices a sweep's `layer` knob takes (its default when unset), for methods that have one."""
+    parameter = inspect.signature(OBJECTIVES[sweep.method].__init__).parameters.get("layer")
+    if parameter is None:
+        return []
+    value = sweep.knobs.get("layer", parameter.default)
+    return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int)]

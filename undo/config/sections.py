@@ -1,0 +1,219 @@
+"""The experiment's config sections (besides the setting, whose section each setting declares itself).
+
+Every field has a default, so an empty file is a complete (general-purpose) experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from undo.attacks import ATTACK_KINDS
+from undo.core.strict import StrictModel
+from undo.objectives import check_knobs, unlearning_methods
+
+
+class ModelConfig(StrictModel):
+    """A tiny LlamaForCausalLM."""
+
+    layers: int = Field(4, ge=1, le=128, description="number of transformer blocks")
+    width: int = Field(128, ge=8, le=16384, description="hidden size")
+    heads: int = Field(4, ge=1, le=256, description="attention heads")
+    kv_heads: int | None = Field(None, ge=1, description="key/value heads (grouped-query); default = heads")
+    mlp_width: int | None = Field(None, ge=1, description="MLP intermediate size; default = 4 * width")
+    context: int = Field(128, ge=8, le=131072, description="sequence length in tokens")
+    vocab: int = Field(128, ge=8, le=1_000_000, description="embedding rows; >= the tokenizer's size")
+    init_std: float = Field(0.02, gt=0, le=1.0, description="std of the normal weight init")
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> "ModelConfig":
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
+        if (self.width // self.heads) % 2:
+            raise ValueError(f"head size width/heads = {self.width // self.heads} must be even (rotary embeddings)")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Knobs of the one training engine (every stage uses these)."""
+
+    batch_size: int = Field(8, ge=1, description="sequences per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, le=10)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    clip: float | None = Field(1.0, gt=0, description="max global gradient norm; null disables clipping")
+    epochs: float = Field(1.0, gt=0, description="passes over the packed data (sets the step count)")
+    max_steps: int | None = Field(None, ge=1, description="hard cap on optimizer steps")
+    eval_every: int = Field(500, ge=1, description="evaluate every N optimizer steps (and at the end)")
+    checkpoint_every: int = Field(250, ge=1, description="save a resumable checkpoint every N steps")
+    log_every: int = Field(10, ge=1, description="write a train line to metrics.jsonl every N steps")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="autocast on GPUs; keep 'no' on CPUs, where bf16 is slower than fp32")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> "TrainConfig":
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class PretrainConfig(StrictModel):
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    oracle: bool = Field(True, description="also pretrain the data-filtered oracle (retain data only)")
+
+
+class MethodSweep(StrictModel):
+    """One unlearning method and the grid to sweep: every learning rate x every combination of list-valued knobs."""
+
+    method: str = Field(description="a registered objective: grad_ascent, grad_diff, maxent, rmu, npo, simnpo, "
+                                    "repnoise")
+    lrs: list[float] = Field(default_factory=lambda: [1e-4, 3e-4, 1e-3], min_length=1)
+    knobs: dict[str, Any] = Field(default_factory=dict, description="method knobs; a list value is swept")
+    sam_rho: float | None = Field(None, gt=0, description="wrap the method in SAM with this radius")
+
+    @model_validator(mode="after")
+    def _method_exists(self) -> "MethodSweep":
+        if self.method not in unlearning_methods():
+            raise ValueError(f"unknown method {self.method!r}; use one of: {', '.join(unlearning_methods())}")
+        check_knobs(self.method, self.knobs)
+        if any(lr <= 0 for lr in self.lrs):
+            raise ValueError(f"lrs must all be > 0, got {self.lrs}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}+sam" if self.sam_rho else self.method
+
+
+class SelectionRule(StrictModel):
+    """How a sweep picks its teacher: the lowest forget metric among runs that keep enough retain performance."""
+
+    min_retain_fraction: float = Field(0.95, ge=0, le=1, description="retain metric >= this x the base model's")
+
+
+class UnlearnConfig(StrictModel):
+    methods: list[MethodSweep] = Field(default_factory=lambda: [
+        MethodSweep(method="grad_diff", lrs=[3e-4, 1e-3], knobs={"retain_weight": 15.0}),  # the paper's λ
+        MethodSweep(method="maxent", lrs=[3e-4, 1e-3]),
+        MethodSweep(method="rmu", lrs=[1e-3, 3e-3]),
+    ])
+    steps: int = Field(100, ge=1, description="optimizer steps per run (one forget + one retain batch each)")
+    batch_size: int = Field(8, ge=1)
+    clip: float | None = Field(1.0, gt=0)
+    examples: int = Field(20_000, ge=1, description="labelled documents generated for each of forget and retain")
+    eval_every: int = Field(50, ge=1)
+    selection: SelectionRule = Field(default_factory=SelectionRule)
+
+
+class AttackConfig(StrictModel):
+    """Relearning attack: plain CE fine-tuning of a model for `steps` steps at a constant LR, for each LR of a grid;
+    the attacker's best LR at each evaluated step is what counts (the defender faces the worst case)."""
+
+    data: Literal["forget", "mixture"] = Field(
+        "mixture", description="'forget': forget-operation documents only; 'mixture': the pretraining mixture "
+                               "(all operations, as the paper attacked arithmetic)")
+    # The paper swept ~10 LRs spanning 1e-6..1e-3 for 500 steps on much larger models. Our ~1M-parameter CPU
+    # models take (and survive) larger steps, and every LR is a full fine-tuning run on a 2-core CPU, so the grid
+    # is shifted up and shorter: 6 values, half a decade apart, 1e-5..3e-3.
+    lrs: list[float] = Field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], min_length=1)
+    steps: int = Field(500, ge=1, description="attack steps per LR (the paper's 500)")
+    eval_every: int = Field(20, ge=1, description="evaluate forget/retain every N steps, from step 0")
+    batch_size: int = Field(8, ge=1)
+    budgets: list[int] = Field(default_factory=lambda: [40, 500], min_length=1,
+                               description="attack steps at which to report snapshots (each <= steps)")
+    max_retain_drop: float | None = Field(
+        None, ge=0, description="an attack point counts only if retain accuracy fell at most this much from "
+                                "step 0; null = no cap")
+    eval_per_cell: int = Field(50, ge=1, le=100_000,
+                               description="evaluation items per operation x format during the attack (cheaper "
+                                           "than the setting's, since every LR evaluates many times)")
+    examples: int = Field(20_000, ge=1, description="documents generated for the attack's data stream")
+    kinds: list[str] = Field(default_factory=lambda: ["finetune"], min_length=1,
+                             description="attack kinds run on every attacked model (registered in undo.attacks; "
+                                         "'finetune' = plain full fine-tuning, the paper's attack)")
+
+    @model_validator(mode="after")
+    def _grid_and_budgets(self) -> "AttackConfig":
+        if any(lr <= 0 for lr in self.lrs):
+            raise ValueError(f"lrs must all be > 0, got {self.lrs}")
+        if len(set(self.lrs)) != len(self.lrs):
+            raise ValueError(f"lrs must not repeat, got {self.lrs}")
+        bad = [b for b in self.budgets if not 0 <= b <= self.steps]
+        if bad:
+            raise ValueError(f"budgets {bad} must be between 0 and steps ({self.steps}); raise steps or lower them")
+        unknown = [k for k in self.kinds if k not in ATTACK_KINDS]
+        if unknown:
+            raise ValueError(f"kinds: unknown attack kind {unknown[0]!r}; use one of: "
+                             f"{', '.join(sorted(ATTACK_KINDS))}")
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"kinds must not repeat, got {self.kinds}")
+        return self
+
+
+class DistillTrainConfig(TrainConfig):
+    """The engine's knobs with distillation's defaults: a step cap, and evaluation (the stop rule) every 250 steps."""
+
+    max_steps: int | None = Field(3000, ge=1, description="hard cap on distillation steps")
+    eval_every: int = Field(250, ge=1, description="evaluate, and ask the stop rule, every N optimizer steps")
+
+
+class DistillConfig(StrictModel):
+    """Distillation of a (frozen) teacher into a student on the unlabelled pretraining mixture (Unlearn-and-Distill,
+    UNDO), with a stop rule: stop at the first evaluation where the student's retain accuracy is within
+    `stop_tolerance` of the teacher's; `train.max_steps` caps it and `train.eval_every` is the rule's interval."""
+
+    init: Literal["random", "noised", "model"] = Field(
+        "random", description="student init: 'random' (fresh), 'noised' (shrink-and-perturb of the teacher, UNDO), "
+                              "'model' (a given checkpoint, e.g. the base model for oracle matching)")
+    alphas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8], min_length=1,
+                                description="UNDO sweep of shrink-and-perturb strengths (init 'noised')")
+    beta: float = Field(0.1, ge=0, description="scale of the Xavier noise in shrink-and-perturb")
+    student_model: ModelConfig | None = Field(
+        None, description="architecture of a 'random' student; null = the same as `model`")
+    train: DistillTrainConfig = Field(default_factory=DistillTrainConfig)
+    stop_tolerance: float = Field(
+        0.05, description="stop when the student's retain is within this of the teacher's: absolute for "
+                                "accuracy (arithmetic), relative for cross-entropy (language: CE gap / teacher CE)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the forward KL")
+    examples: int = Field(60_000, ge=1, description="documents generated for the distillation stream")
+
+    @model_validator(mode="after")
+    def _alphas_in_range(self) -> "DistillConfig":
+        bad = [a for a in self.alphas if not 0.0 <= a <= 1.0]
+        if bad:
+            raise ValueError(f"alphas must each be in [0, 1], got {bad}")
+        if self.train.max_steps is None:
+            raise ValueError("train.max_steps must be set: it caps distillation when the stop rule never fires")
+        return self
+
+
+class StudyConfig(StrictModel):
+    """What `undo run` builds on top of the stages: which teachers are distilled, the UNDO sweep, oracle matching,
+    which models are attacked, and the seeds the downstream stages are repeated with."""
+
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="seeds for unlearning, distillation and attacks (each repeats them; the "
+                                        "pretrained base and oracle are shared, from `seed`); null = [seed]")
+    distill_methods: list[str] | None = Field(
+        None, description="method families (as in unlearn.methods, e.g. 'maxent' or 'grad_diff+sam') whose chosen "
+                          "teacher is distilled into a random-init student (Unlearn-and-Distill); null = those of "
+                          "the paper's grad_diff, maxent, rmu that are swept")
+    undo_method: str | None = Field(
+        None, description="the method family whose teacher gets the UNDO sweep (distill.alphas, distill.beta); "
+                          "null = maxent if swept (the paper's choice), else no UNDO; 'none' = no UNDO")
+    oracle_matching: bool = Field(
+        True, description="distil the oracle into the base model and into a random init, then attack both "
+                          "(needs pretrain.oracle)")
+    attack_teachers: list[str] | None = Field(
+        None, description="method families whose chosen teacher is attacked (the unlearn-only baselines); null = "
+                          "every swept family")
+    attack_sweep_points: bool = Field(
+        False, description="attack every unlearning sweep point (fuller Pareto plots), not only the teachers")

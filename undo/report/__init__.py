@@ -1,0 +1,53 @@
+"""`undo report`: the study's report (report.md, PNG figures, results.json), every number read back from the
+artifacts that the study manifest (`<run_dir>/study.json`) lists.
+
+    records.py   typed records per (model, seed): evaluation, accounting, attacks, robustness
+    claims.py    the paper's claims R1-R6, decided from the records, per attack kind
+    figures.py   relearning curves, UNDO compute vs robustness, Pareto plots, oracle matching
+    markdown.py  the report text and its tables
+
+Conventions (also written into the report):
+- Forget and retain metrics are scores, higher = more of the capability present: accuracies (arithmetic), or minus
+  the held-out cross-entropy (language), which the report shows as the cross-entropy itself (`Score.shown`). Every
+  model's metrics are its evaluation under the study's evaluation set.
+- After an attack, "forget" is the attacker-best value at the budget (best LR of the grid at the last evaluated
+  step <= budget). Pareto plots put it against the retain score of the model as shipped (before the attack).
+- Robustness is normalised between the method's own unlearn-only teacher (0) and the data-filtered oracle (1),
+  at each budget and for the area under the attacker-best curve (SCIENCE.md), under the same attack kind.
+- Compute: a stage's FLOPs (distillation: student steps + teacher forwards) as a share of the oracle's
+  pretraining FLOPs; the lineage share adds every ancestor (the base model's pretraining included).
+- With several seeds, tables give the mean and a 95 % t-interval; curves are seed means.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from undo.report.claims import claims
+from undo.report.figures import figures
+from undo.report.markdown import markdown
+from undo.report.records import Results, gather
+
+
+def study_results(run_dir: Path) -> Results:
+    """The study's records and its claims under each attack kind."""
+    results = gather(Path(run_dir))
+    results.claims = {kind: claims(results, kind) for kind in results.attack_kinds}
+    return results
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write `<run_dir>/report.md` (or `out`), its figures beside it in `<stem>_figures/`, and the numbers in
+    `results.json` (or `<stem>.json` beside `out`)."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report.md"
+    results = study_results(run_dir)
+    fig_dir = out.parent / f"{out.stem}_figures"
+    figs = {kind: figures(results, results.claims[kind], kind, fig_dir, suffix="" if i == 0 else f"_{kind}")
+            for i, kind in enumerate(results.attack_kinds)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(results, figs, fig_dir.name) + "\n")
+    results_name = "results.json" if out.name == "report.md" else f"{out.stem}.json"
+    (out.parent / results_name).write_text(json.dumps(results.model_dump(mode="json"), indent=2) + "\n")
+    return out

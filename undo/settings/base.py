@@ -1,0 +1,182 @@
+"""What every setting provides, and the registry that maps `setting.name` to it.
+
+A setting is the pair of capabilities a study keeps (retain) and removes (forget), with their data and their
+measurement. It has two halves:
+- its **config section** (`SettingConfig` subclass, the `setting:` block of the YAML), registered by name with
+  `@register_setting`. It says how its scores compare (`score`), which of its fields shape training data
+  (`data_identity`) and which decide what an evaluation measures (`evaluation_identity`): stage keys hash exactly
+  these; it checks itself against the rest of the experiment and says how its metrics print;
+- the **setting object** it builds (`build`), which every stage uses through the same small interface (`Setting`):
+  tokenizer, documents for each stage, packed token rows, `evaluate(model)`.
+The experiment config accepts any registered name, so adding a setting is one module that defines both halves and
+registers its config class; no code outside `undo/settings/` asks which setting it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from undo.core.strict import StrictModel
+from undo.core.artifacts import stable_hash
+from undo.core.data import pack
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+
+@dataclass(frozen=True)
+class Score:
+    """How a setting's `retain` and `forget` scores read and compare. Both are oriented so that higher means more of
+    the capability (accuracy; or minus the cross-entropy, in nats), so attacker-best is always a maximum and
+    robustness always (P_unlearn_only - P) / (P_unlearn_only - P_oracle). The tolerances are absolute for accuracy
+    and relative for cross-entropy, as in the paper (mean accuracy within 0.05; relative CE gap below 0.05)."""
+
+    kind: Literal["accuracy", "neg_ce"]
+
+    @property
+    def relative(self) -> bool:
+        return self.kind == "neg_ce"
+
+    def retain_floor(self, base: float, fraction: float) -> float:
+        """The lowest retain score that keeps `fraction` of the base model's retain (CE may grow by 1/fraction)."""
+        return base / fraction if self.relative else fraction * base
+
+    def at_least_near(self, reference: float, tolerance: float) -> float:
+        """The lowest score within `tolerance` of `reference` (the stop rule's retain threshold)."""
+        return reference * (1 + tolerance) if self.relative else reference - tolerance
+
+    def at_most_near(self, reference: float, tolerance: float) -> float:
+        """The highest score within `tolerance` of `reference` (the forget ceiling of oracle matching)."""
+        return reference * (1 - tolerance) if self.relative else reference + tolerance
+
+    def shown(self, value: float) -> float:
+        """The number people read: the accuracy, or the cross-entropy itself (not its negative)."""
+        return -value if self.relative else value
+
+    def format(self, value: float | None, digits: int = 1) -> str:
+        if value is None:
+            return "–"
+        return f"{self.shown(value):.{digits + 1}f}" if self.relative else f"{100 * value:.{digits}f}%"
+
+    def label(self, side: str) -> str:
+        return f"{side} CE (nats)" if self.relative else f"{side} accuracy"
+
+
+ACCURACY = Score("accuracy")
+NEG_CE = Score("neg_ce")
+
+
+class Setting(Protocol):
+    """The interface every stage uses. A document is anything with `.text` and `.component` (e.g. "mul/equation")."""
+
+    tokenizer: Any  # a PreTrainedTokenizerFast; `<pad>`=0, `<unk>`=1, `<|endoftext|>`=2
+    score: Score
+
+    def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list:
+        """The base model's stream, or the oracle's (the same stream with the forget documents removed)."""
+
+    def labelled_documents(self, side: Literal["forget", "retain"], n: int, seed: int) -> list:
+        """Forget- or retain-only documents, for unlearning (and a forget-data attack)."""
+
+    def mixture_documents(self, n: int, seed: int) -> list:
+        """A fresh draw of the pretraining mixture (distillation text, a mixture attack)."""
+
+    def packed_rows(self, documents: list, context: int):
+        """The documents as one token stream cut into training rows of `context` tokens."""
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Metrics, including `retain` and `forget` as scores (higher = more of the capability)."""
+
+    def data_summary(self, documents: list) -> dict[str, Any]:
+        """What a pretraining artifact records about its data."""
+
+    def describe_evaluation(self) -> str:
+        """One line on what `evaluate` measures (for `undo data`)."""
+
+
+class TokenizedSetting:
+    """What every setting does with its tokenizer: documents -> token ids, each document opened by the
+    end-of-text token (so a prompt at evaluation starts exactly like a document in training) -> training rows."""
+
+    tokenizer: Any
+
+    def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        eos = self.tokenizer.eos_token_id
+        return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def packed_rows(self, documents: list, context: int):
+        """The documents' texts as one token stream cut into rows of `context` tokens (every stage trains on these)."""
+        return pack(self.encode_documents([d.text for d in documents]), context)
+
+
+class SettingConfig(StrictModel):
+    """The `setting:` section. Subclasses narrow `name` to a Literal, set `score`, and implement the methods below."""
+
+    name: str
+    score: ClassVar[Score]
+
+    def data_identity(self) -> dict[str, Any]:
+        """Everything that shapes training data (stage keys hash it): not evaluation sizes, which only change what
+        is measured. A file's contents count, not just its name."""
+        raise NotImplementedError
+
+    def evaluation_identity(self) -> dict[str, Any]:
+        """Everything that decides what `evaluate` measures (the items, their seed, the files they come from)."""
+        raise NotImplementedError
+
+    def with_eval_items(self, items: int) -> "SettingConfig":
+        """This setting evaluated on `items` items per cell/side (the attack evaluates often, on fewer)."""
+        raise NotImplementedError
+
+    def check_experiment(self, experiment: Any) -> None:
+        """Raise ValueError (one line, naming the keys) if the rest of the experiment does not fit this setting."""
+
+    def build(self, cache_dir: Path) -> Setting:
+        """The setting object; `cache_dir` is where it may keep derived files (e.g. a trained tokenizer)."""
+        raise NotImplementedError
+
+    def metrics_view(self, metrics: dict[str, float]) -> "RenderableType":
+        """How a model's metrics print in the CLI (a line, or a rich table)."""
+        return "  ".join(f"{side} {self.score.format(metrics[side])}" for side in ("retain", "forget")
+                         if side in metrics)
+
+
+SETTINGS: dict[str, type[SettingConfig]] = {}
+
+
+def register_setting(config_class: type[SettingConfig]) -> type[SettingConfig]:
+    """Make `setting.name: <name>` valid in every config (the name is the class's `name` default)."""
+    name = config_class.model_fields["name"].default
+    if not isinstance(name, str):
+        raise TypeError(f"{config_class.__name__}.name needs a default: the setting's name")
+    SETTINGS[name] = config_class
+    return config_class
+
+
+def parse_setting(value: Any, default: str) -> SettingConfig:
+    """A `setting:` section (a mapping, or an already validated section) as its registered config class."""
+    if isinstance(value, SettingConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"setting must be a mapping of keys, got {type(value).__name__}")
+    name = value.get("name", default)
+    if name not in SETTINGS:
+        raise ValueError(f"setting.name must be one of {', '.join(repr(n) for n in sorted(SETTINGS))}, got {name!r}")
+    return SETTINGS[name].model_validate(value)
+
+
+_BUILT: dict[str, Setting] = {}
+
+
+def build_setting(cfg: SettingConfig, cache_dir: str | Path) -> Setting:
+    """`cfg.build(cache_dir)`, once per process: a study builds the same setting for every stage, and building one can
+    take seconds (the language setting reads two corpora and its tokenizer). The cache key holds the data identity,
+    so an edited corpus file is read again."""
+    key = stable_hash({"class": f"{type(cfg).__module__}.{type(cfg).__qualname__}",
+                       "config": cfg.model_dump(mode="json"), "data": cfg.data_identity(),
+                       "cache_dir": str(cache_dir)})
+    if key not in _BUILT:
+        _BUILT[key] = cfg.build(Path(cache_dir))
+    return _BUILT[key]

@@ -1,0 +1,179 @@
+"""The relearning attack: fine-tune a finished model at each LR of a grid and keep, at every evaluated step, the
+attacker's best forget score (the defender faces the worst case). What trains, and on which loss, is the attack
+kind's (`undo.attacks`); the grid, the data, the evaluations and the attacker-best curve are the same for every
+kind. The data stream depends on the seed and the attack config only, never on the target, so every model attacked
+with one config sees the same batches in the same order (comparisons between models are paired)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from undo.analysis.robustness import Curve, area_under, attacker_best, snapshots
+from undo.attacks import ATTACK_KINDS, AttackKind
+from undo.config import ExperimentConfig, TrainConfig
+from undo.core.artifacts import stable_hash
+from undo.core.data import PackedBatches, derive_seed
+from undo.core.engine import read_metrics, train
+from undo.core.errors import UserError
+from undo.core.models import load_model
+from undo.settings import Setting
+from undo.stages.base import Resources, Stage, StageJob, StageResult, run_stage
+from undo.stages.evaluation import evaluation_key
+
+
+def attack_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedBatches]:
+    """The attack's documents and shuffled batches: forget documents, or a fresh draw of the pretraining mixture
+    (every operation, as the paper attacked arithmetic)."""
+    a = cfg.attack
+    seed = derive_seed(cfg.seed, "attack")
+    if a.data == "forget":
+        documents = setting.labelled_documents("forget", a.examples, seed)
+    else:
+        documents = setting.mixture_documents(a.examples, seed)
+    rows = setting.packed_rows(documents, cfg.model.context)
+    return documents, PackedBatches(rows, a.batch_size, seed=seed)
+
+
+def attack_data_key(cfg: ExperimentConfig) -> str:
+    """Everything that determines the attack's batches: equal keys mean identical data in identical order."""
+    a = cfg.attack
+    return stable_hash({"stage": "attack-data", "seed": cfg.seed, "data": cfg.setting.data_identity(),
+                        "context": cfg.model.context, "kind": a.data, "examples": a.examples,
+                        "batch_size": a.batch_size})
+
+
+class AttackData(BaseModel):
+    key: str
+    kind: str
+    documents: int
+    sequences: int
+    tokens_per_step: int
+
+
+class LrRun(BaseModel):
+    """One LR of the grid: its totals and its forget and retain curves (every evaluated step from 0)."""
+
+    lr: float
+    steps: int
+    tokens: int
+    flops: dict[str, int]
+    wall_time_s: float
+    forget: dict[str, list]
+    retain: dict[str, list]
+
+
+class AttackResult(StageResult):
+    kind: Literal["attack"] = "attack"
+    attack_kind: str
+    attack: dict[str, Any]
+    data: AttackData
+    metrics_before: dict[str, float]
+    per_lr: list[LrRun]
+    best: dict[str, Any]  # the attacker-best curve (`BestCurve.to_dict()`)
+    max_retain_drop: float | None
+    snapshots: list[dict[str, Any]]
+    area: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Attack(Stage):
+    """Attack the `target` input with the attack kind named `attack_kind`."""
+
+    attack_kind: str = "finetune"
+    kind = "attack"
+    makes_model = False
+    resources = Resources(cpus=1, gpus=1.0)
+
+    @property
+    def method(self) -> AttackKind:
+        return ATTACK_KINDS[self.attack_kind]()
+
+    def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        a = cfg.attack
+        # Which other kinds a study runs does not change this one's result.
+        return {"seed": cfg.seed, "data": attack_data_key(cfg), "method": self.method.identity(),
+                "evaluation": cfg.setting.with_eval_items(a.eval_per_cell).evaluation_identity(),
+                "attack": a.model_dump(mode="json", exclude={"kinds"})}
+
+    def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
+        kind = "" if self.attack_kind == "finetune" else f"{self.attack_kind}_"
+        return f"attack_{kind}{inputs['target'].resolve().name}_{key[:8]}"
+
+    def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
+        target = inputs.get("target")
+        if target is None or not (target / "model").is_dir():
+            raise UserError(f"nothing to attack at {target}: expected an artifact folder with a model/ subfolder, "
+                            f"e.g. {Path(cfg.run_dir) / 'base'}")
+        if self.attack_kind not in ATTACK_KINDS:
+            raise UserError(f"unknown attack kind {self.attack_kind!r}; use one of: {', '.join(sorted(ATTACK_KINDS))}")
+
+    def run(self, job: StageJob) -> AttackResult:
+        cfg, a = job.cfg, job.cfg.attack
+        # Evaluation during the attack uses `attack.eval_per_cell` items per cell (many evaluations per LR).
+        setting = job.setting(eval_items=a.eval_per_cell)
+        documents, batches = attack_data(cfg, setting)
+        runs = [self.one_lr(job, lr, batches, setting) for lr in a.lrs]
+        forget = {run.lr: Curve.from_dict(run.forget) for run in runs}
+        retain = {run.lr: Curve.from_dict(run.retain) for run in runs}
+        capped = a.max_retain_drop is not None
+        best = attacker_best(forget, retain if capped else None, a.max_retain_drop)
+        tokens_per_step = a.batch_size * cfg.model.context
+        flops: Counter[str] = Counter()
+        for run in runs:
+            flops.update(run.flops)
+        return AttackResult(
+            attack_kind=self.attack_kind, seed=cfg.seed, attack=a.model_dump(mode="json"),
+            data=AttackData(key=attack_data_key(cfg), kind=a.data, documents=len(documents),
+                            sequences=len(batches.rows), tokens_per_step=tokens_per_step),
+            evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell)),
+            metrics_before={"forget": forget[a.lrs[0]].values[0], "retain": retain[a.lrs[0]].values[0]},
+            per_lr=runs, best=best.to_dict(), max_retain_drop=a.max_retain_drop,
+            snapshots=[{**row, "tokens": row["budget"] * tokens_per_step} for row in snapshots(best, a.budgets)],
+            area={"up_to": max(a.budgets), "value": area_under(best, max(a.budgets))},
+            tokens=sum(run.tokens for run in runs), flops=dict(flops),
+            wall_time_s=round(sum(run.wall_time_s for run in runs), 2))
+
+    def one_lr(self, job: StageJob, lr: float, batches: PackedBatches, setting: Setting) -> LrRun:
+        """Fine-tune a fresh load of the target at one LR in its own folder; a finished LR (done.json) is not redone.
+        The curves are read back from its metrics.jsonl."""
+        a, target = job.cfg.attack, job.inputs["target"]
+        workdir = job.workdir / f"lr_{lr:g}"
+        done = workdir / "done.json"
+        if not done.is_file():
+            model = load_model(target / "model")
+            if model.config.vocab_size < len(setting.tokenizer):
+                raise UserError(f"{target / 'model'} has {model.config.vocab_size} embedding rows, fewer than the "
+                                f"setting's tokenizer ({len(setting.tokenizer)} tokens); attack a model trained by "
+                                "undo on this setting")
+            train_cfg = TrainConfig(batch_size=a.batch_size, lr=lr, schedule="constant", warmup_steps=0,
+                                    weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
+                                    checkpoint_every=max(a.eval_every, 50), log_every=10)
+            method = self.method
+            result = train(method.prepare(model), method.objective(), batches, train_cfg, a.steps, workdir,
+                           evaluate=setting.evaluate, eval_at_start=True, progress=job.progress,
+                           description=f"attack {target.name} lr={lr:g}", run_key=f"{job.key}:lr={lr!r}")
+            done.write_text(json.dumps({"lr": lr, "steps": result.steps, "tokens": result.tokens,
+                                        "flops": result.flops, "wall_time_s": round(result.wall_time_s, 2)}) + "\n")
+        shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
+        evals = [line for line in read_metrics(workdir / "metrics.jsonl") if line["kind"] == "eval"]
+        steps = [line["step"] for line in evals]
+        return LrRun(**json.loads(done.read_text()),
+                     forget=Curve(steps, [line["forget"] for line in evals]).to_dict(),
+                     retain=Curve(steps, [line["retain"] for line in evals]).to_dict())
+
+    def describe(self, result: StageResult) -> str:
+        return f"{self.attack_kind} attack done in {result.wall_time_s:.0f}s"
+
+
+def attack(cfg: ExperimentConfig, target: Path, *, kind: str = "finetune", progress: bool = True) -> Path:
+    """Relearning attack of kind `kind` on the model in `target/model/` into `<run_dir>/attack_<target>_<key>/`:
+    one fine-tune per LR of `cfg.attack.lrs` (constant LR, AdamW without weight decay, clip 1.0), forget and retain
+    scores every `eval_every` steps from step 0, then the attacker-best curve, snapshots and area."""
+    return run_stage(Attack(kind), cfg, {"target": Path(target)}, progress=progress)

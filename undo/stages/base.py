@@ -1,0 +1,157 @@
+"""The stage protocol and the one runner every stage goes through.
+
+A stage is a pure function of the config slice it declares and of its input artifacts. It says
+- `config_slice(cfg)`: everything it reads from the config that shapes what it makes (its setting's data identity;
+  its evaluation identity when evaluations drive its result, e.g. a stop rule or attack curves);
+- `artifact_name(...)`: the folder it writes, and `check(...)`: one-line errors on bad inputs before any work;
+- `run(job)`: the work itself, writing `model/` (if it makes a model) into the job's work folder and returning a
+  typed result (`StageResult` subclass) that becomes its meta.json.
+
+`run_stage` owns the lifecycle the stages share: the key (a hash of the slice and the input artifacts' keys), reuse
+of a complete artifact, the partial work folder that survives interruptions (the engine resumes from its
+checkpoint there), config.yaml and meta.json, and the final rename. A stage never scans other artifacts: what it
+records depends on its inputs only. Accounting across a lineage is computed where it is read (`undo.analysis`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+
+from undo.config import ExperimentConfig, dump_yaml
+from undo.core.artifacts import Artifact, file_sha256, stable_hash
+from undo.core.errors import UserError
+from undo.settings import Setting
+from undo.stages.evaluation import ensure_evaluation, setting_for
+
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a stage's task asks an executor for: CPU threads and accelerators (a hint; local executors share the
+    CPU between their workers)."""
+
+    cpus: int = 1
+    gpus: float = 0.0
+
+
+TRAINING = Resources(cpus=1, gpus=1.0)  # stages that train a model use the accelerator when there is one
+
+
+class StageResult(BaseModel):
+    """What every artifact's meta.json records. The runner fills the identity fields (`name`, `key`, `inputs`,
+    `code_version`, `model_sha256`); each stage fills the rest and adds its own fields in a subclass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    name: str = ""
+    key: str = ""
+    code_version: str = ""
+    model_sha256: str | None = None
+    seed: int
+    inputs: dict[str, str | None] = {}  # input role -> that artifact's key
+    input_paths: dict[str, str | None] = {}
+    steps: int = 0
+    tokens: int = 0
+    labelled_tokens: int = 0  # tokens read with a retain/forget label (only unlearning reads labels)
+    flops: dict[str, int] = {}
+    wall_time_s: float = 0.0
+    evaluation_key: str | None = None  # the evaluation identity `final_metrics` were measured under
+    final_metrics: dict[str, float] = {}
+    flops_total: int = 0  # sum of `flops`, set by the runner
+
+
+@dataclass
+class StageJob:
+    """Everything a stage's `run` gets: the config, its inputs (role -> artifact folder), its key and work folder."""
+
+    cfg: ExperimentConfig
+    inputs: dict[str, Path | None]
+    key: str
+    workdir: Path
+    progress: bool = True
+
+    def setting(self, eval_items: int | None = None) -> Setting:
+        return setting_for(self.cfg, eval_items)
+
+
+class Stage(ABC):
+    """One kind of stage; an instance carries the parameters that pick one artifact (e.g. which model, which LR)."""
+
+    kind: ClassVar[str]
+    makes_model: ClassVar[bool] = True
+    resources: ClassVar[Resources] = TRAINING
+
+    @abstractmethod
+    def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Everything this stage reads from the config that shapes its artifact (its key hashes exactly this)."""
+
+    @abstractmethod
+    def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
+        """The artifact's folder name in the run directory."""
+
+    def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
+        """Raise a UserError for bad inputs, before any work starts."""
+        for role, path in inputs.items():
+            if path is not None and not (path / "model").is_dir():
+                raise UserError(f"no {role} model at {path}: expected an artifact folder with a model/ subfolder")
+
+    @abstractmethod
+    def run(self, job: StageJob) -> StageResult:
+        """Do the work in `job.workdir` (write `model/` there if the stage makes a model) and describe it."""
+
+    def describe(self, result: StageResult) -> str:
+        return f"{self.kind} done in {result.wall_time_s:.0f}s"
+
+
+def artifact_key(folder: Path) -> str:
+    """An input model's identity: its stage key from meta.json, or (a model made elsewhere) its weights' hash."""
+    meta = folder / "meta.json"
+    key = json.loads(meta.read_text()).get("key") if meta.is_file() else None
+    return key or stable_hash({p.name: file_sha256(p) for p in sorted((folder / "model").glob("*.safetensors"))})
+
+
+def stage_key(stage: Stage, cfg: ExperimentConfig, input_keys: dict[str, str | None]) -> str:
+    return stable_hash({"stage": stage.kind, "config": stage.config_slice(cfg), "inputs": input_keys})
+
+
+def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None] | None = None, *,
+              progress: bool = True) -> Path:
+    """The stage's artifact folder: reused when complete, else made (resuming a partial one). A model-making stage's
+    artifact also ends with its evaluation under the config's evaluation identity (see `undo.stages.evaluation`)."""
+    inputs = {role: None if path is None else Path(path) for role, path in (inputs or {}).items()}
+    stage.check(cfg, inputs)
+    input_keys = {role: None if path is None else artifact_key(path) for role, path in inputs.items()}
+    key = stage_key(stage, cfg, input_keys)
+    artifact = Artifact(cfg.run_dir, stage.artifact_name(inputs, key), key)
+    if artifact.is_complete():
+        console.print(f"[green]{artifact.name}[/]: complete artifact found, not recomputed")
+    else:
+        workdir = artifact.start()
+        started = time.perf_counter()
+        result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
+        if not result.wall_time_s:
+            result.wall_time_s = round(time.perf_counter() - started, 2)
+        result.inputs = input_keys
+        result.flops_total = sum(result.flops.values())
+        result.input_paths = {role: None if path is None else str(path) for role, path in inputs.items()}
+        (workdir / "config.yaml").write_text(dump_yaml(cfg))
+        artifact.finish(result.model_dump(mode="json"))
+        console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
+    if stage.makes_model:
+        ensure_evaluation(artifact.path, cfg)
+    return artifact.path
+
+
+def read_result(folder: Path, result_type: type[StageResult]) -> StageResult:
+    """A finished artifact's meta.json as its typed result."""
+    return result_type.model_validate(json.loads((Path(folder) / "meta.json").read_text()))

@@ -1,0 +1,181 @@
+"""Distillation (Unlearn-and-Distill, UNDO, oracle matching): a frozen teacher's full next-token distributions are
+matched by a student on a fresh draw of the unlabelled pretraining mixture (forget documents included: no labels are
+read), until the student's retain score comes within `distill.stop_tolerance` of the teacher's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel
+
+from undo.config import ExperimentConfig
+from undo.core.compute import matmul_parameters, train_flops_per_token
+from undo.core.data import PackedBatches, derive_seed
+from undo.core.engine import train
+from undo.core.errors import UserError
+from undo.core.models import build_model, count_parameters, load_model, save_model
+from undo.core.noise import shrink_and_perturb
+from undo.objectives import OBJECTIVES
+from undo.settings import Setting
+from undo.stages.base import Stage, StageJob, StageResult, run_stage
+from undo.stages.evaluation import evaluation_key, write_evaluation
+
+DistillInit = Literal["random", "noised", "model"]
+
+
+def stop_metrics(init: DistillInit) -> list[str]:
+    """What the stop rule compares with the teacher. A fresh or noised student starts below the teacher on retain,
+    so reaching the teacher's retain score is the paper's rule. A student started from a trained checkpoint
+    (oracle matching: the base model toward the oracle) may already be there at step 0, so it must also come down
+    to the teacher's forget score: both within the tolerance."""
+    return ["retain", "forget"] if init == "model" else ["retain"]
+
+
+def distill_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedBatches]:
+    """A fresh draw of the unlabelled pretraining mixture (every operation) and its shuffled batches."""
+    seed = derive_seed(cfg.seed, "distill")
+    documents = setting.mixture_documents(cfg.distill.examples, seed)
+    rows = setting.packed_rows(documents, cfg.model.context)
+    return documents, PackedBatches(rows, cfg.distill.train.batch_size, seed=seed)
+
+
+class StopRuleRecord(BaseModel):
+    tolerance: float
+    on: list[str]
+    threshold: float
+    forget_ceiling: float | None
+    eval_every: int
+    max_steps: int | None
+
+
+class DistillResult(StageResult):
+    kind: Literal["distill"] = "distill"
+    init: DistillInit
+    alpha: float | None
+    beta: float | None
+    teacher_metrics: dict[str, float]
+    stop_rule: StopRuleRecord
+    stopped_early: bool
+    stop_step: int | None
+    flops_at_stop: int | None
+    flops_per_token: int
+    parameters: int
+    matmul_parameters: int
+    data: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Distill(Stage):
+    """Distil the `teacher` input into a student: a fresh init (`random`), a shrink-and-perturbed copy of the teacher
+    (`noised`, UNDO, with `alpha`), or the `start` input's weights (`model`, oracle matching)."""
+
+    init: DistillInit
+    alpha: float | None = None
+    kind = "distill"
+
+    def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        d = cfg.distill
+        noised = self.init == "noised"
+        # The evaluation set counts: the stop rule reads it, so it decides where training ends.
+        return {"seed": cfg.seed, "init": self.init, "alpha": self.alpha if noised else None,
+                "beta": d.beta if noised else None,
+                "student_model": (d.student_model or cfg.model).model_dump(mode="json")
+                if self.init == "random" else None,
+                "data": cfg.setting.data_identity(), "evaluation": cfg.setting.evaluation_identity(),
+                "context": cfg.model.context,
+                "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
+                "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(self.init), "temperature": d.temperature,
+                "examples": d.examples}
+
+    def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
+        return f"distill_{self.init}{self._alpha_part}_{inputs['teacher'].resolve().name}_{key[:8]}"
+
+    @property
+    def _alpha_part(self) -> str:
+        return f"_a{self.alpha:g}" if self.alpha is not None else ""
+
+    def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
+        teacher, start = inputs.get("teacher"), inputs.get("start")
+        if teacher is None or not (teacher / "model").is_dir():
+            raise UserError(f"no teacher at {teacher}: expected an artifact folder with a model/ subfolder")
+        if self.init == "model" and (start is None or not (start / "model").is_dir()):
+            raise UserError(f"no start model at {start}: expected an artifact folder with a model/ subfolder")
+
+    def student(self, job: StageJob, setting: Setting) -> torch.nn.Module:
+        """The student before distillation."""
+        cfg = job.cfg
+        if self.init == "random":
+            tokenizer = setting.tokenizer
+            return build_model(cfg.distill.student_model or cfg.model, seed=cfg.seed, pad_id=tokenizer.pad_token_id,
+                               eos_id=tokenizer.eos_token_id, tokenizer_size=len(tokenizer))
+        if self.init == "noised":
+            return shrink_and_perturb(load_model(job.inputs["teacher"] / "model"), self.alpha, cfg.distill.beta,
+                                      seed=derive_seed(cfg.seed, "noise"))
+        return load_model(job.inputs["start"] / "model")
+
+    def run(self, job: StageJob) -> DistillResult:
+        cfg, d, setting = job.cfg, job.cfg.distill, job.setting()
+        teacher_dir = job.inputs["teacher"]
+        documents, batches = distill_data(cfg, setting)
+        teacher = load_model(teacher_dir / "model").eval().requires_grad_(False)
+        if teacher.config.vocab_size < len(setting.tokenizer):
+            raise UserError(f"{teacher_dir / 'model'} has {teacher.config.vocab_size} embedding rows, fewer than the "
+                            f"setting's tokenizer ({len(setting.tokenizer)} tokens); distil a model trained by undo "
+                            "on this setting")
+        teacher_metrics = setting.evaluate(teacher)
+        threshold = setting.score.at_least_near(teacher_metrics["retain"], d.stop_tolerance)
+        forget_ceiling = setting.score.at_most_near(teacher_metrics["forget"], d.stop_tolerance)
+        match_forget = "forget" in stop_metrics(self.init)
+        student = self.student(job, setting)
+
+        def stop_rule(step: int, metrics: dict[str, float]) -> bool:
+            return metrics["retain"] >= threshold and (not match_forget or metrics["forget"] <= forget_ceiling)
+
+        result = train(student, OBJECTIVES["distill"](teacher, temperature=d.temperature), batches, d.train,
+                       d.train.max_steps, job.workdir, evaluate=setting.evaluate, stop_rule=stop_rule,
+                       eval_at_start=True, progress=job.progress, description=f"distill {self.init}{self._alpha_part}",
+                       run_key=job.key)
+        save_model(student, job.workdir / "model", setting.tokenizer)
+        write_evaluation(job.workdir, cfg.setting, result.final_metrics)
+        flops_total = sum(result.flops.values())
+        return DistillResult(
+            init=self.init, alpha=self.alpha, beta=d.beta if self.init == "noised" else None, seed=cfg.seed,
+            teacher_metrics=teacher_metrics, final_metrics=result.final_metrics,
+            evaluation_key=evaluation_key(cfg.setting),
+            stop_rule=StopRuleRecord(tolerance=d.stop_tolerance, on=stop_metrics(self.init), threshold=threshold,
+                                     forget_ceiling=forget_ceiling if match_forget else None,
+                                     eval_every=d.train.eval_every, max_steps=d.train.max_steps),
+            stopped_early=result.stopped_early, stop_step=result.steps if result.stopped_early else None,
+            steps=result.steps, tokens=result.tokens,
+            labelled_tokens=0,  # distillation text is the unlabelled mixture
+            flops=result.flops, flops_at_stop=flops_total if result.stopped_early else None,
+            flops_per_token=train_flops_per_token(student, cfg.model.context),
+            parameters=count_parameters(student), matmul_parameters=matmul_parameters(student),
+            wall_time_s=round(result.wall_time_s, 2),
+            data={"documents": len(documents), "sequences": len(batches.rows)})
+
+    def describe(self, result: StageResult) -> str:
+        return f"{'stopped' if result.stopped_early else 'capped'} at step {result.steps}"
+
+
+def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: float | None = None,
+            start: Path | None = None, progress: bool = True) -> Path:
+    """Distil the model in `teacher/model/` into a student (see `Distill`) with forward KL on the pretraining
+    mixture, evaluating every `distill.train.eval_every` steps from step 0 and stopping at the first evaluation
+    where student retain >= teacher retain - `distill.stop_tolerance` (or at `max_steps`)."""
+    if init not in ("random", "noised", "model"):
+        raise UserError(f"distill: init must be 'random', 'noised' or 'model', got {init!r}")
+    if init == "noised":
+        if alpha is None:
+            raise UserError("distill: init 'noised' needs an alpha (the shrink-and-perturb strength)")
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise UserError(f"distill: alpha = {alpha} is out of range: it must be in [0, 1]")
+    if init == "model" and start is None:
+        raise UserError("distill: init 'model' needs --start ARTIFACT (the checkpoint the student starts from, "
+                        "e.g. the base model for oracle matching)")
+    inputs = {"teacher": Path(teacher), "start": Path(start) if init == "model" else None}
+    stage = Distill(init, float(alpha) if init == "noised" else None)
+    return run_stage(stage, cfg, inputs, progress=progress)

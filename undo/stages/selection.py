@@ -1,0 +1,81 @@
+"""Choosing a teacher per method family among finished unlearning runs.
+
+The rule: the lowest forget score among runs whose retain score keeps `unlearn.selection.min_retain_fraction` of the
+base model's (ties go to the higher retain score); if no run qualifies, none is chosen, and that is recorded. Every
+number the rule reads is an evaluation under the current evaluation identity (`undo.stages.evaluation`), the base
+model's included, so a changed evaluation set re-decides the choice instead of reusing numbers measured on another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from undo.config import ExperimentConfig, SelectionRule
+from undo.settings import ACCURACY, Score
+from undo.stages.evaluation import ensure_evaluation
+from undo.stages.unlearn import SweepPoint, default_base, sweep_points, unlearn
+
+
+class Candidate(BaseModel):
+    name: str  # the unlearning artifact's folder name
+    path: str = ""  # its folder, relative to the run directory when it lies there
+    lr: float = 0.0
+    knobs: dict[str, Any] = {}
+    retain: float
+    forget: float
+    qualifies: bool | None = None
+
+
+class TeacherChoice(BaseModel):
+    rule: SelectionRule
+    base_retain: float
+    retain_threshold: float
+    chosen: str | None  # a candidate's name
+    candidates: list[Candidate]
+
+    def chosen_candidate(self) -> Candidate | None:
+        return next((c for c in self.candidates if c.name == self.chosen), None)
+
+
+def select_teacher(candidates: Sequence[Candidate], base_retain: float, rule: SelectionRule,
+                   score: Score = ACCURACY) -> TeacherChoice:
+    """Lowest forget score among runs whose retain score keeps `min_retain_fraction` of the base model's; ties go to
+    the higher retain score. If no run qualifies, none is chosen."""
+    threshold = score.retain_floor(base_retain, rule.min_retain_fraction)
+    judged = [c.model_copy(update={"qualifies": c.retain >= threshold}) for c in candidates]
+    qualified = [c for c in judged if c.qualifies]
+    chosen = min(qualified, key=lambda c: (c.forget, -c.retain)).name if qualified else None
+    return TeacherChoice(rule=rule, base_retain=base_retain, retain_threshold=threshold, chosen=chosen,
+                         candidates=judged)
+
+
+def teacher_selection(cfg: ExperimentConfig, runs: Sequence[tuple[SweepPoint, Path]],
+                      base: Path) -> dict[str, TeacherChoice]:
+    """The teacher of each method family among finished unlearning runs, by `cfg.unlearn.selection`, on the
+    evaluations of the runs and of the base model under the config's evaluation set."""
+    run_dir = Path(cfg.run_dir)
+    base_retain = ensure_evaluation(base, cfg)["retain"]
+    families: dict[str, list[Candidate]] = {}
+    for point, path in runs:
+        metrics = ensure_evaluation(path, cfg)
+        where = Path(path).relative_to(run_dir) if Path(path).is_relative_to(run_dir) else Path(path)
+        families.setdefault(point.label, []).append(Candidate(
+            name=Path(path).name, path=str(where), lr=point.lr, knobs=dict(point.knobs),
+            retain=metrics["retain"], forget=metrics["forget"]))
+    return {label: select_teacher(c, base_retain, cfg.unlearn.selection, cfg.setting.score)
+            for label, c in families.items()}
+
+
+def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, TeacherChoice]:
+    """Every sweep point, then the teacher of each method family; writes `<run_dir>/unlearn_selection.json`."""
+    base = default_base(cfg)
+    runs = [(point, unlearn(cfg, point, base, progress=progress)) for point in sweep_points(cfg)]
+    selection = teacher_selection(cfg, runs, base)
+    (Path(cfg.run_dir) / "unlearn_selection.json").write_text(
+        json.dumps({label: choice.model_dump(mode="json") for label, choice in selection.items()}, indent=2) + "\n")
+    return selection

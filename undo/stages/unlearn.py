@@ -1,0 +1,135 @@
+"""Unlearning: one run per sweep point (method x LR x knob combination) on the pretrained base model. Every step reads
+one forget batch and one retain batch from a labelled stream of their own; constant LR, AdamW without weight decay,
+gradient clipping. Choosing a teacher among the runs is `undo.stages.selection`."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from undo.config import ExperimentConfig, TrainConfig
+from undo.core.artifacts import Artifact
+from undo.core.data import PairedBatches, derive_seed
+from undo.core.engine import train
+from undo.core.errors import UserError
+from undo.core.models import load_model, save_model
+from undo.objectives import OBJECTIVES, Objective, check_knobs
+from undo.objectives.sam import SAM
+from undo.stages.base import Stage, StageJob, StageResult, run_stage
+from undo.stages.evaluation import evaluation_key, write_evaluation
+from undo.stages.pretrain import pretrain_key
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    label: str  # method family, e.g. "rmu" or "rmu+sam"
+    method: str
+    lr: float
+    knobs: tuple[tuple[str, Any], ...]
+    sam_rho: float | None
+
+    @property
+    def description(self) -> str:
+        knobs = " ".join(f"{k}={v}" for k, v in self.knobs)
+        return f"{self.label} lr={self.lr:g}" + (f" {knobs}" if knobs else "")
+
+
+def sweep_points(cfg: ExperimentConfig) -> list[SweepPoint]:
+    """Every learning rate x every combination of list-valued knobs, for each configured method."""
+    points = []
+    for sweep in cfg.unlearn.methods:
+        names = sorted(sweep.knobs)
+        grids = [v if isinstance(v, list) else [v] for v in (sweep.knobs[n] for n in names)]
+        for lr in sweep.lrs:
+            for combo in itertools.product(*grids):
+                points.append(SweepPoint(sweep.label, sweep.method, lr, tuple(zip(names, combo)), sweep.sam_rho))
+    return points
+
+
+def build_unlearning_objective(point: SweepPoint, reference: torch.nn.Module | None, seed: int) -> Objective:
+    cls = OBJECTIVES[point.method]
+    kwargs = dict(point.knobs)
+    try:
+        check_knobs(point.method, kwargs)
+        if cls.needs_reference:
+            kwargs["reference"] = reference
+        if "seed" in inspect.signature(cls.__init__).parameters:
+            kwargs["seed"] = seed
+        objective = cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a knob of the wrong type or value
+        raise UserError(f"unlearn: method {point.method!r} with knobs {dict(point.knobs)}: {err}") from None
+    return SAM(objective, point.sam_rho) if point.sam_rho else objective
+
+
+class UnlearnResult(StageResult):
+    kind: Literal["unlearn"] = "unlearn"
+    label: str
+    method: str
+    lr: float
+    knobs: dict[str, Any]
+    sam_rho: float | None
+    metrics_before: dict[str, float]  # the base model at step 0, under `evaluation_key`
+
+
+@dataclass(frozen=True)
+class Unlearn(Stage):
+    """One unlearning run from the `base` input: constant LR, AdamW without weight decay, clipping."""
+
+    point: SweepPoint
+    kind = "unlearn"
+
+    def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        p = self.point
+        # Evaluation cadence and the selection rule change what is logged and chosen, never the weights.
+        return {"seed": cfg.seed, "data": cfg.setting.data_identity(), "context": cfg.model.context,
+                "method": p.method, "lr": p.lr, "knobs": p.knobs, "sam_rho": p.sam_rho,
+                "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every"})}
+
+    def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
+        return f"unlearn_{self.point.label.replace('+', '_')}_lr{self.point.lr:g}_{key[:8]}"
+
+    def run(self, job: StageJob) -> UnlearnResult:
+        cfg, setting, u, point = job.cfg, job.setting(), job.cfg.unlearn, self.point
+        rows = {side: setting.packed_rows(setting.labelled_documents(side, u.examples, cfg.seed), cfg.model.context)
+                for side in ("forget", "retain")}
+        batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
+        model = load_model(job.inputs["base"] / "model")
+        needs_reference = OBJECTIVES[point.method].needs_reference
+        reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
+        objective = build_unlearning_objective(point, reference, cfg.seed)
+        train_cfg = TrainConfig(batch_size=u.batch_size, lr=point.lr, schedule="constant", warmup_steps=0,
+                                weight_decay=0.0, clip=u.clip, max_steps=u.steps, eval_every=u.eval_every,
+                                checkpoint_every=max(u.eval_every, 50), log_every=10)
+        result = train(model, objective, batches, train_cfg, u.steps, job.workdir, evaluate=setting.evaluate,
+                       eval_at_start=True, progress=job.progress, description=f"unlearn {point.description}",
+                       run_key=job.key)
+        save_model(model, job.workdir / "model", setting.tokenizer)
+        write_evaluation(job.workdir, cfg.setting, result.final_metrics)
+        before = next(line for line in result.history if line["kind"] == "eval" and line["step"] == 0)
+        return UnlearnResult(
+            label=point.label, method=point.method, lr=point.lr, knobs=dict(point.knobs), sam_rho=point.sam_rho,
+            seed=cfg.seed, steps=result.steps, tokens=result.tokens,
+            labelled_tokens=result.tokens,  # every token it reads is forget- or retain-tagged
+            flops=result.flops, wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting),
+            metrics_before={k: v for k, v in before.items() if k not in ("kind", "step", "tokens", "flops")},
+            final_metrics=result.final_metrics)
+
+
+def default_base(cfg: ExperimentConfig) -> Path:
+    """This config's pretrained base model, `<run_dir>/base` (a UserError if it is not there yet)."""
+    expected = Artifact(cfg.run_dir, "base", pretrain_key(cfg, "base"))
+    if not expected.is_complete():
+        raise UserError(f"no pretrained base model at {expected.path}; run `undo pretrain` with this config first")
+    return expected.path
+
+
+def unlearn(cfg: ExperimentConfig, point: SweepPoint, base: Path | None = None, *, progress: bool = True) -> Path:
+    """One unlearning run from the base model (default: this config's `<run_dir>/base`)."""
+    return run_stage(Unlearn(point), cfg, {"base": base if base is not None else default_base(cfg)},
+                     progress=progress)

@@ -1,0 +1,137 @@
+"""Executors: where a plan's tasks run. One small interface, `submit(task, inputs) -> Future`, so the scheduling
+(`execute`: each task as soon as its inputs exist, skips, the manifest after every task) is written once:
+
+- `SerialExecutor`: in this process, in plan order (the default; what a dry run uses);
+- `PoolExecutor`: a local pool of N worker processes, each with its share of the CPU threads.
+
+A task travels to a worker with its inputs (run-relative artifact paths) and comes back with its output.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Protocol
+
+from rich.console import Console
+
+from undo.core.artifacts import NotComputed
+from undo.study.plan import Plan, SkipTask, Task
+
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
+
+
+class Executor(Protocol):
+    def submit(self, task: Task, inputs: dict[str, Any]) -> Future: ...
+
+    def close(self, cancel: bool) -> None: ...
+
+
+class SerialExecutor:
+    """Runs each task when it is submitted; its future is already settled."""
+
+    def submit(self, task: Task, inputs: dict[str, Any]) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(task.run(inputs))
+        except (SkipTask, NotComputed) as reason:
+            future.set_exception(reason)
+        return future  # any other error propagates at once, with its traceback
+
+    def close(self, cancel: bool) -> None:
+        pass
+
+
+class PoolExecutor:
+    """`workers` processes; each gets cpu_count / workers threads (independent stages share the CPU)."""
+
+    def __init__(self, workers: int):
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(threads,))
+
+    def submit(self, task: Task, inputs: dict[str, Any]) -> Future:
+        return self.pool.submit(_run_task, task, inputs)
+
+    def close(self, cancel: bool) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_task(task: Task, inputs: dict[str, Any]) -> Any:
+    return task.run(inputs)
+
+
+def execute(plan: Plan, executor: Executor, on_change: Callable[[dict[str, Any], dict[str, str], set[str]], None]
+            ) -> dict[str, Any]:
+    """Run every task once its inputs are settled, in plan order among those ready. A task whose input made nothing
+    is skipped with that input's reason; `on_change(outputs, skipped, pending)` is called after every settled task
+    (the manifest). `pending` holds the tasks not computed yet in a dry run, and everything that needs them."""
+    outputs: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    pending: set[str] = set()
+    numbers = {task.name: number for number, task in enumerate(plan.tasks, 1)}
+    total = len(plan.tasks)
+    started = time.perf_counter()
+
+    def settle(task: Task, future: Future) -> None:
+        try:
+            outputs[task.name] = future.result()
+        except (SkipTask, NotComputed) as reason:
+            outputs[task.name], skipped[task.name] = None, str(reason)
+            if isinstance(reason, NotComputed):
+                pending.add(task.name)
+            console.print(f"[yellow]nothing made[/] ({task.name}): {reason}")
+        on_change(outputs, skipped, pending)
+
+    def skip_if_input_missing(task: Task) -> bool:
+        missing = [n for n in task.needs if outputs.get(n) is None]
+        if not missing:
+            return False
+        skipped[task.name] = skipped.get(missing[0]) or f"{missing[0]} produced nothing"
+        if pending & set(missing):
+            pending.add(task.name)
+        outputs[task.name] = None
+        console.print(f"[yellow]({numbers[task.name]}/{total}) skip {task.name}[/]: {skipped[task.name]}")
+        on_change(outputs, skipped, pending)
+        return True
+
+    waiting = list(plan.tasks)
+    running: dict[Future, Task] = {}
+    try:
+        while waiting or running:
+            progressed = True
+            while progressed:  # plan order among the ready; a settled or skipped task may make more ready
+                progressed = False
+                for task in list(waiting):
+                    if any(n not in outputs for n in task.needs):
+                        continue
+                    waiting.remove(task)
+                    progressed = True
+                    if skip_if_input_missing(task):
+                        continue
+                    console.print(f"[bold]({numbers[task.name]}/{total}) {task.name}[/]")
+                    future = executor.submit(task, task.inputs_from(outputs))
+                    if future.done():
+                        settle(task, future)
+                    else:
+                        running[future] = task
+            assert running or not waiting, "a task waits on inputs nothing will produce"  # a plan bug
+            if running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    console.print(f"[bold]({numbers[task.name]}/{total}) done: {task.name}[/]")
+                    settle(task, future)
+    except BaseException:
+        executor.close(cancel=True)
+        raise
+    executor.close(cancel=False)
+    console.print(f"[green]study done[/] in {time.perf_counter() - started:.0f}s")
+    return outputs

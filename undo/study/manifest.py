@@ -1,0 +1,86 @@
+"""The study manifest, `<run_dir>/study.json`: what a study's plan made, in a typed form the report reads.
+
+Paths are relative to the run directory (so a run directory can be moved, or seen from other machines); each model
+of the study appears once per seed with its role, its artifact and one attack artifact per attack kind.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from undo.core.errors import UserError
+from undo.stages.selection import TeacherChoice
+
+MANIFEST = "study.json"
+
+
+class Role(str, Enum):
+    """What a model is in the study (the paper's vocabulary)."""
+
+    BASE = "base"  # pretrained on retain + forget data
+    ORACLE = "oracle"  # pretrained on retain data only: perfect data filtering
+    UNLEARN = "unlearn"  # one unlearning sweep point
+    TEACHER = "teacher"  # the sweep point chosen for its family: the unlearn-only model
+    DISTILLED = "distilled"  # Unlearn-and-Distill: the teacher distilled into a random init
+    UNDO = "undo"  # the teacher distilled into a shrink-and-perturbed copy of itself
+    ORACLE_MATCH_BASE = "oracle_match_base"  # the base model distilled toward the oracle's outputs
+    ORACLE_MATCH_RANDOM = "oracle_match_random"  # a random init distilled from the oracle
+
+    @property
+    def stage_kind(self) -> str:
+        return {Role.BASE: "pretrain", Role.ORACLE: "pretrain", Role.UNLEARN: "unlearn",
+                Role.TEACHER: "unlearn"}.get(self, "distill")
+
+
+class ModelSpec(BaseModel):
+    """A model the plan makes, as the report names it."""
+
+    id: str
+    role: Role
+    seed: int | None = None  # None: shared by every seed (the pretrained base and oracle)
+    family: str | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    lr: float | None = None
+    knobs: dict[str, Any] | None = None
+
+
+class ModelEntry(ModelSpec):
+    seed: int
+    task: str
+    artifact: str | None  # relative to the run directory; None when not made (see `skipped`)
+    attacks: dict[str, str | None] = {}  # attack kind -> its artifact (relative), None when not made
+    skipped: str | None = None
+
+
+class Manifest(BaseModel):
+    config: dict[str, Any]
+    config_hash: str
+    evaluation_key: str  # the evaluation identity every reported metric is measured under
+    seeds: list[int]
+    attack_kinds: list[str]
+    plan_key: str
+    complete: bool
+    selection: dict[int, dict[str, TeacherChoice]]  # seed -> method family -> its teacher choice
+    models: list[ModelEntry]
+    skipped: dict[str, str]  # task name -> why it made nothing
+
+    def write(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / MANIFEST
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Manifest:
+        path = Path(run_dir) / MANIFEST
+        if not path.is_file():
+            raise UserError(f"no study at {run_dir}: {MANIFEST} is missing; run `undo run STUDY.yaml` first")
+        return cls.model_validate_json(path.read_text())

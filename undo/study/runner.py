@@ -1,0 +1,70 @@
+"""Running a study: build the plan, execute it with an executor, keep the manifest current, write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from undo.config import ExperimentConfig, config_hash
+from undo.core.artifacts import Artifact, dry_run
+from undo.core.errors import UserError
+from undo.report import write_report
+from undo.stages.pretrain import pretrain_key
+from undo.stages.evaluation import evaluation_key
+from undo.study.executors import Executor, PoolExecutor, SerialExecutor, execute
+from undo.study.manifest import MANIFEST, Manifest, ModelEntry
+from undo.study.plan import Plan, build_plan, select_task
+
+
+def manifest_of(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pending: set[str]) -> Manifest:
+    """What the plan has made so far: every model (once per seed) with its artifact and its attacks."""
+    cfg = plan.cfg
+    attacks: dict[tuple[str, int], dict[str, str | None]] = {}
+    for task in plan.tasks:
+        if task.attack_of is not None:
+            attacks.setdefault((task.attack_of, task.cfg.seed), {})[task.attack_kind] = outputs.get(task.name)
+    models = []
+    for task in plan.tasks:
+        if task.model is None:
+            continue
+        # The base model and oracle are shared by every seed and attacked once per seed: one entry per seed.
+        for seed in [task.model.seed] if task.model.seed is not None else cfg.seeds:
+            models.append(ModelEntry(**{**task.model.model_dump(), "seed": seed}, task=task.name,
+                                     artifact=outputs.get(task.name), attacks=attacks.get((task.name, seed), {}),
+                                     skipped=skipped.get(task.name)))
+    selection = {t.cfg.seed: outputs[t.name] for t in plan.tasks
+                 if t.action is select_task and outputs.get(t.name) is not None}
+    return Manifest(config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+                    evaluation_key=evaluation_key(cfg.setting), seeds=cfg.seeds, attack_kinds=cfg.attack.kinds,
+                    plan_key=plan.key, complete=all(t.name in outputs for t in plan.tasks) and not pending,
+                    selection=selection, models=models, skipped=skipped)
+
+
+def execute_plan(plan: Plan, executor: Executor) -> dict[str, Any]:
+    run_dir = Path(plan.cfg.run_dir)
+
+    def write(outputs, skipped, pending) -> None:
+        manifest_of(plan, outputs, skipped, pending).write(run_dir)
+
+    return execute(plan, executor, write)
+
+
+def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int = 1) -> Path:
+    """Build the plan, execute it (in `workers` processes), then write the report. Returns the run directory."""
+    if workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
+    plan = build_plan(cfg, progress=progress and workers == 1)  # parallel tasks would garble progress bars
+    execute_plan(plan, SerialExecutor() if workers == 1 else PoolExecutor(workers))
+    if report:
+        write_report(Path(cfg.run_dir))
+    return Path(cfg.run_dir)
+
+
+def collect_study(cfg: ExperimentConfig) -> Path:
+    """Write the manifest of the study's complete artifacts, computing nothing; returns its path."""
+    if not Artifact(cfg.run_dir, "base", pretrain_key(cfg, "base")).is_complete():
+        raise UserError(f"nothing of this study is computed in {cfg.run_dir} yet (no base model): run "
+                        "`undo run STUDY.yaml` first")
+    with dry_run():
+        execute_plan(build_plan(cfg, progress=False), SerialExecutor())
+    return Path(cfg.run_dir) / MANIFEST
