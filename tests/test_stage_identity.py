@@ -1,0 +1,105 @@
+"""An artifact depends on its inputs only, and every number a decision reads was measured on the current evaluation
+set. Regression tests for two bugs of the hand-written keys:
+- stale teacher choice: the unlearning artifact's key leaves out the evaluation set, and teacher selection read the
+  metrics stored in it, so after a change of `setting.eval_per_cell` teachers were chosen on the old set;
+- order-dependent artifacts: every stage wrote an accounting block into its own meta.json by scanning the run
+  directory, so the base model's meta.json differed with whether the oracle existed yet."""
+
+import hashlib
+import json
+import math
+
+from tests.conftest import TINY
+from undo.config import validate_config
+from undo.core.models import load_model
+from undo.settings.arithmetic import ArithmeticSetting
+from undo.stages.distill import DistillResult
+from undo.stages.pretrain import pretrain
+from undo.study.manifest import Manifest, Role
+from undo.study.runner import run_study
+
+STUDY = {
+    **TINY,
+    "unlearn": {"steps": 2, "batch_size": 4, "eval_every": 2, "examples": 100,
+                "methods": [{"method": "maxent", "lrs": [1e-3, 3e-3]}]},
+    "distill": {"examples": 200, "train": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "warmup_steps": 1}},
+    "attack": {"steps": 2, "eval_every": 2, "budgets": [2], "lrs": [1e-3], "eval_per_cell": 3, "examples": 200,
+               "batch_size": 4},
+    "study": {"distill_methods": ["maxent"], "undo_method": "none", "oracle_matching": False},
+}
+
+
+def fingerprint(model) -> float:
+    return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
+
+
+def set_dependent_evaluation(self, model) -> dict[str, float]:
+    """Every model keeps its retain score; its forget score depends on the model *and* on the evaluation set, and
+    ranks the models in opposite orders on the 4-item and the 5-item sets (so the choice of teacher must flip)."""
+    spread = math.modf(fingerprint(model) * 1000)[0]
+    forget = spread if self.cfg.eval_per_cell == 4 else 1 - spread
+    return {"retain": 0.9, "forget": forget}
+
+
+def study(run_dir, eval_per_cell):
+    return validate_config({**STUDY, "run_dir": str(run_dir),
+                            "setting": {**TINY["setting"], "eval_per_cell": eval_per_cell}})
+
+
+def test_teachers_are_chosen_on_the_current_evaluation_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(ArithmeticSetting, "evaluate", set_dependent_evaluation)
+    run_dir = tmp_path / "runs"
+    run_study(study(run_dir, 4), progress=False, report=False)
+    first = Manifest.read(run_dir).selection[0]["maxent"]
+    unlearned = sorted(p.name for p in run_dir.glob("unlearn_*"))
+
+    new_set = study(run_dir, 5)
+    run_study(new_set, progress=False, report=False)
+    assert sorted(p.name for p in run_dir.glob("unlearn_*")) == unlearned  # unlearning was not redone...
+    again = Manifest.read(run_dir).selection[0]["maxent"]
+    setting = ArithmeticSetting(new_set.setting)
+    for candidate in again.candidates:  # ...but every number the rule read is the new set's
+        model = load_model(run_dir / candidate.path / "model")
+        assert candidate.forget == set_dependent_evaluation(setting, model)["forget"]
+    assert again.base_retain == set_dependent_evaluation(setting, load_model(run_dir / "base" / "model"))["retain"]
+    assert again.chosen != first.chosen  # the ranking flipped, and so did the choice
+    # The student distilled on the new set learned from the new choice of teacher.
+    students = [e for e in Manifest.read(run_dir).models if e.role == Role.DISTILLED]
+    meta = DistillResult.model_validate_json((run_dir / students[0].artifact / "meta.json").read_text())
+    assert meta.input_paths["teacher"].endswith(again.chosen)
+
+
+def comparable(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k not in ("wall_time_s", "code_version")}
+
+
+def test_an_artifact_does_not_depend_on_which_siblings_exist(tmp_path):
+    alone, after_oracle = tmp_path / "alone", tmp_path / "after_oracle"
+    pretrain(validate_config({**TINY, "run_dir": str(alone)}), "base", progress=False)
+    with_oracle = validate_config({**TINY, "run_dir": str(after_oracle)})
+    pretrain(with_oracle, "oracle", progress=False)
+    pretrain(with_oracle, "base", progress=False)
+    metas = [json.loads((run / "base" / "meta.json").read_text()) for run in (alone, after_oracle)]
+    assert comparable(metas[0]) == comparable(metas[1])
+    assert "accounting" not in metas[0]  # computed where it is read, from the lineage (undo.analysis.accounting)
+
+
+def test_evaluations_are_cached_beside_the_model_by_what_they_measure(tmp_path):
+    cfg = validate_config({**TINY, "run_dir": str(tmp_path / "runs")})
+    base = pretrain(cfg, "base", progress=False)
+    files = list((base / "evaluations").glob("*.json"))
+    assert len(files) == 1
+    recorded = json.loads(files[0].read_text())
+    meta = json.loads((base / "meta.json").read_text())
+    assert recorded["metrics"] == meta["final_metrics"] and recorded["evaluation_key"] == meta["evaluation_key"]
+    assert recorded["evaluation_key"] == files[0].stem
+    assert recorded["evaluation"]["eval_per_cell"] == TINY["setting"]["eval_per_cell"]
+    # A new evaluation set re-measures the complete model beside the first evaluation; the weights are reused.
+    stamp = (base / "model" / "model.safetensors").stat().st_mtime_ns
+    other = validate_config({**TINY, "run_dir": str(tmp_path / "runs"),
+                             "setting": {**TINY["setting"], "eval_per_cell": 2}})
+    assert pretrain(other, "base", progress=False) == base
+    assert len(list((base / "evaluations").glob("*.json"))) == 2
+    assert (base / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    digest = hashlib.sha256((base / "model" / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == meta["model_sha256"]
