@@ -70,6 +70,7 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
              only: Annotated[Optional[str], typer.Option(help="train only 'base' or 'oracle'")] = None,
              progress: ProgressOpt = True) -> None:
     """Pretrain the base model (all operations) and the data-filtered oracle (retain operations only)."""
+    from undo.stages.evaluation import ensure_evaluation
     from undo.stages.pretrain import pretrain as run_pretrain
 
     cfg = _load(config, set_, run_dir)
@@ -77,8 +78,9 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
         raise UserError(f"--only takes 'base' or 'oracle', got {only!r}")
     which = [only] if only else (["base", "oracle"] if cfg.pretrain.oracle else ["base"])
     paths = [run_pretrain(cfg, w, progress=progress) for w in which]
-    for path in paths:
-        _print_metrics(cfg, json.loads((path / "meta.json").read_text()), title=str(path))
+    for path in paths:  # the metrics of the current evaluation set (a reused model may have been measured on another)
+        meta = {**json.loads((path / "meta.json").read_text()), "final_metrics": ensure_evaluation(path, cfg)}
+        _print_metrics(cfg, meta, title=str(path))
 
 
 @app.command()
