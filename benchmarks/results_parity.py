@@ -55,16 +55,15 @@ def normalise(results: dict) -> dict:
             "robustness": robustness or None, "skipped": m.get("skipped")}
     claims = results["claims"].get(KIND, {}) if KIND in results["claims"] else results["claims"]
     claims = json.loads(json.dumps(claims))
-    tau = claims.get("R3", {}).pop("kendall_tau", None)
-    if "R3" in claims:
-        claims["R3"].pop("held", None)  # decided from tau
+    tau = claims.get("R3", {}).pop("kendall_tau", None)  # R3's verdict, decided from tau, is still compared
     selection = {str(seed).removeprefix("seed "): {
         family: {"chosen": strip_names(choice["chosen"]), "base_retain": choice["base_retain"],
                  "retain_threshold": choice["retain_threshold"],
                  "candidates": [{k: c[k] for k in ("lr", "knobs", "retain", "forget", "qualifies")}
                                 for c in choice["candidates"]]}
         for family, choice in by_family.items()} for seed, by_family in results["selection"].items()}
-    return {"models": {f"{name} (seed {seed})": value for (name, seed), value in models.items()}, "claims": strip_names(claims), "selection": selection,
+    return {"models": {f"{name} (seed {seed})": value for (name, seed), value in models.items()},
+            "claims": strip_names(claims), "selection": selection,
             "skipped": sorted(results["skipped"]), "tau": tau}
 
 

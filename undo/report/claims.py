@@ -81,7 +81,8 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
         points.append({"alpha": group[0].alpha,
                        "compute": seed_mean(group, lambda r: r.accounting.stage_fraction_of_oracle),
                        "steps": seed_mean(group, lambda r: r.steps),
-                       "robustness": {k: seed_mean(group, lambda r, k=k: r.robustness[kind][k]) for k in keys + ["area"]},
+                       "robustness": {k: seed_mean(group, lambda r, k=k: r.robustness[kind][k])
+                                      for k in keys + ["area"]},
                        "retain": seed_mean(group, lambda r: r.metrics["retain"]),
                        "labelled_fraction": seed_mean(group, lambda r: r.accounting.labelled_fraction)})
     points.sort(key=lambda p: p["alpha"])

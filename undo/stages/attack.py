@@ -24,7 +24,7 @@ from undo.core.engine import read_metrics, train
 from undo.core.errors import UserError
 from undo.core.models import load_model
 from undo.settings import Setting
-from undo.stages.base import Resources, Stage, StageJob, StageResult, run_stage
+from undo.stages.base import Stage, StageJob, StageResult, run_stage
 from undo.stages.evaluation import evaluation_key
 
 
@@ -89,7 +89,6 @@ class Attack(Stage):
     attack_kind: str = "finetune"
     kind = "attack"
     makes_model = False
-    resources = Resources(cpus=1, gpus=1.0)
 
     @property
     def method(self) -> AttackKind:
