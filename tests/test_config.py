@@ -25,7 +25,8 @@ def write(tmp_path, text):
 
 
 @pytest.mark.parametrize("text, key_path, hint", [
-    ("model:\n  layrs: 2\n", "model.layrs", "unknown key; remove it or use one of: context, heads"),
+    ("model:\n  layrs: 2\n", "model.layrs", "unknown key (did you mean 'layers'?); remove it or use one of: "
+                                           "attn_implementation, context, dtype"),
     ("model:\n  layers: two\n", "model.layers", "valid integer"),
     ("model:\n  layers: 0\n", "model.layers", "greater than or equal to 1"),
     ("pretrain:\n  train:\n    lr: -1\n", "pretrain.train.lr", "greater than 0"),

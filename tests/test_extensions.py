@@ -46,7 +46,7 @@ class AlphabetConfig(SettingConfig):
     def with_eval_items(self, items: int) -> "AlphabetConfig":
         return self.model_copy(update={"eval_items": items})
 
-    def build(self, cache_dir: Path) -> "AlphabetSetting":
+    def build(self, cache_dir: Path, tokenizer=None) -> "AlphabetSetting":
         return AlphabetSetting(self)
 
 

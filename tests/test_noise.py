@@ -78,10 +78,37 @@ def test_half_shrink_matches_gain_offset_formula():
     torch.testing.assert_close(net.norm.weight, torch.full((8,), 0.35))
 
 
-def test_unknown_norm_is_refused_before_anything_changes():
-    net = TinyNet()
+class PlainNorm(OnePlusNorm):
+    """An RMSNorm written as w * x_hat, in no table either: neutral gain w = 1."""
+
+    def forward(self, x):
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def test_an_unknown_norm_class_is_probed_for_its_convention():
+    net = TinyNet()  # OnePlusNorm is in no table: its (1 + w) convention is measured
+    shrink_and_perturb(net, alpha=0.5, beta=0.0, seed=0)
+    torch.testing.assert_close(net.norm.weight, torch.full((8,), 0.35))
+    plain = nn.Sequential(nn.Linear(8, 8), PlainNorm(8))
+    shrink_and_perturb(plain, alpha=0.5, beta=0.0, seed=0)
+    torch.testing.assert_close(plain[1].weight, torch.full((8,), 0.85))
+
+
+class ScaledProjection(nn.Module):
+    """A learned per-feature scale that is not a norm: its output is not scale-free, so no convention fits it."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.scale = nn.Module()
+        self.scale.weight = nn.Parameter(torch.full((8,), 0.7))
+        self.scale.forward = lambda x: x + self.scale.weight
+
+
+def test_a_vector_that_is_no_norm_gain_is_refused_before_anything_changes():
+    net = ScaledProjection()
     before = weights(net)
-    with pytest.raises(UserError, match=r"norm\.weight \(OnePlusNorm\.weight.*gain_offsets"):
+    with pytest.raises(UserError, match=r"scale\.weight \(Module\.weight, a vector that is neither.*gain_offsets"):
         shrink_and_perturb(net, alpha=0.5, beta=1.0, seed=0)
     assert all(torch.equal(p, before[name]) for name, p in net.named_parameters())
 

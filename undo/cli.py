@@ -76,7 +76,7 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
     cfg = _load(config, set_, run_dir)
     if only not in (None, "base", "oracle"):
         raise UserError(f"--only takes 'base' or 'oracle', got {only!r}")
-    which = [only] if only else (["base", "oracle"] if cfg.pretrain.oracle else ["base"])
+    which = [only] if only else (["base", "oracle"] if cfg.oracle_source else ["base"])
     paths = [run_pretrain(cfg, w, progress=progress) for w in which]
     for path in paths:  # the metrics of the current evaluation set (a reused model may have been measured on another)
         meta = {**json.loads((path / "meta.json").read_text()), "final_metrics": ensure_evaluation(path, cfg)}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from undo.config.sections import (
-    AttackConfig, DistillConfig, MethodSweep, ModelConfig, PretrainConfig, StudyConfig, UnlearnConfig,
+    AttackConfig, DistillConfig, MethodSweep, ModelConfig, OracleConfig, PretrainConfig, StudyConfig, UnlearnConfig,
 )
+from undo.core.checkpoints import check_checkpoint, local_depth
 from undo.core.strict import StrictModel
 from undo.objectives import OBJECTIVES
 from undo.settings import DEFAULT_SETTING, SettingConfig, parse_setting
@@ -22,6 +23,7 @@ class ExperimentConfig(StrictModel):
     setting: SerializeAsAny[SettingConfig] = Field(default_factory=lambda: parse_setting({}, DEFAULT_SETTING))
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
     unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
@@ -43,12 +45,28 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"{where}: {name!r} is not swept in unlearn.methods; use one of: "
                                  f"{', '.join(dict.fromkeys(families))}")
         self.setting.check_experiment(self)
+        if self.oracle.pretrained is not None and self.pretrain.oracle:
+            raise ValueError("pretrain.oracle: true pretrains an oracle here, but oracle.pretrained names one; keep "
+                             "one of them")
+        if self.model.pretrained is not None:
+            check_checkpoint(self.model.pretrained)
+        if self.oracle.pretrained is not None:
+            check_checkpoint(self.oracle.pretrained, role="oracle.pretrained")
+        depth = self.model.layers if self.model.pretrained is None else local_depth(self.model.pretrained)
         for i, sweep in enumerate(self.unlearn.methods):  # a block index past the model fails here, not mid-study
             for layer in _layer_knob_values(sweep):
-                if not 0 <= layer < self.model.layers:
+                if depth is not None and not 0 <= layer < depth:
                     raise ValueError(f"unlearn.methods.{i}: {sweep.method} layer {layer} is out of range for a "
-                                     f"{self.model.layers}-block model; set knobs.layer to 0..{self.model.layers - 1}")
+                                     f"{depth}-block model; set knobs.layer to 0..{depth - 1}")
         return self
+
+    @property
+    def oracle_source(self) -> Literal["pretrained", "trained"] | None:
+        """Where the data-filtered oracle comes from: a checkpoint the user names, pretraining here, or nowhere."""
+        if self.oracle.pretrained is not None:
+            return "pretrained"
+        trained = self.pretrain.oracle if self.pretrain.oracle is not None else self.model.pretrained is None
+        return "trained" if trained else None
 
     @property
     def seeds(self) -> list[int]:

@@ -4,6 +4,7 @@ and the fix; the CLI turns it into exit code 2."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,9 @@ def describe_validation_error(err: ValidationError, root: type[BaseModel], sourc
             allowed = _allowed_keys(SETTINGS[name], raw_loc[1:-1])
         else:
             allowed = _allowed_keys(root, raw_loc[:-1])
-        hint = f"unknown key; remove it or use one of: {', '.join(allowed)}" if allowed else "unknown key; remove it"
+        close = difflib.get_close_matches(str(raw_loc[-1]), allowed, n=1)
+        hint = (f"unknown key{f' (did you mean {close[0]!r}?)' if close else ''}; remove it or use one of: "
+                f"{', '.join(allowed)}" if allowed else "unknown key; remove it")
     elif kind == "value_error":
         hint = first["msg"].removeprefix("Value error, ")
     else:

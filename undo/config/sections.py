@@ -15,8 +15,24 @@ from undo.objectives import check_knobs, unlearning_methods
 
 
 class ModelConfig(StrictModel):
-    """A tiny LlamaForCausalLM."""
+    """The model: a tiny LlamaForCausalLM built here (the shape fields), or your own Hugging Face checkpoint
+    (`pretrained`), whose architecture, vocabulary and tokenizer are then read from the checkpoint."""
 
+    pretrained: str | None = Field(
+        None, description="a Hugging Face causal-LM checkpoint used as the base model instead of pretraining one: "
+                          "a local folder (config.json, safetensors weights, tokenizer) or, online, a hub id; "
+                          "layers/width/heads/kv_heads/mlp_width/vocab/init_std then do not apply")
+    revision: str | None = Field(None, description="the hub revision (branch, tag or commit) of `pretrained`")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights of every model in every stage (bfloat16 halves the memory of real models)")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="attention kernel of loaded models; null = the transformers default")
+    trust_remote_code: bool = Field(False, description="run a checkpoint's own modelling code (only if you trust it)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (memory "
+                                                            "for compute) in every training stage")
+    pretraining_tokens: int | None = Field(
+        None, ge=1, description="tokens the `pretrained` model was trained on, if known: the denominator of the "
+                                "labelled fraction (a model built here counts its own)")
     layers: int = Field(4, ge=1, le=128, description="number of transformer blocks")
     width: int = Field(128, ge=8, le=16384, description="hidden size")
     heads: int = Field(4, ge=1, le=256, description="attention heads")
@@ -67,7 +83,18 @@ class TrainConfig(StrictModel):
 
 class PretrainConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
-    oracle: bool = Field(True, description="also pretrain the data-filtered oracle (retain data only)")
+    oracle: bool | None = Field(
+        None, description="pretrain the data-filtered oracle here (retain data only); null = yes for a model built "
+                          "here, no for `model.pretrained` (name one in oracle.pretrained, or set true to pretrain "
+                          "one of its architecture from scratch: small models only)")
+
+
+class OracleConfig(StrictModel):
+    """The data-filtered oracle, when you have one: a checkpoint trained without the forget data."""
+
+    pretrained: str | None = Field(None, description="a checkpoint (folder or hub id) trained without the forget "
+                                                      "data, used as the oracle instead of pretraining one")
+    revision: str | None = Field(None, description="its hub revision")
 
 
 class MethodSweep(StrictModel):

@@ -1,24 +1,33 @@
-"""FLOP accounting.
+"""FLOP accounting, measured on any architecture.
 
-The formula (Kaplan et al. 2020; Hoffmann et al. 2022, appendix F), per token of a sequence of length T:
+A model's forward FLOPs per token at sequence length T are *counted* by `torch.utils.flop_counter.FlopCounterMode`
+on one forward pass of the real shapes (a [1, T] batch), with attention on PyTorch's math kernel so that its two
+T x T products are ordinary matmuls the counter sees (a fused CPU kernel would be invisible to it). The count is
+cached per architecture and T. Training costs 3 x forward (the backward pass costs twice the forward), a teacher
+or frozen reference that only runs forward costs forward.
 
-    forward  = 2 * N_matmul + 4 * n_layers * T * d_attn
-    training = 3 * forward            (the backward pass costs twice the forward)
+For a Llama the count equals the formula of Kaplan et al. (2020) and Chinchilla (Hoffmann et al. 2022, appendix F),
 
-N_matmul counts the weights of every nn.Linear (attention projections, MLP, LM head); the input embedding is a
-lookup and costs nothing, norms are negligible. 4 * n_layers * T * d_attn is the attention itself (scores Q.K^T
-and the weighted sum of V, 2 * T * d_attn FLOPs each), counted over the full T x T square as Chinchilla does,
-i.e. without discounting the causal mask. d_attn = heads * head_dim (= width for our models).
-A teacher that only runs forward (distillation) costs `forward` per token.
+    forward = 2 * N_matmul + 4 * n_layers * T * d_attn,
+
+N_matmul the weights of every matmul (attention projections, MLP, LM head; the input embedding is a lookup and
+costs nothing, norms are negligible) and 4 * n_layers * T * d_attn the attention itself over the full T x T square
+(no causal discount). `analytic_forward_flops_per_token` is that formula, kept as the check of the counter.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+from transformers.pytorch_utils import Conv1D
 
 
 def matmul_parameters(model: nn.Module) -> int:
-    return sum(module.weight.numel() for module in model.modules() if isinstance(module, nn.Linear))
+    """Weights that take part in a matmul: every nn.Linear and GPT-2-style Conv1D (a tied head counts again: it is a
+    second matmul with the same weights)."""
+    return sum(module.weight.numel() for module in model.modules() if isinstance(module, (nn.Linear, Conv1D)))
 
 
 def attention_width(model: nn.Module) -> tuple[int, int]:
@@ -28,10 +37,37 @@ def attention_width(model: nn.Module) -> tuple[int, int]:
     return config.num_hidden_layers, config.num_attention_heads * head_dim
 
 
-def forward_flops_per_token(model: nn.Module, seq_len: int) -> int:
+def analytic_forward_flops_per_token(model: nn.Module, seq_len: int) -> int:
     layers, d_attn = attention_width(model)
     return 2 * matmul_parameters(model) + 4 * layers * seq_len * d_attn
 
 
+def forward_flops_per_token(model: nn.Module, seq_len: int) -> int:
+    """Forward FLOPs per token at sequence length `seq_len`, counted once per architecture and length."""
+    config = getattr(model, "config", None)
+    architecture = (type(model).__qualname__, config.to_json_string() if config is not None else id(model))
+    return _counted_forward_flops(model, architecture, seq_len)
+
+
 def train_flops_per_token(model: nn.Module, seq_len: int) -> int:
     return 3 * forward_flops_per_token(model, seq_len)
+
+
+_COUNTS: dict[tuple, int] = {}  # (architecture, seq_len) -> forward FLOPs per token
+
+
+def _counted_forward_flops(model: nn.Module, architecture: tuple, seq_len: int) -> int:
+    key = (architecture, seq_len)
+    if key not in _COUNTS:
+        device = next(model.parameters()).device
+        ids = torch.zeros(1, seq_len, dtype=torch.long, device=device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+                model(input_ids=ids, use_cache=False)
+        finally:
+            model.train(was_training)
+        total = counter.get_total_flops()
+        _COUNTS[key] = -(-total // seq_len)  # per token, rounded up (exact for every architecture seen)
+    return _COUNTS[key]

@@ -1,14 +1,19 @@
-"""Tiny Llama models from config; saved and loaded as Hugging Face directories (safetensors only)."""
+"""Models: tiny Llamas built from the config, or any Hugging Face causal LM loaded from a checkpoint; saved and loaded
+as Hugging Face folders (safetensors only, no remote code unless the user allows it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import PretrainedConfig, PreTrainedModel
 
 from undo.config import ModelConfig
+from undo.core.checkpoints import check_checkpoint
 from undo.core.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def llama_config(cfg: ModelConfig, *, pad_id: int, eos_id: int) -> LlamaConfig:
@@ -29,15 +34,65 @@ def llama_config(cfg: ModelConfig, *, pad_id: int, eos_id: int) -> LlamaConfig:
 
 
 def build_model(cfg: ModelConfig, *, seed: int, pad_id: int, eos_id: int, tokenizer_size: int) -> LlamaForCausalLM:
-    """A freshly initialised model (normal init with std `cfg.init_std`), reproducible from `seed`."""
+    """A freshly initialised tiny Llama (normal init with std `cfg.init_std`), reproducible from `seed`."""
     if cfg.vocab < tokenizer_size:
         raise UserError(f"model.vocab = {cfg.vocab} is smaller than the tokenizer ({tokenizer_size} tokens); "
                         f"set model.vocab >= {tokenizer_size}")
+    return fresh_model(llama_config(cfg, pad_id=pad_id, eos_id=eos_id), seed=seed, dtype=cfg.dtype)
+
+
+def fresh_model(config: PretrainedConfig, *, seed: int, dtype: str = "float32") -> PreTrainedModel:
+    """A randomly initialised model of `config`'s architecture, with that architecture's own init, from `seed`."""
     # Seed a private generator for the init; the global RNG state is restored so callers stay reproducible.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(llama_config(cfg, pad_id=pad_id, eos_id=eos_id))
+        return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+
+
+def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
+    """The architecture of `cfg.pretrained` (its config.json)."""
+    try:
+        return AutoConfig.from_pretrained(cfg.pretrained, revision=cfg.revision,
+                                          trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.pretrained: could not read the config of {cfg.pretrained}: "
+                        f"{str(err).splitlines()[0]}") from None
+
+
+def load_pretrained(source: str, cfg: ModelConfig, *, revision: str | None = None,
+                    role: str = "model.pretrained") -> PreTrainedModel:
+    """A user's checkpoint (folder or hub id) in the config's dtype and attention kernel."""
+    check_checkpoint(source, role)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, revision=revision, dtype=DTYPES[cfg.dtype], use_safetensors=True,
+            trust_remote_code=cfg.trust_remote_code,
+            **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{role}: could not load {source} as a causal language model: "
+                        f"{str(err).splitlines()[0]}") from None
     return model
+
+
+def load_tokenizer(source: str, cfg: ModelConfig, *, revision: str | None = None, role: str = "model.pretrained"):
+    """The checkpoint's own tokenizer. undo opens every document with the end-of-text token, so one must exist."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{role}: could not load the tokenizer of {source}: {str(err).splitlines()[0]}; save one "
+                        "beside the weights (tokenizer.save_pretrained)") from None
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"{role}: the tokenizer of {source} has no end-of-text (eos) token; undo opens every document "
+                        "with it, so give the tokenizer one")
+    return tokenizer
+
+
+def check_vocabulary(model: PreTrainedModel, tokenizer, where: str) -> None:
+    """Every token id the tokenizer can produce must have an embedding row."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UserError(f"{where}: the tokenizer has {len(tokenizer)} tokens but the model has {rows} embedding rows; "
+                        "use the tokenizer the model was trained with")
 
 
 def save_model(model: PreTrainedModel, directory: Path, tokenizer=None) -> None:
@@ -47,16 +102,21 @@ def save_model(model: PreTrainedModel, directory: Path, tokenizer=None) -> None:
         tokenizer.save_pretrained(directory)
 
 
-def load_model(directory: str | Path) -> PreTrainedModel:
-    """Open a saved model directory; never unpickles (safetensors only), never runs remote code."""
+def load_model(directory: str | Path, cfg: ModelConfig | None = None) -> PreTrainedModel:
+    """Open a saved model directory (an artifact's model/ folder) in the config's dtype; never unpickles
+    (safetensors only), runs remote code only if the config allows it."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise UserError(f"no model at {directory}: expected an HF model directory with config.json "
                         "(an artifact's model/ folder)")
     if not any(directory.glob("*.safetensors")):
         raise UserError(f"{directory} has no .safetensors weights; undo only loads safetensors checkpoints")
+    options = {} if cfg is None else {
+        "dtype": DTYPES[cfg.dtype], "trust_remote_code": cfg.trust_remote_code,
+        **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})}
     try:
-        return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True, trust_remote_code=False)
+        return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True,
+                                                    **{"trust_remote_code": False, **options})
     except (OSError, ValueError) as err:
         raise UserError(f"could not load the model at {directory}: {str(err).splitlines()[0]}") from None
 

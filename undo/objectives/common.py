@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -42,9 +43,22 @@ def sequence_logprob(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return (token_logp * mask).sum(dim=1), mask.sum(dim=1)
 
 
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of transformer blocks, found by its shape rather than its name (`model.layers` in Llama,
+    `transformer.h` in GPT-2, `gpt_neox.layers`, `model.decoder.layers` in OPT): the ModuleList of
+    `config.num_hidden_layers` modules of one class."""
+    depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == depth
+              and len({type(block) for block in m}) == 1]
+    if len(stacks) != 1:
+        raise UserError(f"cannot find the transformer blocks of this {type(model).__name__} (expected one list of "
+                        f"{depth} blocks, found {len(stacks)}); use a method that does not read block activations")
+    return stacks[0]
+
+
 def check_blocks(model: nn.Module, blocks: Sequence[int], knob: str) -> None:
     """UserError unless every index in `blocks` names a transformer block of `model`."""
-    count = len(model.model.layers)
+    count = len(decoder_blocks(model))
     bad = [b for b in blocks if not 0 <= b < count]
     if bad:
         raise UserError(f"{knob} = {bad[0]} is out of range: the model has {count} blocks (0..{count - 1})")
@@ -55,8 +69,9 @@ def block_outputs(model: nn.Module, blocks: Sequence[int]) -> Iterator[dict[int,
     """During a forward pass inside the `with`, record the residual stream after each block in `blocks`
     ([B, T, width], with its autograd graph) into the yielded dict, keyed by block index.
 
-    These are the raw block outputs. HF's `output_hidden_states=True` gives the same tensor at index b + 1 for
-    every block but the last; its final entry is the last block's output *after* the final RMSNorm.
+    These are the raw block outputs, on any architecture. HF's `output_hidden_states=True` gives the same tensor at
+    index b + 1 for every block but the last; its final entry is the last block's output *after* the final norm,
+    which is why the blocks are hooked instead.
     """
     captured: dict[int, torch.Tensor] = {}
 
@@ -65,12 +80,25 @@ def block_outputs(model: nn.Module, blocks: Sequence[int]) -> Iterator[dict[int,
             captured[index] = output[0] if isinstance(output, tuple) else output
         return hook
 
-    handles = [model.model.layers[b].register_forward_hook(keep(b)) for b in blocks]
+    stack = decoder_blocks(model)
+    handles = [stack[b].register_forward_hook(keep(b)) for b in blocks]
     try:
         yield captured
     finally:
         for handle in handles:
             handle.remove()
+
+
+def parameters_matching(model: nn.Module, pattern: str, knob: str) -> list[nn.Parameter]:
+    """The parameters whose full name matches the regular expression `pattern` (re.search); a UserError naming the
+    pattern and some real names when none does."""
+    regex = re.compile(pattern)
+    chosen = [p for name, p in model.named_parameters() if regex.search(name)]
+    if not chosen:
+        names = [name for name, _ in model.named_parameters()]
+        raise UserError(f"{knob} {pattern!r} selects no parameter of this {type(model).__name__}; its parameter names "
+                        f"look like: {', '.join(names[:3])}, ..., {names[-1]}")
+    return chosen
 
 
 def with_optional_retain_term(model, batch, loss: torch.Tensor, logs: dict[str, float], weight: float):

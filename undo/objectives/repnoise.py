@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from undo.core.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import (
-    FORGET, RETAIN, block_outputs, check_blocks, cross_entropy, shifted_logits, side,
+    FORGET, RETAIN, block_outputs, check_blocks, cross_entropy, decoder_blocks, shifted_logits, side,
 )
 
 
@@ -82,7 +82,7 @@ class RepNoise(Objective):
 
     def loss(self, model, batch):
         forget_ids, forget_mask = side(batch, FORGET)
-        blocks = list(range(len(model.model.layers))) if self.layers is None else self.layers
+        blocks = list(range(len(decoder_blocks(model)))) if self.layers is None else self.layers
         check_blocks(model, blocks, "repnoise layers")
         with block_outputs(model, blocks) as hidden:
             logits, targets, mask, _ = shifted_logits(model, forget_ids, forget_mask)

@@ -91,8 +91,8 @@ class ArithmeticConfig(SettingConfig):
     def with_eval_items(self, items: int) -> "ArithmeticConfig":
         return self.model_copy(update={"eval_per_cell": items})
 
-    def build(self, cache_dir: Path) -> "ArithmeticSetting":
-        return ArithmeticSetting(self)
+    def build(self, cache_dir: Path, tokenizer: Any = None) -> "ArithmeticSetting":
+        return ArithmeticSetting(self, tokenizer)
 
     def metrics_view(self, metrics: dict[str, float]) -> Group:
         """Accuracy per operation x format, then the retain/forget means."""
@@ -232,9 +232,9 @@ class ArithmeticSetting(TokenizedSetting):
 
     score = ACCURACY
 
-    def __init__(self, cfg: ArithmeticConfig):
+    def __init__(self, cfg: ArithmeticConfig, tokenizer: Any = None):
         self.cfg = cfg
-        self.tokenizer = build_char_tokenizer()
+        self.tokenizer = tokenizer if tokenizer is not None else build_char_tokenizer()
         self.eval_problems = evaluation_problems(cfg)
 
     def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list[Problem]:
@@ -270,7 +270,7 @@ class ArithmeticSetting(TokenizedSetting):
         model.eval()
         device = next(model.parameters()).device
         outputs: list[str] = []
-        pad = self.tokenizer.pad_token_id
+        pad = self.pad_id
         encoded = self.encode_documents(prompts)
         batch = self.cfg.eval_batch_size
         for start in range(0, len(encoded), batch):

@@ -71,8 +71,9 @@ NEG_CE = Score("neg_ce")
 class Setting(Protocol):
     """The interface every stage uses. A document is anything with `.text` and `.component` (e.g. "mul/equation")."""
 
-    tokenizer: Any  # a PreTrainedTokenizerFast; `<pad>`=0, `<unk>`=1, `<|endoftext|>`=2
+    tokenizer: Any  # the setting's own (`<pad>`=0, `<unk>`=1, `<|endoftext|>`=2), or the model's
     score: Score
+    context: int | None  # the experiment's sequence length (set by `build_setting`)
 
     def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list:
         """The base model's stream, or the oracle's (the same stream with the forget documents removed)."""
@@ -101,6 +102,14 @@ class TokenizedSetting:
     end-of-text token (so a prompt at evaluation starts exactly like a document in training) -> training rows."""
 
     tokenizer: Any
+    context: int | None = None
+
+    @property
+    def pad_id(self) -> int:
+        """The id padded positions hold (a tokenizer without a pad token pads with end-of-text; padded positions are
+        always masked by length, never recognised by their id)."""
+        pad = self.tokenizer.pad_token_id
+        return self.tokenizer.eos_token_id if pad is None else pad
 
     def encode_documents(self, texts: list[str]) -> list[list[int]]:
         eos = self.tokenizer.eos_token_id
@@ -133,8 +142,9 @@ class SettingConfig(StrictModel):
     def check_experiment(self, experiment: Any) -> None:
         """Raise ValueError (one line, naming the keys) if the rest of the experiment does not fit this setting."""
 
-    def build(self, cache_dir: Path) -> Setting:
-        """The setting object; `cache_dir` is where it may keep derived files (e.g. a trained tokenizer)."""
+    def build(self, cache_dir: Path, tokenizer: Any = None) -> Setting:
+        """The setting object; `cache_dir` is where it may keep derived files (e.g. a trained tokenizer).
+        `tokenizer` is the model's own when the model comes from a checkpoint; None = the setting's own."""
         raise NotImplementedError
 
     def metrics_view(self, metrics: dict[str, float]) -> "RenderableType":
@@ -170,13 +180,17 @@ def parse_setting(value: Any, default: str) -> SettingConfig:
 _BUILT: dict[str, Setting] = {}
 
 
-def build_setting(cfg: SettingConfig, cache_dir: str | Path) -> Setting:
-    """`cfg.build(cache_dir)`, once per process: a study builds the same setting for every stage, and building one can
-    take seconds (the language setting reads two corpora and its tokenizer). The cache key holds the data identity,
-    so an edited corpus file is read again."""
+def build_setting(cfg: SettingConfig, cache_dir: str | Path, *, tokenizer: Any = None,
+                  tokenizer_identity: str | None = None, context: int | None = None) -> Setting:
+    """`cfg.build(cache_dir, tokenizer)`, once per process: a study builds the same setting for every stage, and
+    building one can take seconds (the language setting reads two corpora and its tokenizer). The cache key holds the
+    data identity, so an edited corpus file is read again, and the tokenizer's identity. `context` is the sequence
+    length the experiment trains at (evaluations that cut documents cut them there)."""
     key = stable_hash({"class": f"{type(cfg).__module__}.{type(cfg).__qualname__}",
                        "config": cfg.model_dump(mode="json"), "data": cfg.data_identity(),
-                       "cache_dir": str(cache_dir)})
+                       "cache_dir": str(cache_dir), "tokenizer": tokenizer_identity, "context": context})
     if key not in _BUILT:
-        _BUILT[key] = cfg.build(Path(cache_dir))
+        setting = cfg.build(Path(cache_dir), tokenizer)
+        setting.context = context
+        _BUILT[key] = setting
     return _BUILT[key]

@@ -11,16 +11,22 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def heldout_cross_entropy(model, rows: torch.Tensor, *, pad_id: int, batch_size: int = 32) -> float:
+def heldout_cross_entropy(model, rows: torch.Tensor, *, pad_id: int | None = None, real: torch.Tensor | None = None,
+                          batch_size: int = 32) -> float:
     """Mean next-token cross-entropy in nats of `model` on `rows` (LongTensor [n, context]), over real tokens.
 
-    A position counts when its target and its input are both real (not `pad_id`): padding is never a target, and
-    with left padding the first real token, predicted from padding alone, is not a fair prediction either. Packed
-    rows (no padding) count every position after the first. The model runs in eval mode on its own device;
-    its training flag is restored afterwards.
+    `real` marks the real tokens (True) and padding (False); without it, a position is real unless it holds `pad_id`.
+    A position counts when its target and its input are both real: padding is never a target, and with left padding
+    the first real token, predicted from padding alone, is not a fair prediction either. Packed rows (no padding)
+    count every position after the first. The model runs in eval mode on its own device; its training flag is
+    restored afterwards.
     """
     if rows.dim() != 2 or rows.size(1) < 2:
         raise ValueError(f"rows must be [n, context] with context >= 2, got shape {tuple(rows.shape)}")
+    if real is None:
+        if pad_id is None:
+            raise ValueError("give pad_id or the mask of real tokens")
+        real = rows != pad_id
     device = next((p.device for p in model.parameters()), rows.device)
     was_training = model.training
     model.eval()
@@ -28,9 +34,9 @@ def heldout_cross_entropy(model, rows: torch.Tensor, *, pad_id: int, batch_size:
     try:
         for start in range(0, rows.size(0), batch_size):
             batch = rows[start:start + batch_size].to(device)
-            real = batch != pad_id
-            logits = model(input_ids=batch, attention_mask=real.long()).logits[:, :-1]
-            counted = real[:, 1:] & real[:, :-1]
+            mask = real[start:start + batch_size].to(device)
+            logits = model(input_ids=batch, attention_mask=mask.long()).logits[:, :-1]
+            counted = mask[:, 1:] & mask[:, :-1]
             losses = F.cross_entropy(logits[counted].float(), batch[:, 1:][counted], reduction="sum")
             total += losses.double().cpu()
             count += int(counted.sum())

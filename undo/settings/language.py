@@ -88,12 +88,12 @@ class LanguageConfig(SettingConfig):
         return self.model_copy(update={"eval_documents": min(items, self.heldout_documents)})
 
     def check_experiment(self, experiment) -> None:
-        if experiment.model.vocab < self.vocab_size:
+        if experiment.model.pretrained is None and experiment.model.vocab < self.vocab_size:
             raise ValueError(f"model.vocab ({experiment.model.vocab}) must be >= setting.vocab_size "
                              f"({self.vocab_size}), the tokenizer's size")
 
-    def build(self, cache_dir: Path) -> "LanguageSetting":
-        return LanguageSetting(self, cache_dir=cache_dir)
+    def build(self, cache_dir: Path, tokenizer: Any = None) -> "LanguageSetting":
+        return LanguageSetting(self, cache_dir=cache_dir, tokenizer=tokenizer)
 
     def metrics_view(self, metrics: dict[str, float]) -> str:
         return f"retain CE {metrics['retain_ce']:.3f} nats, forget CE {metrics['forget_ce']:.3f} nats"
@@ -111,7 +111,7 @@ class LanguageSetting(TokenizedSetting):
 
     score = NEG_CE
 
-    def __init__(self, cfg: LanguageConfig, *, cache_dir: str | Path | None = None):
+    def __init__(self, cfg: LanguageConfig, *, cache_dir: str | Path | None = None, tokenizer: Any = None):
         self.cfg = cfg
         self.heldout: dict[Side, list[str]] = {}
         self.pool: dict[Side, list[str]] = {}
@@ -130,9 +130,10 @@ class LanguageSetting(TokenizedSetting):
                                 f"need {wanted:,}: lower them or point at a larger corpus")
             self.heldout[side] = shuffled[: cfg.heldout_documents]
             self.pool[side] = shuffled[cfg.heldout_documents :]
-        self.tokenizer = cached_tokenizer(Path(cache_dir or ".undo_cache") / "tokenizers",
-                                          {"retain": self.pool["retain"], "forget": self.pool["forget"]},
-                                          cfg.vocab_size, sample_chars=cfg.tokenizer_sample_chars, seed=cfg.eval_seed)
+        # A model from a checkpoint brings its tokenizer; a model built here gets a BPE trained on both pools.
+        self.tokenizer = tokenizer if tokenizer is not None else cached_tokenizer(
+            Path(cache_dir or ".undo_cache") / "tokenizers", {side: self.pool[side] for side in ("retain", "forget")},
+            cfg.vocab_size, sample_chars=cfg.tokenizer_sample_chars, seed=cfg.eval_seed)
         evaluated = cfg.eval_documents or cfg.heldout_documents
         self.eval_documents = {side: docs[:evaluated] for side, docs in self.heldout.items()}
 
@@ -185,20 +186,23 @@ class LanguageSetting(TokenizedSetting):
     # ------------------------------------------------------------------------------------------------------
     # Tokens and evaluation
 
-    def document_rows(self, texts: list[str], context: int) -> torch.Tensor:
-        """One row per document, cut at `context` tokens and right-padded (pads are never predicted)."""
+    def document_rows(self, texts: list[str], context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row per document, cut at `context` tokens and right-padded, and the mask of its real tokens (pads are
+        never predicted)."""
         encoded = [ids[:context] for ids in self.encode_documents(texts)]
-        rows = torch.full((len(encoded), context), self.tokenizer.pad_token_id, dtype=torch.long)
+        rows = torch.full((len(encoded), context), self.pad_id, dtype=torch.long)
+        real = torch.zeros((len(encoded), context), dtype=torch.bool)
         for i, ids in enumerate(encoded):
             rows[i, : len(ids)] = torch.tensor(ids)
-        return rows
+            real[i, : len(ids)] = True
+        return rows, real
 
     def evaluate(self, model) -> dict[str, float]:
-        context = model.config.max_position_embeddings
+        context = self.context or model.config.max_position_embeddings
         metrics: dict[str, float] = {}
         for side, texts in self.eval_documents.items():
-            ce = heldout_cross_entropy(model, self.document_rows(texts, context), pad_id=self.tokenizer.pad_token_id,
-                                       batch_size=self.cfg.eval_batch_size)
+            rows, real = self.document_rows(texts, context)
+            ce = heldout_cross_entropy(model, rows, real=real, batch_size=self.cfg.eval_batch_size)
             metrics[f"{side}_ce"] = ce
             metrics[side] = -ce
         return metrics

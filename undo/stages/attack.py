@@ -22,9 +22,9 @@ from undo.core.artifacts import stable_hash
 from undo.core.data import PackedBatches, derive_seed
 from undo.core.engine import read_metrics, train
 from undo.core.errors import UserError
-from undo.core.models import load_model
+from undo.core.models import check_vocabulary, load_model
 from undo.settings import Setting
-from undo.stages.base import Stage, StageJob, StageResult, run_stage
+from undo.stages.base import Stage, StageJob, StageResult, data_identity, for_training, run_stage
 from undo.stages.evaluation import evaluation_key
 
 
@@ -44,7 +44,7 @@ def attack_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedBa
 def attack_data_key(cfg: ExperimentConfig) -> str:
     """Everything that determines the attack's batches: equal keys mean identical data in identical order."""
     a = cfg.attack
-    return stable_hash({"stage": "attack-data", "seed": cfg.seed, "data": cfg.setting.data_identity(),
+    return stable_hash({"stage": "attack-data", "seed": cfg.seed, "data": data_identity(cfg),
                         "context": cfg.model.context, "kind": a.data, "examples": a.examples,
                         "batch_size": a.batch_size})
 
@@ -146,11 +146,8 @@ class Attack(Stage):
         workdir = job.workdir / f"lr_{lr:g}"
         done = workdir / "done.json"
         if not done.is_file():
-            model = load_model(target / "model")
-            if model.config.vocab_size < len(setting.tokenizer):
-                raise UserError(f"{target / 'model'} has {model.config.vocab_size} embedding rows, fewer than the "
-                                f"setting's tokenizer ({len(setting.tokenizer)} tokens); attack a model trained by "
-                                "undo on this setting")
+            model = for_training(load_model(target / "model", job.cfg.model), job.cfg.model)
+            check_vocabulary(model, setting.tokenizer, f"the attacked model {target}")
             train_cfg = TrainConfig(batch_size=a.batch_size, lr=lr, schedule="constant", warmup_steps=0,
                                     weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
                                     checkpoint_every=max(a.eval_every, 50), log_every=10)

@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
-from undo.config import ExperimentConfig, dump_yaml
+from undo.config import ExperimentConfig, ModelConfig, dump_yaml
 from undo.core.artifacts import Artifact, file_sha256, stable_hash
+from undo.core.checkpoints import fingerprint
 from undo.core.errors import UserError
 from undo.settings import Setting
-from undo.stages.evaluation import ensure_evaluation, setting_for
+from undo.stages.evaluation import ensure_evaluation, setting_for, tokenizer_identity
 
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
 
@@ -111,6 +113,29 @@ class Stage(ABC):
 
     def describe(self, result: StageResult) -> str:
         return f"{self.kind} done in {result.wall_time_s:.0f}s"
+
+
+def model_identity(model: ModelConfig) -> dict[str, Any]:
+    """What of the model section shapes the weights: its shape fields, or the checkpoint (by its files' hash), the
+    dtype and the attention kernel; not gradient checkpointing (the same numbers, recomputed) nor
+    `pretraining_tokens` (read by the accounting only)."""
+    fields = model.model_dump(mode="json", exclude={"gradient_checkpointing", "pretraining_tokens"})
+    if model.pretrained is not None:
+        fields["checkpoint"] = fingerprint(model.pretrained, model.revision)
+    return fields
+
+
+def data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What shapes the token data of every stage: the setting's data fields and the tokenizer."""
+    return {"setting": cfg.setting.data_identity(), "tokenizer": tokenizer_identity(cfg.model)}
+
+
+def for_training(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+    """The model with the config's memory options on (gradient checkpointing)."""
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model
 
 
 def artifact_key(folder: Path) -> str:

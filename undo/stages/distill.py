@@ -16,11 +16,11 @@ from undo.core.compute import matmul_parameters, train_flops_per_token
 from undo.core.data import PackedBatches, derive_seed
 from undo.core.engine import train
 from undo.core.errors import UserError
-from undo.core.models import build_model, count_parameters, load_model, save_model
+from undo.core.models import build_model, check_vocabulary, count_parameters, fresh_model, load_model, save_model
 from undo.core.noise import shrink_and_perturb
 from undo.objectives import OBJECTIVES
 from undo.settings import Setting
-from undo.stages.base import Stage, StageJob, StageResult, run_stage
+from undo.stages.base import Stage, StageJob, StageResult, data_identity, for_training, run_stage
 from undo.stages.evaluation import evaluation_key, write_evaluation
 
 DistillInit = Literal["random", "noised", "model"]
@@ -84,7 +84,7 @@ class Distill(Stage):
                 "beta": d.beta if noised else None,
                 "student_model": (d.student_model or cfg.model).model_dump(mode="json")
                 if self.init == "random" else None,
-                "data": cfg.setting.data_identity(), "evaluation": cfg.setting.evaluation_identity(),
+                "data": data_identity(cfg), "evaluation": cfg.setting.evaluation_identity(),
                 "context": cfg.model.context,
                 "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
                 "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(self.init), "temperature": d.temperature,
@@ -104,32 +104,32 @@ class Distill(Stage):
         if self.init == "model" and (start is None or not (start / "model").is_dir()):
             raise UserError(f"no start model at {start}: expected an artifact folder with a model/ subfolder")
 
-    def student(self, job: StageJob, setting: Setting) -> torch.nn.Module:
-        """The student before distillation."""
+    def student(self, job: StageJob, setting: Setting, teacher: torch.nn.Module) -> torch.nn.Module:
+        """The student before distillation: a fresh tiny Llama (or `distill.student_model`) for a model built here, a
+        fresh init of the teacher's own architecture for a checkpoint's; the noised teacher; or the start model."""
         cfg = job.cfg
         if self.init == "random":
+            if cfg.model.pretrained is not None and cfg.distill.student_model is None:
+                return fresh_model(teacher.config, seed=cfg.seed, dtype=cfg.model.dtype)
             tokenizer = setting.tokenizer
             return build_model(cfg.distill.student_model or cfg.model, seed=cfg.seed, pad_id=tokenizer.pad_token_id,
                                eos_id=tokenizer.eos_token_id, tokenizer_size=len(tokenizer))
         if self.init == "noised":
-            return shrink_and_perturb(load_model(job.inputs["teacher"] / "model"), self.alpha, cfg.distill.beta,
-                                      seed=derive_seed(cfg.seed, "noise"))
-        return load_model(job.inputs["start"] / "model")
+            return shrink_and_perturb(load_model(job.inputs["teacher"] / "model", cfg.model), self.alpha,
+                                      cfg.distill.beta, seed=derive_seed(cfg.seed, "noise"))
+        return load_model(job.inputs["start"] / "model", cfg.model)
 
     def run(self, job: StageJob) -> DistillResult:
         cfg, d, setting = job.cfg, job.cfg.distill, job.setting()
         teacher_dir = job.inputs["teacher"]
         documents, batches = distill_data(cfg, setting)
-        teacher = load_model(teacher_dir / "model").eval().requires_grad_(False)
-        if teacher.config.vocab_size < len(setting.tokenizer):
-            raise UserError(f"{teacher_dir / 'model'} has {teacher.config.vocab_size} embedding rows, fewer than the "
-                            f"setting's tokenizer ({len(setting.tokenizer)} tokens); distil a model trained by undo "
-                            "on this setting")
+        teacher = load_model(teacher_dir / "model", cfg.model).eval().requires_grad_(False)
+        check_vocabulary(teacher, setting.tokenizer, f"the teacher {teacher_dir}")
         teacher_metrics = setting.evaluate(teacher)
         threshold = setting.score.at_least_near(teacher_metrics["retain"], d.stop_tolerance)
         forget_ceiling = setting.score.at_most_near(teacher_metrics["forget"], d.stop_tolerance)
         match_forget = "forget" in stop_metrics(self.init)
-        student = self.student(job, setting)
+        student = for_training(self.student(job, setting, teacher), cfg.model)
 
         def stop_rule(step: int, metrics: dict[str, float]) -> bool:
             return metrics["retain"] >= threshold and (not match_forget or metrics["forget"] <= forget_ceiling)

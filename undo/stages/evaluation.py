@@ -10,23 +10,46 @@ stage happened to log while it trained.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 
-from undo.config import ExperimentConfig
+from undo.config import ExperimentConfig, ModelConfig
 from undo.core.artifacts import NotComputed, is_dry_run, stable_hash
-from undo.core.models import load_model
+from undo.core.checkpoints import fingerprint
+from undo.core.models import load_model, load_tokenizer
 from undo.settings import Setting, SettingConfig, build_setting
 
 FOLDER = "evaluations"
 
 
 def setting_for(cfg: ExperimentConfig, eval_items: int | None = None) -> Setting:
-    """The config's setting (evaluating `eval_items` items per cell/side when given), built once per process;
-    derived files (a trained tokenizer) are cached in the run directory."""
+    """The config's setting (evaluating `eval_items` items per cell/side when given), built once per process, with
+    the model's own tokenizer when the model comes from a checkpoint; derived files (a trained tokenizer) are cached
+    in the run directory."""
     section = cfg.setting if eval_items is None else cfg.setting.with_eval_items(eval_items)
-    return build_setting(section, Path(cfg.run_dir) / "cache")
+    return build_setting(section, Path(cfg.run_dir) / "cache", tokenizer=model_tokenizer(cfg.model),
+                         tokenizer_identity=tokenizer_identity(cfg.model), context=cfg.model.context)
+
+
+def tokenizer_identity(model: ModelConfig) -> str | None:
+    """What identifies the tokenizer stages tokenize with: the checkpoint's (its files' hash), or None for the
+    setting's own (which its data identity already determines)."""
+    return None if model.pretrained is None else fingerprint(model.pretrained, model.revision)
+
+
+def model_tokenizer(model: ModelConfig):
+    """The checkpoint's tokenizer (loaded once per process), or None for a model built here."""
+    if model.pretrained is None:
+        return None
+    return _tokenizer(model.pretrained, model.revision, model.trust_remote_code, tokenizer_identity(model))
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(source: str, revision: str | None, trust_remote_code: bool, identity: str):
+    return load_tokenizer(source, ModelConfig(pretrained=source, revision=revision,
+                                              trust_remote_code=trust_remote_code), revision=revision)
 
 
 def evaluation_key(section: SettingConfig) -> str:
@@ -59,6 +82,6 @@ def ensure_evaluation(folder: Path, cfg: ExperimentConfig) -> dict[str, float]:
         return metrics
     if is_dry_run():
         raise NotComputed(f"{Path(folder).name} is not evaluated on this evaluation set yet")
-    metrics = setting_for(cfg).evaluate(load_model(Path(folder) / "model"))
+    metrics = setting_for(cfg).evaluate(load_model(Path(folder) / "model", cfg.model))
     write_evaluation(folder, cfg.setting, metrics)
     return metrics

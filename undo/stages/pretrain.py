@@ -8,14 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core.compute import matmul_parameters, train_flops_per_token
 from undo.core.data import PackedBatches
 from undo.core.engine import train
-from undo.core.models import build_model, count_parameters, save_model
+from undo.core.checkpoints import fingerprint
+from undo.core.models import (
+    build_model, check_vocabulary, count_parameters, fresh_model, load_pretrained, pretrained_config, save_model,
+)
 from undo.objectives import OBJECTIVES
 from undo.settings import Setting
-from undo.stages.base import Stage, StageJob, StageResult, console, run_stage, stage_key
+from undo.stages.base import (
+    Stage, StageJob, StageResult, console, data_identity, for_training, model_identity, run_stage, stage_key,
+)
 from undo.stages.evaluation import evaluation_key, write_evaluation
 
 Which = Literal["base", "oracle"]
@@ -29,6 +36,7 @@ def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
 class PretrainResult(StageResult):
     kind: Literal["pretrain"] = "pretrain"
     which: Which
+    source: str | None = None  # the checkpoint it was loaded from (then it trained 0 steps here)
     flops_per_token: int
     parameters: int
     matmul_parameters: int
@@ -62,32 +70,71 @@ def pretraining_steps(cfg: ExperimentConfig, setting: Setting, which: Which, bat
 
 @dataclass(frozen=True)
 class Pretrain(Stage):
-    """Pretrain the base model or the oracle into `<run_dir>/<which>/`."""
+    """The base model or the oracle in `<run_dir>/<which>/`: pretrained here on its stream, or loaded from the
+    checkpoint the config names (`model.pretrained` for the base, `oracle.pretrained` for the oracle)."""
 
     which: Which
     kind = "pretrain"
 
+    def checkpoint(self, cfg: ExperimentConfig) -> tuple[str, str | None] | None:
+        """(source, revision) when this model is loaded rather than trained."""
+        if self.which == "base" and cfg.model.pretrained is not None:
+            return cfg.model.pretrained, cfg.model.revision
+        if self.which == "oracle" and cfg.oracle.pretrained is not None:
+            return cfg.oracle.pretrained, cfg.oracle.revision
+        return None
+
     def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
         # Not the evaluation set or cadence: they change what is measured, never the weights.
-        return {"which": self.which, "seed": cfg.seed, "data": cfg.setting.data_identity(),
-                "model": cfg.model.model_dump(mode="json"), "train": training_fields(cfg.pretrain.train)}
+        checkpoint = self.checkpoint(cfg)
+        if checkpoint is not None:
+            return {"which": self.which, "loaded": fingerprint(*checkpoint), "model": model_identity(cfg.model)}
+        return {"which": self.which, "seed": cfg.seed, "data": data_identity(cfg), "model": model_identity(cfg.model),
+                "train": training_fields(cfg.pretrain.train)}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
         return self.which
 
     def run(self, job: StageJob) -> PretrainResult:
+        checkpoint = self.checkpoint(job.cfg)
+        return self.load(job, *checkpoint) if checkpoint is not None else self.train(job)
+
+    def load(self, job: StageJob, source: str, revision: str | None) -> PretrainResult:
+        """Your own model: loaded, checked against the tokenizer, evaluated and saved as this artifact's model/."""
+        cfg, setting = job.cfg, job.setting()
+        role = "model.pretrained" if self.which == "base" else "oracle.pretrained"
+        model = load_pretrained(source, cfg.model, revision=revision, role=role)
+        check_vocabulary(model, setting.tokenizer, role)
+        console.print(f"[bold]{self.which}[/]: loaded {source} ({type(model).__name__}, "
+                      f"{count_parameters(model):,} parameters)")
+        metrics = setting.evaluate(model)
+        save_model(model, job.workdir / "model", setting.tokenizer)
+        write_evaluation(job.workdir, cfg.setting, metrics)
+        return PretrainResult(
+            which=self.which, source=source, seed=cfg.seed,
+            flops_per_token=train_flops_per_token(model, cfg.model.context), parameters=count_parameters(model),
+            matmul_parameters=matmul_parameters(model),
+            evaluation_key=evaluation_key(cfg.setting), final_metrics=metrics, data={})
+
+    def fresh(self, cfg: ExperimentConfig, setting: Setting) -> torch.nn.Module:
+        """The untrained model: a tiny Llama, or (an oracle for a checkpoint) the checkpoint's architecture."""
+        if cfg.model.pretrained is not None:
+            return fresh_model(pretrained_config(cfg.model), seed=cfg.seed, dtype=cfg.model.dtype)
+        tokenizer = setting.tokenizer
+        return build_model(cfg.model, seed=cfg.seed, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
+                           tokenizer_size=len(tokenizer))
+
+    def train(self, job: StageJob) -> PretrainResult:
         cfg, setting = job.cfg, job.setting()
         documents, batches = pretraining_data(cfg, setting, self.which)
         total_steps = pretraining_steps(cfg, setting, self.which, batches.batches_per_epoch)
-        tokenizer = setting.tokenizer
-        model = build_model(cfg.model, seed=cfg.seed, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
-                            tokenizer_size=len(tokenizer))
+        model = for_training(self.fresh(cfg, setting), cfg.model)
         console.print(f"[bold]{self.which}[/]: {len(documents):,} documents -> {len(batches.rows):,} sequences of "
                       f"{cfg.model.context} tokens; {total_steps:,} steps; {count_parameters(model):,} parameters")
         result = train(model, OBJECTIVES["lm"](), batches, cfg.pretrain.train, total_steps, job.workdir,
                        evaluate=setting.evaluate, progress=job.progress, description=f"pretrain {self.which}",
                        run_key=job.key)
-        save_model(model, job.workdir / "model", tokenizer)
+        save_model(model, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, result.final_metrics)  # the final evaluation is the last eval
         return PretrainResult(
             which=self.which, seed=cfg.seed, steps=result.steps, tokens=result.tokens,

@@ -21,7 +21,7 @@ from undo.core.errors import UserError
 from undo.core.models import load_model, save_model
 from undo.objectives import OBJECTIVES, Objective, check_knobs
 from undo.objectives.sam import SAM
-from undo.stages.base import Stage, StageJob, StageResult, run_stage
+from undo.stages.base import Stage, StageJob, StageResult, data_identity, for_training, run_stage
 from undo.stages.evaluation import evaluation_key, write_evaluation
 from undo.stages.pretrain import pretrain_key
 
@@ -87,7 +87,7 @@ class Unlearn(Stage):
     def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
         p = self.point
         # Evaluation cadence and the selection rule change what is logged and chosen, never the weights.
-        return {"seed": cfg.seed, "data": cfg.setting.data_identity(), "context": cfg.model.context,
+        return {"seed": cfg.seed, "data": data_identity(cfg), "context": cfg.model.context,
                 "method": p.method, "lr": p.lr, "knobs": p.knobs, "sam_rho": p.sam_rho,
                 "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every"})}
 
@@ -99,7 +99,7 @@ class Unlearn(Stage):
         rows = {side: setting.packed_rows(setting.labelled_documents(side, u.examples, cfg.seed), cfg.model.context)
                 for side in ("forget", "retain")}
         batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
-        model = load_model(job.inputs["base"] / "model")
+        model = for_training(load_model(job.inputs["base"] / "model", cfg.model), cfg.model)
         needs_reference = OBJECTIVES[point.method].needs_reference
         reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
         objective = build_unlearning_objective(point, reference, cfg.seed)

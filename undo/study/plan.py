@@ -139,7 +139,7 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
     base = plan.add("pretrain base", pretrain_task, cfg, params={"which": "base", **quiet},
                     resources=Pretrain.resources, model=ModelSpec(id="base", role=Role.BASE))
     oracle = None
-    if cfg.pretrain.oracle:
+    if cfg.oracle_source is not None:
         oracle = plan.add("pretrain oracle", pretrain_task, cfg, params={"which": "oracle", **quiet},
                           resources=Pretrain.resources, model=ModelSpec(id="oracle", role=Role.ORACLE))
 
