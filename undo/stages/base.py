@@ -133,7 +133,11 @@ def data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
 def for_training(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
     """The model with the config's memory options on (gradient checkpointing)."""
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5's name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
 

@@ -1,0 +1,247 @@
+"""Your own model: tiny random-weight checkpoints of five real architectures, built from their configs here and saved
+to a temporary folder, go through every stage: loading as the base model, every unlearning method (SAM included),
+distillation into random, noised and model students, and the attack. Plus shrink-and-perturb and FLOP counting on
+each, the project's own base loaded back through `model.pretrained`, and one clean line for each bad input."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import GemmaConfig, Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+from tests.conftest import TINY
+from undo.config import validate_config
+from undo.core.compute import analytic_forward_flops_per_token, forward_flops_per_token, matmul_parameters
+from undo.core.data import derive_seed
+from undo.core.models import fresh_model, load_model, save_model
+from undo.core.noise import shrink_and_perturb
+from undo.objectives.rmu import MLP_OUTPUT
+from undo.settings.tokenizer import build_char_tokenizer
+from undo.stages.attack import AttackResult, attack
+from undo.stages.base import read_result
+from undo.stages.distill import distill
+from undo.stages.evaluation import ensure_evaluation
+from undo.stages.pretrain import pretrain
+from undo.stages.unlearn import sweep_points, unlearn
+
+SPECIAL = {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 2}
+SMALL = {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 2, "max_position_embeddings": 64, **SPECIAL}
+ARCHITECTURES = {
+    "llama": lambda: LlamaConfig(**SMALL, num_key_value_heads=1),
+    "qwen2": lambda: Qwen2Config(**SMALL, num_key_value_heads=1),
+    "gemma2": lambda: Gemma2Config(**SMALL, num_key_value_heads=1, head_dim=16),
+    "gpt2": lambda: GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=64, **SPECIAL),
+    "gpt_neox": lambda: GPTNeoXConfig(**SMALL),
+}
+
+
+def checkpoint(folder: Path, architecture: str, config=None) -> Path:
+    """A random-weight checkpoint of `architecture` with the arithmetic setting's tokenizer saved beside it."""
+    model = fresh_model(config or ARCHITECTURES[architecture](), seed=0)
+    save_model(model, folder, build_char_tokenizer())
+    return folder
+
+
+METHODS = [
+    {"method": "grad_ascent", "lrs": [1e-3]},
+    {"method": "grad_diff", "lrs": [1e-3]},
+    {"method": "grad_diff", "lrs": [1e-3], "sam_rho": 0.05},
+    {"method": "maxent", "lrs": [1e-3]},
+    {"method": "rmu", "lrs": [1e-2], "knobs": {"layer": 1, "steer": 2.0, "trainable_layers": [[0, 1]]}},
+    {"method": "npo", "lrs": [1e-3], "knobs": {"retain_weight": 1.0}},
+    {"method": "simnpo", "lrs": [1e-3]},
+    {"method": "repnoise", "lrs": [1e-3]},
+]
+
+
+def own_model_config(run_dir: Path, source: Path, **model) -> dict:
+    return {
+        "seed": 0, "run_dir": str(run_dir),
+        "setting": {"examples": 600, "eval_per_cell": 3, "eval_batch_size": 64, "word_problem_weight": 0.0},
+        "model": {"pretrained": str(source), "context": 32, **model},
+        "unlearn": {"steps": 2, "batch_size": 4, "eval_every": 2, "examples": 100, "methods": METHODS},
+        "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": -1.0,  # never stops: trains its 2 steps
+                    "train": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "warmup_steps": 1}},
+        "attack": {"steps": 2, "eval_every": 2, "budgets": [2], "lrs": [1e-3], "eval_per_cell": 2, "examples": 100,
+                   "batch_size": 4},
+    }
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    """An artifact's weights by their names in the model (a file may store some under older names)."""
+    return {k: v for k, v in load_model(folder / "model").state_dict().items()}
+
+
+def changed(a: dict, b: dict) -> set[str]:
+    return {name for name in a if not torch.equal(a[name], b[name])}
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_every_stage_runs_on_the_architecture_and_changes_what_it_should(tmp_path, architecture):
+    source = checkpoint(tmp_path / "mine", architecture)
+    cfg = validate_config(own_model_config(tmp_path / "runs", source))
+    base = pretrain(cfg, "base", progress=False)
+    assert json.loads((base / "meta.json").read_text())["source"] == str(source)
+    assert changed(weights(base), load_model(source).state_dict()) == set()  # loaded, not trained
+    base_weights = weights(base)
+
+    for point in sweep_points(cfg):
+        after = weights(unlearn(cfg, point, base, progress=False))
+        moved = changed(after, base_weights)
+        if point.method == "rmu":  # only the MLP output projections of blocks 0 and 1
+            expected = {name for name in after if re.search(MLP_OUTPUT[architecture].replace("{i}", "[01]"), name)}
+            assert moved == expected and len(expected) == 2, point.description
+        else:
+            assert moved, point.description
+    teacher = unlearn(cfg, sweep_points(cfg)[1], base, progress=False)  # grad_diff
+    teacher_weights = weights(teacher)
+
+    student = weights(distill(cfg, teacher, init="random", progress=False))
+    fresh = fresh_model(load_model(base / "model").config, seed=0).state_dict()
+    assert changed(student, {k: fresh[k] for k in student}) == set(student)  # trained away from its fresh init
+    noised = shrink_and_perturb(load_model(teacher / "model"), 0.5, cfg.distill.beta, seed=derive_seed(0, "noise"))
+    student = weights(distill(cfg, teacher, init="noised", alpha=0.5, progress=False))
+    assert changed(student, {k: v for k, v in noised.state_dict().items() if k in student})
+    assert changed(student, teacher_weights)
+    student = weights(distill(cfg, teacher, init="model", start=base, progress=False))
+    assert changed(student, base_weights)
+
+    result = read_result(attack(cfg, teacher, progress=False), AttackResult)
+    assert [run.steps for run in result.per_lr] == [2] and result.flops_total > 0 and len(result.best["values"]) == 2
+    assert math.isfinite(result.best["values"][-1])
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_shrink_and_perturb_on_the_architecture(architecture):
+    model = fresh_model(ARCHITECTURES[architecture](), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    shrink_and_perturb(model, alpha=0.0, beta=0.1, seed=0)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # alpha 0: the identity
+
+    shrink_and_perturb(model, alpha=1.0, beta=0.0, seed=0)
+    x = torch.randn(2, 5, 32)
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.nn.Parameter) and weight.ndim == 1:  # every norm now leaves x-hat unscaled
+            expected = (x - x.mean(-1, keepdim=True)) if "LayerNorm" in type(module).__name__ else x
+            out = module(x)
+            scale = expected.pow(2).mean(-1, keepdim=True).sqrt()
+            torch.testing.assert_close(out, expected / scale, atol=1e-3, rtol=1e-3, msg=name)
+    for name, p in model.named_parameters():
+        if p.ndim >= 2:
+            assert torch.equal(p, torch.zeros_like(p)), name
+
+
+def test_tied_weights_are_noised_once():
+    model = fresh_model(ARCHITECTURES["gpt2"](), seed=0)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    shrink_and_perturb(model, alpha=0.5, beta=1.0, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    for name, theta in before.items():  # one draw per parameter, in named_parameters order (the tie listed once)
+        if theta.ndim >= 2:
+            noise = torch.nn.init.xavier_uniform_(torch.empty(theta.shape), generator=generator)
+            if name == "transformer.wte.weight":
+                torch.testing.assert_close(model.lm_head.weight, 0.5 * theta + 0.5 * noise)
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_gemma_norms_shrink_toward_zero():
+    """Gemma's RMSNorm multiplies by (1 + w): its identity gain is w = 0, found by probing the module."""
+    model = fresh_model(GemmaConfig(**SMALL, num_key_value_heads=1, head_dim=16), seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.fill_(0.8)
+    shrink_and_perturb(model, alpha=0.25, beta=0.0, seed=0)
+    gains = [p for p in model.parameters() if p.ndim == 1]
+    assert gains and all(torch.allclose(p, torch.full_like(p, 0.6)) for p in gains)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_flops_are_counted_on_every_architecture(architecture):
+    model = fresh_model(ARCHITECTURES[architecture](), seed=0)
+    counted = forward_flops_per_token(model, 32)
+    assert counted >= 2 * matmul_parameters(model) > 2 * 100 * 32  # more than the LM head: every matmul is seen
+    if architecture == "llama":
+        assert abs(counted - analytic_forward_flops_per_token(model, 32)) <= 0.02 * counted
+
+
+def test_the_projects_own_base_loaded_back_gives_the_same_metrics(tmp_path):
+    cfg = validate_config({**TINY, "run_dir": str(tmp_path / "runs")})
+    base = pretrain(cfg, "base", progress=False)
+    mine = validate_config({**TINY, "run_dir": str(tmp_path / "again"),
+                            "model": {"pretrained": str(base / "model"), "context": TINY["model"]["context"]}})
+    loaded = pretrain(mine, "base", progress=False)
+    assert ensure_evaluation(loaded, mine) == ensure_evaluation(base, cfg)
+    assert changed(weights(loaded), weights(base)) == set()
+    assert not (tmp_path / "again" / "oracle").exists() and mine.oracle_source is None  # no anchor invented
+
+
+def test_a_bfloat16_checkpoint_trains_in_bfloat16(tmp_path):
+    source = checkpoint(tmp_path / "mine", "qwen2")
+    cfg = validate_config(own_model_config(tmp_path / "runs", source, dtype="bfloat16"))
+    base = pretrain(cfg, "base", progress=False)
+    assert {t.dtype for t in weights(base).values()} == {torch.bfloat16}
+    after = weights(unlearn(cfg, sweep_points(cfg)[1], base, progress=False))
+    assert {t.dtype for t in after.values()} == {torch.bfloat16} and changed(after, weights(base))
+
+
+def test_gradient_checkpointing_changes_memory_not_numbers(tmp_path, monkeypatch):
+    import undo.stages.unlearn as unlearn_stage
+
+    source = checkpoint(tmp_path / "mine", "llama")
+    recomputing = []
+    real_train = unlearn_stage.train
+    monkeypatch.setattr(unlearn_stage, "train", lambda model, *a, **k: recomputing.append(
+        model.is_activation_checkpointing) or real_train(model, *a, **k))
+    runs = []
+    for flag in (False, True):
+        cfg = validate_config(own_model_config(tmp_path / f"runs_{flag}", source, gradient_checkpointing=flag))
+        base = pretrain(cfg, "base", progress=False)
+        runs.append(weights(unlearn(cfg, sweep_points(cfg)[1], base, progress=False)))
+    assert recomputing == [False, True]
+    assert all(torch.allclose(runs[0][k], runs[1][k], atol=1e-6) for k in runs[0])
+
+
+def cli(tmp_path, *args, config=None):
+    command = [sys.executable, "-m", "undo", *args, *(["--no-progress"] if args[0] != "config" else [])]
+    if config is not None:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        command.insert(4, str(path))
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+
+def one_line_exit_2(result, fragment):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_bad_own_model_inputs_end_with_one_line(tmp_path):
+    (tmp_path / "not_a_checkpoint").mkdir()
+    (tmp_path / "not_a_checkpoint" / "weights.txt").write_text("hello")
+    raw = own_model_config(tmp_path / "runs", tmp_path / "not_a_checkpoint")
+    one_line_exit_2(cli(tmp_path, "pretrain", config=raw), "is not a Hugging Face checkpoint folder (no config.json)")
+
+    narrow = checkpoint(tmp_path / "narrow", "llama", LlamaConfig(**{**SMALL, "vocab_size": 50}))
+    raw = own_model_config(tmp_path / "runs", narrow)
+    one_line_exit_2(cli(tmp_path, "pretrain", config=raw),
+                    "the tokenizer has 98 tokens but the model has 50 embedding rows")
+
+    source = checkpoint(tmp_path / "mine", "gpt2")
+    raw = own_model_config(tmp_path / "runs", source)
+    raw["unlearn"]["methods"] = [{"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 5}}]
+    one_line_exit_2(cli(tmp_path, "config", config=raw), "rmu layer 5 is out of range for a 2-block model")
+
+    raw["unlearn"]["methods"] = [{"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 1, "trainable_regex": "nowhere"}}]
+    assert cli(tmp_path, "pretrain", config=raw).returncode == 0
+    one_line_exit_2(cli(tmp_path, "unlearn", config=raw), "rmu trainable_regex 'nowhere' selects no parameter")
