@@ -76,7 +76,8 @@ def language_config(tmp_path, **setting):
 def test_split_streams_and_eval_are_disjoint_and_oracle_is_filtered(tmp_path):
     cfg = validate_config(language_config(tmp_path))
     setting = setting_for(cfg)
-    heldout = {s: set(docs) for s, docs in setting.heldout.items()}
+    heldout = {s: {d.text for d in docs} for s, docs in setting.heldout.items()}
+    assert all(len(texts) == 20 for texts in heldout.values())
     base = setting.pretraining_documents("base", seed=0)
     oracle = setting.pretraining_documents("oracle", seed=0)
     assert sum(d.component == "retain" for d in base) == 150 and sum(d.component == "forget" for d in base) == 150
@@ -91,7 +92,7 @@ def test_split_streams_and_eval_are_disjoint_and_oracle_is_filtered(tmp_path):
     assert ([d.text for d in setting.labelled_documents("forget", 50, seed=1)]
             != [d.text for d in setting.labelled_documents("forget", 50, seed=2)])
     # The tokenizer round-trips both languages and is saved under the run dir's cache.
-    for text in (setting.heldout["retain"][0], setting.heldout["forget"][0]):
+    for text in (setting.heldout["retain"][0].text, setting.heldout["forget"][0].text):
         assert setting.tokenizer.decode(setting.tokenizer(text, add_special_tokens=False)["input_ids"]) == text
     assert list((Path(cfg.run_dir) / "cache" / "tokenizers").glob("*/tokenizer.json"))
 

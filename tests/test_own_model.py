@@ -245,3 +245,69 @@ def test_bad_own_model_inputs_end_with_one_line(tmp_path):
     raw["unlearn"]["methods"] = [{"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 1, "trainable_regex": "nowhere"}}]
     assert cli(tmp_path, "pretrain", config=raw).returncode == 0
     one_line_exit_2(cli(tmp_path, "unlearn", config=raw), "rmu trainable_regex 'nowhere' selects no parameter")
+
+
+def pad_less_bpe(texts: list[str], vocab_size: int):
+    """A byte-level BPE with an end-of-text token and no pad token (as GPT-2's tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def test_the_language_setting_on_a_checkpoints_own_tokenizer(tmp_path):
+    from tests.test_language import language_config
+    from undo.core.models import load_model as load
+    from undo.settings.corpora import read_documents
+    from undo.settings.cross_entropy import heldout_cross_entropy
+    from undo.stages.evaluation import setting_for
+    from undo.study.runner import run_study
+
+    raw = language_config(tmp_path)
+    corpora = {side: read_documents(raw["setting"][f"{side}_corpus"]) for side in ("retain", "forget")}
+    tokenizer = pad_less_bpe(corpora["retain"] + corpora["forget"], 300)
+    assert tokenizer.pad_token_id is None
+    gpt2 = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                      bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    source = tmp_path / "gpt2"
+    save_model(fresh_model(gpt2, seed=0), source, tokenizer)
+    raw["model"] = {"pretrained": str(source), "context": 32}
+    raw["setting"].pop("vocab_size")
+    raw["study"]["oracle_matching"] = False
+    cfg = validate_config(raw)
+    setting = setting_for(cfg)
+
+    # Each corpus was tokenized once, with the checkpoint's tokenizer, into a store that is read, not rebuilt.
+    stores = sorted((tmp_path / "runs" / "cache" / "tokens").glob("tokens_*"))
+    assert len(stores) == 2
+    stamps = [(s / "tokens.bin").stat().st_mtime_ns for s in stores]
+    document = setting.heldout["forget"][0]
+    assert document.corpus.token_ids([document.index])[0] == tokenizer(document.text, add_special_tokens=False)["input_ids"]
+    run_dir = run_study(cfg, progress=False)
+    assert [(s / "tokens.bin").stat().st_mtime_ns for s in stores] == stamps
+
+    # Without a pad token, padding is masked by length: the padded evaluation equals one document at a time.
+    base = load(run_dir / "base" / "model")
+    for side in ("retain", "forget"):
+        total = count = 0
+        for doc in setting.eval_documents[side]:
+            ids = setting.document_ids([doc])[0][:32]
+            ce = heldout_cross_entropy(base, torch.tensor([ids]), real=torch.ones(1, len(ids), dtype=torch.bool))
+            total, count = total + ce * (len(ids) - 1), count + len(ids) - 1
+        assert setting.evaluate(base)[f"{side}_ce"] == pytest.approx(total / count, rel=1e-5)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["setting"] == "language" and {m["role"] for m in results["models"] if m["artifact"]} >= {
+        "base", "teacher", "distilled", "undo"}
+    assert all(math.isfinite(m["metrics"]["forget_ce"]) for m in results["models"] if m["metrics"])
+    # No oracle was named or trained: the report says so and invents no anchor.
+    assert "oracle" not in {m["role"] for m in results["models"]}
+    assert all(not m["robustness"] for m in results["models"])
+    assert all(m["accounting"]["stage_fraction_of_oracle"] is None for m in results["models"] if m["accounting"])
+    report = (run_dir / "report.md").read_text()
+    assert "No data-filtered oracle in this study" in report and "there is no data-filtered oracle" in report

@@ -63,12 +63,14 @@ def _fraction(numerator: float, denominator: float | None) -> float | None:
 
 
 def account(meta: dict[str, Any], metas: dict[str, dict[str, Any]], *, oracle: dict[str, Any] | None,
-            base: dict[str, Any] | None) -> Accounting:
+            base: dict[str, Any] | None, pretraining_tokens: int | None = None) -> Accounting:
     """FLOPs of this stage (split as recorded) and of its whole lineage, each as a fraction of the `oracle`'s
-    pretraining FLOPs; labelled tokens of the lineage as a fraction of the `base` model's pretraining tokens.
-    Fractions are None without an oracle (or base) to compare with."""
-    oracle_flops = sum(oracle["flops"].values()) if oracle else None
-    pretraining_tokens = base["tokens"] if base else None
+    pretraining FLOPs; labelled tokens of the lineage as a fraction of the `base` model's pretraining tokens (or of
+    `pretraining_tokens`, for a base model loaded from a checkpoint that was trained elsewhere). Fractions are None
+    without an oracle (or a token count) to compare with: a loaded oracle's FLOPs are unknown."""
+    oracle_flops = (sum(oracle["flops"].values()) or None) if oracle else None
+    if pretraining_tokens is None and base:
+        pretraining_tokens = base["tokens"] or None
     chain = lineage(meta, metas)
     stage_flops = sum(meta["flops"].values())
     lineage_flops = sum(sum(m["flops"].values()) for m in chain)

@@ -25,6 +25,8 @@ import torch
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model as load_model_weights
+from safetensors.torch import save_model as save_model_weights
 
 from undo.core.compute import train_flops_per_token
 from undo.config import TrainConfig
@@ -256,8 +258,7 @@ class Checkpoint:
         tmp = self.path.with_name(self.path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, tmp / "model.safetensors")
+        save_model_weights(model, str(tmp / "model.safetensors"))  # tied weights (a shared head) stored once
         opt_state = optimizer.state_dict()
         tensors = {"rng.torch": torch.get_rng_state()}
         for index, slots in opt_state["state"].items():
@@ -277,8 +278,7 @@ class Checkpoint:
         if state.get("run_key") != run_key:
             raise UserError(f"the checkpoint in {self.path} belongs to another run (key {state.get('run_key')}, "
                             f"this run is {run_key}); delete that folder to start over")
-        model_weights = load_file(self.path / "model.safetensors")
-        model.load_state_dict(model_weights)
+        load_model_weights(model, str(self.path / "model.safetensors"))
         tensors = load_file(self.path / "optimizer.safetensors")
         torch.set_rng_state(tensors.pop("rng.torch"))
         slots: dict[int, dict[str, torch.Tensor]] = {}

@@ -97,6 +97,10 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
         out["R3"] = {"claim": "UNDO's compute and robustness rise with alpha", "points": points,
                      "kendall_tau": {"compute": tau_c, "robustness_area": tau_r},
                      "held": None if not measured else (tau_c or 0) > 0 and (tau_r or 0) > 0}
+        if not measured:
+            out["R3"]["undecided_because"] = ("there is no data-filtered oracle to measure compute and robustness "
+                                              "against" if not group_of(records, Role.ORACLE)
+                                              else "some of its numbers are not measured yet")
     if points and any(p["robustness"]["area"] is not None for p in points):
         strongest = max((p for p in points if p["robustness"]["area"] is not None),
                         key=lambda p: p["robustness"]["area"])
@@ -129,5 +133,10 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
         out["R6"] = {"claim": "UNDO needs labels only for the unlearning step: a small fraction of the pretraining "
                               "tokens (data filtering labels all of them)",
                      "labelled_fraction": {f"{p['alpha']:g}": p["labelled_fraction"] for p in points},
-                     "data_filtering": 1.0, "held": all((p["labelled_fraction"] or 0) < 1.0 for p in points)}
+                     "data_filtering": 1.0,
+                     "held": None if any(p["labelled_fraction"] is None for p in points)  # no pretraining count
+                     else all(p["labelled_fraction"] < 1.0 for p in points)}
+        if out["R6"]["held"] is None:
+            out["R6"]["undecided_because"] = ("the base model's pretraining tokens are unknown (set "
+                                              "model.pretraining_tokens)")
     return out

@@ -83,24 +83,28 @@ def figures(results: Results, claims: dict, kind: str, out: Path, suffix: str = 
 
     undo = claims.get("R3", {}).get("points") or []
     if undo:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-        xs = [100 * p["compute"] for p in undo]
-        ys = [p["robustness"]["area"] for p in undo]
-        left.plot(xs, ys, "o-", color="tab:orange", label="UNDO")
-        for p, x, y in zip(undo, xs, ys):
-            if y is not None:
-                left.annotate(f"a={p['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        # Compute against robustness needs the oracle (both are measured against it); without one, only the curves.
+        anchored = all(p["compute"] is not None and p["robustness"]["area"] is not None for p in undo)
+        fig, axes = plt.subplots(1, 2 if anchored else 1, figsize=(9 if anchored else 5, 3.6), squeeze=False)
+        right = axes[0][-1]
         undo_family = group_of(records, Role.UNDO)[0].family
-        distilled = group_of(records, Role.DISTILLED, family=undo_family)
-        if distilled and all(r.robustness.get(kind) for r in distilled):
-            left.plot([100 * seed_mean(distilled, lambda r: r.accounting.stage_fraction_of_oracle)],
-                      [seed_mean(distilled, lambda r: r.robustness[kind]["area"])], "s", color="tab:blue",
-                      label="unlearn-and-distill (random init)")
-        left.plot([100], [1], "X", color="black", label="data filtering (oracle)")
-        left.set_xlabel("compute, % of the oracle's pretraining FLOPs")
-        left.set_ylabel(f"robustness (area to {max(budgets)} steps)")
-        left.legend(fontsize=7)
-        left.grid(alpha=0.3)
+        if anchored:
+            left = axes[0][0]
+            xs = [100 * p["compute"] for p in undo]
+            ys = [p["robustness"]["area"] for p in undo]
+            left.plot(xs, ys, "o-", color="tab:orange", label="UNDO")
+            for p, x, y in zip(undo, xs, ys):
+                left.annotate(f"a={p['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            distilled = group_of(records, Role.DISTILLED, family=undo_family)
+            if distilled and all(r.robustness.get(kind) for r in distilled):
+                left.plot([100 * seed_mean(distilled, lambda r: r.accounting.stage_fraction_of_oracle)],
+                          [seed_mean(distilled, lambda r: r.robustness[kind]["area"])], "s", color="tab:blue",
+                          label="unlearn-and-distill (random init)")
+            left.plot([100], [1], "X", color="black", label="data filtering (oracle)")
+            left.set_xlabel("compute, % of the oracle's pretraining FLOPs")
+            left.set_ylabel(f"robustness (area to {max(budgets)} steps)")
+            left.legend(fontsize=7)
+            left.grid(alpha=0.3)
         cmap = plt.get_cmap("viridis")
         for i, p in enumerate(undo):
             plot(right, group_of(records, Role.UNDO, alpha=p["alpha"]), f"UNDO a={p['alpha']:g}",

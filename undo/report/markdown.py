@@ -51,8 +51,8 @@ def grouped(records: list[ModelRecord], roles) -> list[list[ModelRecord]]:
 def verdict(claim: dict[str, Any] | None) -> str:
     if claim is None:
         return "**not measured** in this study"
-    return {True: "**held**", False: "**did not hold**",
-            None: "**undecided** (some of its numbers are not measured yet)"}[claim["held"]]
+    why = claim.get("undecided_because", "some of its numbers are not measured yet")
+    return {True: "**held**", False: "**did not hold**", None: f"**undecided** ({why})"}[claim["held"]]
 
 
 def claim_lines(c: dict[str, Any], fmt) -> list[str]:
@@ -118,8 +118,12 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
              "(`undo report` regenerates this file).", "",
              f"Conventions: {units}; after an attack, forget = the attacker-best value at the budget (best LR of "
              "the grid); robustness is normalised between the method's unlearn-only teacher (0) and the oracle (1); "
-             "compute is a share of the oracle's pretraining FLOPs. With several seeds: mean ± 95 % t-interval.", "",
-             "## Stage wall times (this machine)", ""]
+             "compute is a share of the oracle's pretraining FLOPs. With several seeds: mean ± 95 % t-interval.", ""]
+    if not any(r.role == Role.ORACLE and r.artifact for r in records):
+        lines += ["**No data-filtered oracle in this study**: robustness (0 = unlearn-only, 1 = oracle) and compute "
+                  "as a share of the oracle's are not computed, not guessed. Compare the attacker-best forget of each "
+                  "model with the base model's and its unlearn-only teacher's rows.", ""]
+    lines += ["## Stage wall times (this machine)", ""]
     lines += table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in results.wall_time_s.items()])
 
     for kind in kinds:

@@ -121,7 +121,8 @@ def attack_record(kind: str, attack_dir: Path, budgets: list[int]) -> AttackReco
 
 
 def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets: list[int],
-                 metas: dict[str, dict[str, Any]], base: dict | None, oracle: dict | None) -> ModelRecord:
+                 metas: dict[str, dict[str, Any]], base: dict | None, oracle: dict | None,
+                 pretraining_tokens: int | None) -> ModelRecord:
     record = ModelRecord(**entry.model_dump(include={"id", "role", "seed", "family", "alpha", "beta", "lr", "knobs",
                                                      "skipped"}))
     if entry.artifact:
@@ -131,7 +132,7 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
         record.metrics = read_evaluation(folder, evaluation_key)
         record.wall_time_s = meta.get("wall_time_s")
         record.steps = meta.get("steps")
-        record.accounting = account(meta, metas, oracle=oracle, base=base)
+        record.accounting = account(meta, metas, oracle=oracle, base=base, pretraining_tokens=pretraining_tokens)
         if meta["kind"] == "distill":
             d = DistillResult.model_validate(meta)
             record.distill = DistillSummary(init=d.init, stopped_early=d.stopped_early, stop_step=d.stop_step,
@@ -173,8 +174,9 @@ def gather(run_dir: Path) -> Results:
     metas = artifact_metas(run_dir)
     shared = {e.role: load_json(run_dir / e.artifact / "meta.json") for e in manifest.models
               if e.role in (Role.BASE, Role.ORACLE) and e.artifact}
+    declared = cfg["model"].get("pretraining_tokens") if cfg["model"].get("pretrained") else None
     records = [model_record(entry, run_dir, manifest.evaluation_key, budgets, metas, shared.get(Role.BASE),
-                            shared.get(Role.ORACLE)) for entry in manifest.models]
+                            shared.get(Role.ORACLE), declared) for entry in manifest.models]
     add_robustness(records, budgets, manifest.attack_kinds)
     seen, wall = set(), defaultdict(float)
     for r in records:  # every artifact's own wall time, once (base and oracle appear once per seed)

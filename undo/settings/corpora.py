@@ -34,6 +34,14 @@ def read_documents(source: str, *, limit: int | None = None, text_field: str = "
     .txt/.jsonl may end in .xz or .gz) or, when no such path exists, a Hugging Face dataset id
     `owner/name[:config[:split]]` (split defaults to train), streamed so nothing is downloaded in full.
     """
+    taken = list(iter_documents(source, limit=limit, text_field=text_field))
+    if not taken:
+        raise UserError(f"corpus {source} has no non-empty documents; point the setting at a file with text in it")
+    return taken
+
+
+def iter_documents(source: str, *, limit: int | None = None, text_field: str = "text") -> Iterator[str]:
+    """`read_documents`, one document at a time (a corpus larger than memory is never held in it)."""
     if limit is not None and limit < 1:
         raise UserError(f"document limit {limit} for corpus {source} must be at least 1; raise it or drop it")
     path = Path(source).expanduser()
@@ -43,10 +51,7 @@ def read_documents(source: str, *, limit: int | None = None, text_field: str = "
     else:
         documents = _read_hf(source, hf["repo"], hf["config"] or None, hf["split"] or "train", text_field)
     # islice stops pulling from the generator (and so from the file) once `limit` documents are in.
-    taken = list(itertools.islice((d for d in (doc.strip() for doc in documents) if d), limit))
-    if not taken:
-        raise UserError(f"corpus {source} has no non-empty documents; point the setting at a file with text in it")
-    return taken
+    return itertools.islice((d for d in (doc.strip() for doc in documents) if d), limit)
 
 
 def _suffixes(path: Path) -> tuple[str | None, str | None]:

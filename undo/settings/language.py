@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from undo.core.data import derive_seed, mixture_schedule
+from undo.core.data import derive_seed, mixture_schedule, pack
 from undo.core.errors import UserError
 from undo.settings.base import NEG_CE, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.bpe import cached_tokenizer
 from undo.settings.corpora import check_script, corpus_fingerprint, read_documents
+from undo.settings.corpus_store import TextCorpus, TokenCorpus
 from undo.settings.cross_entropy import heldout_cross_entropy
 
 Side = Literal["retain", "forget"]
@@ -99,41 +100,63 @@ class LanguageConfig(SettingConfig):
         return f"retain CE {metrics['retain_ce']:.3f} nats, forget CE {metrics['forget_ce']:.3f} nats"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Document:
-    text: str
+    """Document `index` of one side's corpus."""
+
+    corpus: TextCorpus | TokenCorpus
+    index: int
     component: str  # "retain" or "forget"
+
+    @property
+    def text(self) -> str:
+        return self.corpus.text(self.index)
 
 
 class LanguageSetting(TokenizedSetting):
     """Corpora, tokenizer and cross-entropy evaluation for the language setting (the interface of
-    `undo.settings`)."""
+    `undo.settings`). With a model built here, the corpora are read into memory and a BPE tokenizer is trained on
+    them; with a checkpoint's tokenizer, each corpus is tokenized once into a memmap on disk (`corpus_store`)."""
 
     score = NEG_CE
 
     def __init__(self, cfg: LanguageConfig, *, cache_dir: str | Path | None = None, tokenizer: Any = None):
         self.cfg = cfg
-        self.heldout: dict[Side, list[str]] = {}
-        self.pool: dict[Side, list[str]] = {}
+        cache = Path(cache_dir or ".undo_cache")
+        self.corpora: dict[Side, TextCorpus | TokenCorpus] = {}
+        self.heldout_order: dict[Side, np.ndarray] = {}
+        self.pool: dict[Side, np.ndarray] = {}  # corpus indices, in the seeded order they are drawn in
         for side in ("retain", "forget"):
             source = getattr(cfg, f"{side}_corpus")
-            documents = read_documents(source, limit=cfg.max_documents, text_field=cfg.text_field)
+            if tokenizer is None:
+                corpus = TextCorpus(read_documents(source, limit=cfg.max_documents, text_field=cfg.text_field))
+            else:
+                corpus = TokenCorpus.build(cache / "tokens", source, limit=cfg.max_documents,
+                                           text_field=cfg.text_field, tokenizer=tokenizer)
             script = getattr(cfg, f"{side}_script")
             if script is not None:
-                check_script(documents, script, source, role=f"setting.{side}_corpus")
-            order = np.random.default_rng([cfg.eval_seed, 0 if side == "retain" else 1]).permutation(len(documents))
-            shuffled = [documents[i] for i in order]
+                check_script([corpus.text(i) for i in range(min(200, len(corpus)))], script, source,
+                             role=f"setting.{side}_corpus")
+            order = np.random.default_rng([cfg.eval_seed, 0 if side == "retain" else 1]).permutation(len(corpus))
             wanted = cfg.heldout_documents + getattr(cfg, f"{side}_documents")
-            if len(shuffled) < wanted:
-                raise UserError(f"{source} has {len(shuffled):,} documents (reading at most setting.max_documents="
+            if len(order) < wanted:
+                raise UserError(f"{source} has {len(order):,} documents (reading at most setting.max_documents="
                                 f"{cfg.max_documents:,}); setting.heldout_documents + setting.{side}_documents "
                                 f"need {wanted:,}: lower them or point at a larger corpus")
-            self.heldout[side] = shuffled[: cfg.heldout_documents]
-            self.pool[side] = shuffled[cfg.heldout_documents :]
+            self.corpora[side] = corpus
+            self.heldout_order[side] = order[: cfg.heldout_documents]
+            self.pool[side] = order[cfg.heldout_documents :]
         # A model from a checkpoint brings its tokenizer; a model built here gets a BPE trained on both pools.
-        self.tokenizer = tokenizer if tokenizer is not None else cached_tokenizer(
-            Path(cache_dir or ".undo_cache") / "tokenizers", {side: self.pool[side] for side in ("retain", "forget")},
-            cfg.vocab_size, sample_chars=cfg.tokenizer_sample_chars, seed=cfg.eval_seed)
+        if tokenizer is None:
+            tokenizer = cached_tokenizer(
+                cache / "tokenizers", {side: [self.corpora[side].text(i) for i in self.pool[side]]
+                                       for side in ("retain", "forget")},
+                cfg.vocab_size, sample_chars=cfg.tokenizer_sample_chars, seed=cfg.eval_seed)
+            for corpus in self.corpora.values():
+                corpus.tokenizer = tokenizer
+        self.tokenizer = tokenizer
+        self.heldout = {side: [Document(self.corpora[side], int(i), side) for i in order]
+                        for side, order in self.heldout_order.items()}
         evaluated = cfg.eval_documents or cfg.heldout_documents
         self.eval_documents = {side: docs[:evaluated] for side, docs in self.heldout.items()}
 
@@ -151,7 +174,7 @@ class LanguageSetting(TokenizedSetting):
         for side in schedule:  # i.i.d. picks; the first N of each pool are used, then the other side fills up
             if taken[side] >= counts[side]:
                 side = "forget" if side == "retain" else "retain"
-            stream.append(Document(self.pool[side][taken[side]], side))
+            stream.append(Document(self.corpora[side], int(self.pool[side][taken[side]]), side))
             taken[side] += 1
         if which == "oracle":
             stream = [d for d in stream if d.component == "retain"]
@@ -175,7 +198,7 @@ class LanguageSetting(TokenizedSetting):
         index = rng.permutation(len(pool))
         if n > len(pool):
             index = np.concatenate([index, rng.integers(len(pool), size=n - len(pool))])
-        return [Document(pool[i], side) for i in index[:n]]
+        return [Document(self.corpora[side], int(pool[i]), side) for i in index[:n]]
 
     def data_summary(self, documents: list[Document]) -> dict:
         per_side = {side: sum(d.component == side for d in documents) for side in ("retain", "forget")}
@@ -186,10 +209,23 @@ class LanguageSetting(TokenizedSetting):
     # ------------------------------------------------------------------------------------------------------
     # Tokens and evaluation
 
-    def document_rows(self, texts: list[str], context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def document_ids(self, documents: list[Document]) -> list[list[int]]:
+        """Each document's token ids, opened by the end-of-text token (read from the store, or tokenized in one
+        batch per corpus)."""
+        ids: list[list[int] | None] = [None] * len(documents)
+        for corpus in {id(d.corpus): d.corpus for d in documents}.values():
+            positions = [i for i, d in enumerate(documents) if d.corpus is corpus]
+            for position, tokens in zip(positions, corpus.token_ids([documents[i].index for i in positions])):
+                ids[position] = [self.tokenizer.eos_token_id, *tokens]
+        return ids
+
+    def packed_rows(self, documents: list[Document], context: int):
+        return pack(self.document_ids(documents), context)
+
+    def document_rows(self, documents: list[Document], context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One row per document, cut at `context` tokens and right-padded, and the mask of its real tokens (pads are
         never predicted)."""
-        encoded = [ids[:context] for ids in self.encode_documents(texts)]
+        encoded = [ids[:context] for ids in self.document_ids(documents)]
         rows = torch.full((len(encoded), context), self.pad_id, dtype=torch.long)
         real = torch.zeros((len(encoded), context), dtype=torch.bool)
         for i, ids in enumerate(encoded):
@@ -200,8 +236,8 @@ class LanguageSetting(TokenizedSetting):
     def evaluate(self, model) -> dict[str, float]:
         context = self.context or model.config.max_position_embeddings
         metrics: dict[str, float] = {}
-        for side, texts in self.eval_documents.items():
-            rows, real = self.document_rows(texts, context)
+        for side, documents in self.eval_documents.items():
+            rows, real = self.document_rows(documents, context)
             ce = heldout_cross_entropy(model, rows, real=real, batch_size=self.cfg.eval_batch_size)
             metrics[f"{side}_ce"] = ce
             metrics[side] = -ce
