@@ -311,3 +311,18 @@ def test_the_language_setting_on_a_checkpoints_own_tokenizer(tmp_path):
     assert all(m["accounting"]["stage_fraction_of_oracle"] is None for m in results["models"] if m["accounting"])
     report = (run_dir / "report.md").read_text()
     assert "No data-filtered oracle in this study" in report and "there is no data-filtered oracle" in report
+
+
+def test_an_oracle_of_the_checkpoints_architecture_can_be_pretrained_here(tmp_path):
+    source = checkpoint(tmp_path / "mine", "gpt_neox")
+    raw = own_model_config(tmp_path / "runs", source)
+    raw["pretrain"] = {"oracle": True, "train": {"batch_size": 8, "max_steps": 3, "warmup_steps": 1, "eval_every": 3}}
+    cfg = validate_config(raw)
+    assert cfg.oracle_source == "trained"
+    oracle = pretrain(cfg, "oracle", progress=False)
+    meta = json.loads((oracle / "meta.json").read_text())
+    assert meta["source"] is None and meta["steps"] > 0 and meta["flops_total"] > 0
+    assert type(load_model(oracle / "model")).__name__ == "GPTNeoXForCausalLM"
+    assert set(meta["data"]["documents_per_component"]) == {"add/equation", "sub/equation"}  # retain data only
+    with pytest.raises(Exception, match="keep one of them"):
+        validate_config({**raw, "oracle": {"pretrained": str(source)}})
