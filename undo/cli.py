@@ -200,9 +200,11 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
     metas = [json.loads((path / "meta.json").read_text()) for path in paths]
     t = metas[0]["teacher_metrics"]
     S = cfg.setting.score
+    tolerance = cfg.distill.stop_tolerance
+    rule = (f"stop when retain is within {tolerance:g} of the teacher's" if tolerance is not None
+            else "no stop rule: to the step cap")
     table = Table(title=f"distillation from {teacher.resolve().name} (teacher {S.label('retain')} "
-                        f"{S.format(t['retain'])}, {S.label('forget')} {S.format(t['forget'])}; stop when retain is "
-                        f"within {cfg.distill.stop_tolerance:g} of the teacher's)")
+                        f"{S.format(t['retain'])}, {S.label('forget')} {S.format(t['forget'])}; {rule})")
     for column in ("init", "alpha", "steps", "stopped?", "FLOPs", "retain", "forget"):
         table.add_column(column, justify="left" if column == "init" else "right")
     for meta in metas:

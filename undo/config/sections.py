@@ -69,6 +69,8 @@ class TrainConfig(StrictModel):
     epochs: float = Field(1.0, gt=0, description="passes over the packed data (sets the step count)")
     max_steps: int | None = Field(None, ge=1, description="hard cap on optimizer steps")
     eval_every: int = Field(500, ge=1, description="evaluate every N optimizer steps (and at the end)")
+    eval_steps: list[int] | None = Field(None, min_length=1, description="evaluate at exactly these steps (and at "
+                                                                         "the end) instead of every eval_every")
     checkpoint_every: int = Field(250, ge=1, description="save a resumable checkpoint every N steps")
     log_every: int = Field(10, ge=1, description="write a train line to metrics.jsonl every N steps")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
@@ -153,6 +155,9 @@ class AttackConfig(StrictModel):
     lrs: list[float] = Field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], min_length=1)
     steps: int = Field(500, ge=1, description="attack steps per LR (the paper's 500)")
     eval_every: int = Field(20, ge=1, description="evaluate forget/retain every N steps, from step 0")
+    eval_steps: list[int] | None = Field(
+        None, min_length=1, description="evaluate at exactly these steps (and step 0) instead of every eval_every, "
+                                        "e.g. the paper's WMDP [10, 25, 50, 150, 500]")
     batch_size: int = Field(8, ge=1)
     budgets: list[int] = Field(default_factory=lambda: [40, 500], min_length=1,
                                description="attack steps at which to report snapshots (each <= steps)")
@@ -176,6 +181,8 @@ class AttackConfig(StrictModel):
         bad = [b for b in self.budgets if not 0 <= b <= self.steps]
         if bad:
             raise ValueError(f"budgets {bad} must be between 0 and steps ({self.steps}); raise steps or lower them")
+        if self.eval_steps is not None and any(not 1 <= e <= self.steps for e in self.eval_steps):
+            raise ValueError(f"eval_steps {self.eval_steps} must each be between 1 and steps ({self.steps})")
         unknown = [k for k in self.kinds if k not in ATTACK_KINDS]
         if unknown:
             raise ValueError(f"kinds: unknown attack kind {unknown[0]!r}; use one of: "
@@ -206,9 +213,10 @@ class DistillConfig(StrictModel):
     student_model: ModelConfig | None = Field(
         None, description="architecture of a 'random' student; null = the same as `model`")
     train: DistillTrainConfig = Field(default_factory=DistillTrainConfig)
-    stop_tolerance: float = Field(
+    stop_tolerance: float | None = Field(
         0.05, description="stop when the student's retain is within this of the teacher's: absolute for "
-                                "accuracy (arithmetic), relative for cross-entropy (language: CE gap / teacher CE)")
+                                "accuracy (arithmetic), relative for cross-entropy (language: CE gap / teacher CE); "
+                                "null = no stop rule, train to train.max_steps (the paper's WMDP runs)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the forward KL")
     examples: int = Field(60_000, ge=1, description="documents generated for the distillation stream")
 

@@ -60,6 +60,14 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def evaluates_at(step: int, cfg: TrainConfig, total_steps: int) -> bool:
+    """Whether the run evaluates after optimizer step `step`: at `eval_steps` if given, else every `eval_every`
+    steps; always at the last step."""
+    if step == total_steps:
+        return True
+    return step in cfg.eval_steps if cfg.eval_steps else step % cfg.eval_every == 0
+
+
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
     # Decay matrices only; norms' gains and biases are not decayed (the usual GPT recipe).
     matrices = [p for p in params if p.ndim >= 2]
@@ -203,7 +211,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
                 bar.update(task, loss=loss_mean, tps=tps)
             bar.update(task, completed=step)
 
-            if step % cfg.eval_every == 0 or step == total_steps:
+            if evaluates_at(step, cfg, total_steps):
                 state["last_eval"] = run_eval(step)
                 if stop_rule and stop_rule(step, state["last_eval"]):
                     state["stopped_early"] = True

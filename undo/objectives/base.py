@@ -28,6 +28,11 @@ class Objective(ABC):
     is_unlearning = False  # unlearning methods read labelled forget/retain batches and can be swept
     needs_reference = False  # True: the constructor takes `reference`, a frozen copy of the starting model
 
+    @classmethod
+    def wants_reference(cls, knobs: dict) -> bool:
+        """Whether a run with these knobs needs the frozen reference (some methods need it only for one variant)."""
+        return cls.needs_reference
+
     def trainable_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
 

@@ -59,6 +59,8 @@ def figures(results: Results, claims: dict, kind: str, out: Path, suffix: str = 
         for ax in axes:
             for b in budgets:
                 ax.axvline(b, color="0.85", lw=0.8, zorder=0)
+            if score.chance is not None:  # forget curves: guessing is the floor
+                ax.axhline(score.chance, color="tab:red", lw=0.8, ls=":", zorder=0, label="chance")
             ax.set_xlabel("attack step")
             if not score.relative:
                 ax.set_ylim(-0.02, 1.0)
@@ -129,6 +131,9 @@ def figures(results: Results, claims: dict, kind: str, out: Path, suffix: str = 
                 if r.role == Role.UNDO:
                     ax.annotate(f"{r.alpha:g}", (forget, retain), fontsize=6, textcoords="offset points",
                                 xytext=(3, 3))
+            if score.chance is not None:  # chance on both axes: no lower forget means more forgotten
+                ax.axvline(score.chance, color="tab:red", lw=0.8, ls=":", zorder=0)
+                ax.axhline(score.chance, color="tab:red", lw=0.8, ls=":", zorder=0)
             ax.set_title("before the attack" if k == "before" else f"after {k} attack steps")
             ax.set_xlabel(forget_label if k != "before" else score.label("forget"))
             ax.set_ylabel(f"{score.label('retain')} (as shipped)")

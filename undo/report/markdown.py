@@ -111,6 +111,9 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
 
     units = ("accuracies" if not S.relative else "mean next-token cross-entropy on held-out documents, in nats "
              "(retain: lower is better; forget: higher = more forgotten)")
+    if S.chance is not None:
+        units = (f"multiple-choice accuracies (chance {100 * S.chance:.0f}%: what guessing scores; a forget score "
+                 "below it counts as chance, the floor, in teacher selection and robustness)")
     lines = [f"# undo study report: `{results.run_dir}`", "",
              f"Config hash `{results.config_hash}`, code `{results.code_version}`, seeds "
              f"{results.seeds}{'' if results.complete else ' (study incomplete: some stages have not run)'}. "

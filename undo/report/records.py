@@ -16,10 +16,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from undo.analysis.accounting import Accounting, account, artifact_metas
-from undo.analysis.robustness import BestCurve, area_under, robustness_or_none
+from undo.analysis.robustness import BestCurve, Curve, area_under, robustness_or_none
 from undo.core.artifacts import code_version
 from undo.core.errors import UserError
-from undo.settings import SETTINGS
+from undo.settings import SETTINGS, Score
 from undo.stages.attack import AttackResult
 from undo.stages.distill import DistillResult
 from undo.stages.evaluation import read_evaluation
@@ -144,9 +144,18 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
     return record
 
 
-def add_robustness(records: list[ModelRecord], budgets: list[int], kinds: list[str]) -> None:
+def floored_area(attack: AttackRecord, score: Score, up_to: int) -> float:
+    """The area under the attacker-best curve with every point floored at chance (the plain area without one)."""
+    if score.chance is None:
+        return attack.area
+    best = BestCurve.from_dict(attack.best)
+    return area_under(Curve(best.steps, [score.floored(v) for v in best.values]), up_to)
+
+
+def add_robustness(records: list[ModelRecord], budgets: list[int], kinds: list[str], score: Score) -> None:
     """Normalised robustness of every attacked model that has a method family, against that family's teacher
-    (unlearn-only, 0) and the oracle (1) of the same seed, under the same attack kind."""
+    (unlearn-only, 0) and the oracle (1) of the same seed, under the same attack kind. Forget scores below a
+    multiple-choice chance level count as chance (`Score.floored`)."""
     anchors = {(r.seed, r.role, r.family): r for r in records if r.role in (Role.TEACHER, Role.ORACLE)}
     for r in records:
         teacher = anchors.get((r.seed, Role.TEACHER, r.family))
@@ -157,9 +166,10 @@ def add_robustness(records: list[ModelRecord], budgets: list[int], kinds: list[s
             p, u, o = (x.attack(kind) for x in (r, teacher, oracle))
             if not (p and u and o):
                 continue
-            rob = {key: robustness_or_none(p.at[key].forget, u.at[key].forget, o.at[key].forget)
+            f = score.floored
+            rob = {key: robustness_or_none(f(p.at[key].forget), f(u.at[key].forget), f(o.at[key].forget))
                    for key in (str(b) for b in budgets)}
-            rob["area"] = robustness_or_none(p.area, u.area, o.area)
+            rob["area"] = robustness_or_none(*(floored_area(x, score, max(budgets)) for x in (p, u, o)))
             r.robustness[kind] = rob
 
 
@@ -177,7 +187,7 @@ def gather(run_dir: Path) -> Results:
     declared = cfg["model"].get("pretraining_tokens") if cfg["model"].get("pretrained") else None
     records = [model_record(entry, run_dir, manifest.evaluation_key, budgets, metas, shared.get(Role.BASE),
                             shared.get(Role.ORACLE), declared) for entry in manifest.models]
-    add_robustness(records, budgets, manifest.attack_kinds)
+    add_robustness(records, budgets, manifest.attack_kinds, SETTINGS[setting_name].score)
     seen, wall = set(), defaultdict(float)
     for r in records:  # every artifact's own wall time, once (base and oracle appear once per seed)
         parts = [(r.artifact, r.wall_time_s, r.role.stage_kind)]

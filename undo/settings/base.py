@@ -34,10 +34,16 @@ class Score:
     and relative for cross-entropy, as in the paper (mean accuracy within 0.05; relative CE gap below 0.05)."""
 
     kind: Literal["accuracy", "neg_ce"]
+    chance: float | None = None  # multiple-choice accuracy: what guessing scores (the floor of "forgotten")
 
     @property
     def relative(self) -> bool:
         return self.kind == "neg_ce"
+
+    def floored(self, value: float) -> float:
+        """A forget score as decisions read it: below chance counts as chance (guessing is as forgotten as it gets;
+        lower is noise, not more forgetting)."""
+        return value if self.chance is None else max(value, self.chance)
 
     def retain_floor(self, base: float, fraction: float) -> float:
         """The lowest retain score that keeps `fraction` of the base model's retain (CE may grow by 1/fraction)."""
@@ -146,6 +152,11 @@ class SettingConfig(StrictModel):
         """The setting object; `cache_dir` is where it may keep derived files (e.g. a trained tokenizer).
         `tokenizer` is the model's own when the model comes from a checkpoint; None = the setting's own."""
         raise NotImplementedError
+
+    def for_report(self) -> "SettingConfig":
+        """The evaluation behind every reported number (and teacher selection). A setting whose evaluations during
+        training are cut short (a limit of questions) gives its full evaluation here; by default the same."""
+        return self
 
     def metrics_view(self, metrics: dict[str, float]) -> "RenderableType":
         """How a model's metrics print in the CLI (a line, or a rich table)."""

@@ -27,7 +27,7 @@ ACCEPTED = ".txt, .jsonl (each optionally .xz or .gz) or .parquet"
 HF_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<config>[\w.-]*))?(?::(?P<split>[\w.-]+))?$")
 
 
-def read_documents(source: str, *, limit: int | None = None, text_field: str = "text") -> list[str]:
+def read_documents(source: str | list[str], *, limit: int | None = None, text_field: str = "text") -> list[str]:
     """The first `limit` non-empty documents of `source` (all when `limit` is None), whitespace stripped.
 
     `source` is a file (.txt: one document per line; .jsonl: `record[text_field]`; .parquet: column `text_field`;
@@ -40,8 +40,11 @@ def read_documents(source: str, *, limit: int | None = None, text_field: str = "
     return taken
 
 
-def iter_documents(source: str, *, limit: int | None = None, text_field: str = "text") -> Iterator[str]:
-    """`read_documents`, one document at a time (a corpus larger than memory is never held in it)."""
+def iter_documents(source: str | list[str], *, limit: int | None = None, text_field: str = "text") -> Iterator[str]:
+    """`read_documents`, one document at a time (a corpus larger than memory is never held in it). A list of
+    sources is one corpus: each source's first `limit` documents, in order."""
+    if isinstance(source, list):
+        return itertools.chain.from_iterable(iter_documents(s, limit=limit, text_field=text_field) for s in source)
     if limit is not None and limit < 1:
         raise UserError(f"document limit {limit} for corpus {source} must be at least 1; raise it or drop it")
     path = Path(source).expanduser()
@@ -193,8 +196,11 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(Path(path))
 
 
-def corpus_fingerprint(source: str) -> str:
-    """A local corpus file's sha256 (cached per size and mtime); a dataset id stands for itself."""
+def corpus_fingerprint(source: str | list[str]) -> str:
+    """A local corpus file's sha256 (cached per size and mtime); a dataset id stands for itself; a list of sources
+    is the list of theirs."""
+    if isinstance(source, list):
+        return "+".join(corpus_fingerprint(s) for s in source)
     path = Path(source)
     if not path.is_file():
         return source

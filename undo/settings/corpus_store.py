@@ -75,7 +75,8 @@ class TokenCorpus:
         return [self.ids(i).tolist() for i in indices]
 
     @classmethod
-    def build(cls, cache_dir: Path, source: str, *, limit: int | None, text_field: str, tokenizer: Any) -> TokenCorpus:
+    def build(cls, cache_dir: Path, source: str | list[str], *, limit: int | None, text_field: str,
+              tokenizer: Any) -> TokenCorpus:
         """The store of `source`'s first `limit` documents under `tokenizer`, made on first use."""
         key = stable_hash({"format": FORMAT, "source": corpus_fingerprint(source), "limit": limit,
                            "text_field": text_field, "tokenizer": tokenizer_fingerprint(tokenizer)})
@@ -97,7 +98,7 @@ class TokenCorpus:
         return cls(final, tokenizer)
 
 
-def _write(folder: Path, documents, tokenizer, source: str) -> int:
+def _write(folder: Path, documents, tokenizer, source: str | list[str]) -> int:
     """Tokenize `documents` in batches into folder/tokens.bin and folder/offsets.npy; returns their number."""
     offsets = [0]
     with open(folder / "tokens.bin", "wb") as out:

@@ -44,8 +44,10 @@ class LanguageConfig(SettingConfig):
 
     name: Literal["language"] = "language"
     score: ClassVar[Score] = NEG_CE
-    retain_corpus: str = Field(description="retain corpus: a file path or a Hugging Face dataset id")
-    forget_corpus: str = Field(description="forget corpus: a file path or a Hugging Face dataset id")
+    retain_corpus: str | list[str] = Field(description="retain corpus: a file path or a Hugging Face dataset id (a "
+                                                       "list of them is one corpus)")
+    forget_corpus: str | list[str] = Field(description="forget corpus: a file path or a Hugging Face dataset id (a "
+                                                       "list of them is one corpus)")
     text_field: str = Field("text", description="the text field of JSONL/parquet records and datasets")
     retain_script: Literal["latin", "hangul"] | None = Field(
         "latin", description="the script the retain corpus must be written in (a cheap check); null = no check")

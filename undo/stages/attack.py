@@ -150,7 +150,7 @@ class Attack(Stage):
             check_vocabulary(model, setting.tokenizer, f"the attacked model {target}")
             train_cfg = TrainConfig(batch_size=a.batch_size, lr=lr, schedule="constant", warmup_steps=0,
                                     weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
-                                    checkpoint_every=max(a.eval_every, 50), log_every=10)
+                                    eval_steps=a.eval_steps, checkpoint_every=max(a.eval_every, 50), log_every=10)
             method = self.method
             result = train(method.prepare(model), method.objective(), batches, train_cfg, a.steps, workdir,
                            evaluate=setting.evaluate, eval_at_start=True, progress=job.progress,

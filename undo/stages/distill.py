@@ -43,9 +43,9 @@ def distill_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedB
 
 
 class StopRuleRecord(BaseModel):
-    tolerance: float
+    tolerance: float | None  # None: no stop rule
     on: list[str]
-    threshold: float
+    threshold: float | None
     forget_ceiling: float | None
     eval_every: int
     max_steps: int | None
@@ -126,8 +126,9 @@ class Distill(Stage):
         teacher = load_model(teacher_dir / "model", cfg.model).eval().requires_grad_(False)
         check_vocabulary(teacher, setting.tokenizer, f"the teacher {teacher_dir}")
         teacher_metrics = setting.evaluate(teacher)
-        threshold = setting.score.at_least_near(teacher_metrics["retain"], d.stop_tolerance)
-        forget_ceiling = setting.score.at_most_near(teacher_metrics["forget"], d.stop_tolerance)
+        ruled = d.stop_tolerance is not None  # null: no stop rule, the step cap ends the run
+        threshold = setting.score.at_least_near(teacher_metrics["retain"], d.stop_tolerance) if ruled else None
+        forget_ceiling = setting.score.at_most_near(teacher_metrics["forget"], d.stop_tolerance) if ruled else None
         match_forget = "forget" in stop_metrics(self.init)
         student = for_training(self.student(job, setting, teacher), cfg.model)
 
@@ -135,7 +136,8 @@ class Distill(Stage):
             return metrics["retain"] >= threshold and (not match_forget or metrics["forget"] <= forget_ceiling)
 
         result = train(student, OBJECTIVES["distill"](teacher, temperature=d.temperature), batches, d.train,
-                       d.train.max_steps, job.workdir, evaluate=setting.evaluate, stop_rule=stop_rule,
+                       d.train.max_steps, job.workdir, evaluate=setting.evaluate,
+                       stop_rule=stop_rule if ruled else None,
                        eval_at_start=True, progress=job.progress, description=f"distill {self.init}{self._alpha_part}",
                        run_key=job.key)
         save_model(student, job.workdir / "model", setting.tokenizer)

@@ -24,11 +24,13 @@ from undo.settings import Setting, SettingConfig, build_setting
 FOLDER = "evaluations"
 
 
-def setting_for(cfg: ExperimentConfig, eval_items: int | None = None) -> Setting:
-    """The config's setting (evaluating `eval_items` items per cell/side when given), built once per process, with
-    the model's own tokenizer when the model comes from a checkpoint; derived files (a trained tokenizer) are cached
-    in the run directory."""
-    section = cfg.setting if eval_items is None else cfg.setting.with_eval_items(eval_items)
+def setting_for(cfg: ExperimentConfig, eval_items: int | None = None, *, report: bool = False) -> Setting:
+    """The config's setting (evaluating `eval_items` items per cell/side when given; its full, reported evaluation
+    with `report`), built once per process, with the model's own tokenizer when the model comes from a checkpoint;
+    derived files (a trained tokenizer) are cached in the run directory."""
+    section = cfg.setting.for_report() if report else cfg.setting
+    if eval_items is not None:
+        section = section.with_eval_items(eval_items)
     return build_setting(section, Path(cfg.run_dir) / "cache", tokenizer=model_tokenizer(cfg.model),
                          tokenizer_identity=tokenizer_identity(cfg.model), context=cfg.model.context)
 
@@ -74,14 +76,19 @@ def read_evaluation(folder: Path, key: str) -> dict[str, float] | None:
     return json.loads(path.read_text())["metrics"] if path.is_file() else None
 
 
+def report_key(cfg: ExperimentConfig) -> str:
+    """The evaluation identity of every reported number (and of teacher selection)."""
+    return evaluation_key(cfg.setting.for_report())
+
+
 def ensure_evaluation(folder: Path, cfg: ExperimentConfig) -> dict[str, float]:
-    """The model in `folder` evaluated under the config's setting: read back if measured, else measured now (inside
-    a dry run, NotComputed instead)."""
-    metrics = read_evaluation(folder, evaluation_key(cfg.setting))
+    """The model in `folder` under the config's reported evaluation: read back if measured, else measured now
+    (inside a dry run, NotComputed instead)."""
+    metrics = read_evaluation(folder, report_key(cfg))
     if metrics is not None:
         return metrics
     if is_dry_run():
         raise NotComputed(f"{Path(folder).name} is not evaluated on this evaluation set yet")
-    metrics = setting_for(cfg).evaluate(load_model(Path(folder) / "model", cfg.model))
-    write_evaluation(folder, cfg.setting, metrics)
+    metrics = setting_for(cfg, report=True).evaluate(load_model(Path(folder) / "model", cfg.model))
+    write_evaluation(folder, cfg.setting.for_report(), metrics)
     return metrics

@@ -30,7 +30,7 @@ Which = Literal["base", "oracle"]
 
 def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
     """The training knobs that change the trained weights (not logging, evaluation or checkpoint cadence)."""
-    return train_cfg.model_dump(mode="json", exclude={"eval_every", "checkpoint_every", "log_every"})
+    return train_cfg.model_dump(mode="json", exclude={"eval_every", "eval_steps", "checkpoint_every", "log_every"})
 
 
 class PretrainResult(StageResult):

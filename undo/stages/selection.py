@@ -45,11 +45,12 @@ class TeacherChoice(BaseModel):
 def select_teacher(candidates: Sequence[Candidate], base_retain: float, rule: SelectionRule,
                    score: Score = ACCURACY) -> TeacherChoice:
     """Lowest forget score among runs whose retain score keeps `min_retain_fraction` of the base model's; ties go to
-    the higher retain score. If no run qualifies, none is chosen."""
+    the higher retain score (forget scores below a multiple-choice chance level count as chance, so a run a few
+    questions below chance does not beat one at chance that kept more retain). If no run qualifies, none is chosen."""
     threshold = score.retain_floor(base_retain, rule.min_retain_fraction)
     judged = [c.model_copy(update={"qualifies": c.retain >= threshold}) for c in candidates]
     qualified = [c for c in judged if c.qualifies]
-    chosen = min(qualified, key=lambda c: (c.forget, -c.retain)).name if qualified else None
+    chosen = min(qualified, key=lambda c: (score.floored(c.forget), -c.retain)).name if qualified else None
     return TeacherChoice(rule=rule, base_retain=base_retain, retain_threshold=threshold, chosen=chosen,
                          candidates=judged)
 

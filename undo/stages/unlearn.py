@@ -57,7 +57,7 @@ def build_unlearning_objective(point: SweepPoint, reference: torch.nn.Module | N
     kwargs = dict(point.knobs)
     try:
         check_knobs(point.method, kwargs)
-        if cls.needs_reference:
+        if cls.wants_reference(kwargs):
             kwargs["reference"] = reference
         if "seed" in inspect.signature(cls.__init__).parameters:
             kwargs["seed"] = seed
@@ -100,7 +100,8 @@ class Unlearn(Stage):
                 for side in ("forget", "retain")}
         batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
         model = for_training(load_model(job.inputs["base"] / "model", cfg.model), cfg.model)
-        needs_reference = OBJECTIVES[point.method].needs_reference
+        # The frozen reference is held once, in the model's dtype, and only for methods that read it.
+        needs_reference = OBJECTIVES[point.method].wants_reference(dict(point.knobs))
         reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
         objective = build_unlearning_objective(point, reference, cfg.seed)
         train_cfg = TrainConfig(batch_size=u.batch_size, lr=point.lr, schedule="constant", warmup_steps=0,

@@ -10,7 +10,7 @@ from undo.core.artifacts import Artifact, dry_run
 from undo.core.errors import UserError
 from undo.report import write_report
 from undo.stages.pretrain import pretrain_key
-from undo.stages.evaluation import evaluation_key
+from undo.stages.evaluation import report_key
 from undo.study.executors import Executor, PoolExecutor, SerialExecutor, execute
 from undo.study.manifest import MANIFEST, Manifest, ModelEntry
 from undo.study.plan import Plan, build_plan, select_task
@@ -35,7 +35,7 @@ def manifest_of(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pe
     selection = {t.cfg.seed: outputs[t.name] for t in plan.tasks
                  if t.action is select_task and outputs.get(t.name) is not None}
     return Manifest(config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
-                    evaluation_key=evaluation_key(cfg.setting), seeds=cfg.seeds, attack_kinds=cfg.attack.kinds,
+                    evaluation_key=report_key(cfg), seeds=cfg.seeds, attack_kinds=cfg.attack.kinds,
                     plan_key=plan.key, complete=all(t.name in outputs for t in plan.tasks) and not pending,
                     selection=selection, models=models, skipped=skipped)
 

@@ -1,0 +1,186 @@
+"""The multiple-choice setting, offline: tiny generated MCQ tasks as local JSON with their task YAML, tiny corpora, a
+tiny checkpoint. lm-eval's accuracy equals the argmax of per-choice log-likelihoods computed by hand; a whole study
+(checkpoint base -> unlearn -> UNDO -> attack -> report) runs on it; the training-time limit and the reported full
+evaluation are separate; MaxEnt's KL-to-frozen retain term; attack evaluation at chosen steps; UNDO without a stop
+rule."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.test_language import write_corpora
+from undo.config import validate_config
+from undo.core.errors import UserError
+from undo.core.models import fresh_model, load_model, save_model
+from undo.objectives.maxent import MaxEnt
+from undo.settings.mcq import MCQ_ACCURACY
+from undo.settings.tokenizer import build_char_tokenizer
+from undo.stages.evaluation import setting_for
+from undo.study.runner import run_study
+
+PROMPT = "{{question}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\nD. {{choices[3]}}\\nAnswer:"
+
+
+def write_task(folder: Path, name: str, questions: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.jsonl").write_text("\n".join(json.dumps(q) for q in questions) + "\n")
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {folder / f'{name}.jsonl'}\n"
+        f"test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{PROMPT}\"\n"
+        "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ndoc_to_target: answer\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+
+
+def questions(kind: str, n: int) -> list[dict]:
+    """Tiny generated questions: retain = which is the sum, forget = which is the product."""
+    out = []
+    for i in range(n):
+        a, b = 2 + i % 7, 3 + i % 5
+        right = a + b if kind == "add" else a * b
+        choices = [right, right + 1, right - 1, right + 2]
+        shift = i % 4
+        choices = choices[shift:] + choices[:shift]
+        out.append({"question": f"{a} {'+' if kind == 'add' else '*'} {b} = ?", "choices": [str(c) for c in choices],
+                    "answer": choices.index(right)})
+    return out
+
+
+def tiny_checkpoint(folder: Path) -> Path:
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=2)
+    save_model(fresh_model(config, seed=0), folder, build_char_tokenizer())
+    return folder
+
+
+def mcq_config(tmp_path: Path, **setting) -> dict:
+    tasks = tmp_path / "tasks"
+    write_task(tasks, "toy_products", questions("mul", 24))
+    write_task(tasks, "toy_sums", questions("add", 24))
+    corpora = write_corpora(tmp_path / "corpora")
+    return {
+        "seed": 0, "run_dir": str(tmp_path / "runs"),
+        "setting": {"name": "mcq", "retain_corpus": corpora["retain"], "forget_corpus": corpora["forget"],
+                    "forget_tasks": ["toy_products"], "retain_tasks": ["toy_sums"], "task_paths": [str(tasks)],
+                    "limit": 8, "max_documents": 400, "retain_documents": 150, "forget_documents": 150,
+                    "heldout_documents": 20, **setting},
+        "model": {"pretrained": str(tiny_checkpoint(tmp_path / "checkpoint")), "context": 64},
+        "unlearn": {"steps": 3, "batch_size": 4, "eval_every": 3, "examples": 60,
+                    "methods": [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": 1.0}},
+                                {"method": "maxent", "lrs": [1e-3], "knobs": {"retain_loss": "kl"}}],
+                    "selection": {"min_retain_fraction": 0.0}},
+        "distill": {"examples": 60, "alphas": [0.25], "beta": 0.0, "stop_tolerance": None,
+                    "train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "max_steps": 3, "eval_every": 3}},
+        "attack": {"data": "forget", "steps": 4, "eval_every": 4, "eval_steps": [1, 2, 4], "budgets": [2, 4],
+                   "lrs": [1e-3, 1e-2], "eval_per_cell": 6, "examples": 60, "batch_size": 4},
+        "study": {"undo_method": "maxent", "oracle_matching": False},
+    }
+
+
+def test_lm_eval_accuracy_is_the_argmax_of_per_choice_log_likelihoods(tmp_path):
+    cfg = validate_config(mcq_config(tmp_path, limit=None))
+    setting = setting_for(cfg)
+    model = load_model(Path(cfg.model.pretrained))
+    metrics = setting.evaluate(model)
+    tokenizer = setting.tokenizer
+    for task, kind in (("toy_products", "mul"), ("toy_sums", "add")):
+        correct = 0
+        for q in questions(kind, 24):
+            context = f"{q['question']}\nA. {q['choices'][0]}\nB. {q['choices'][1]}\nC. {q['choices'][2]}\n" \
+                      f"D. {q['choices'][3]}\nAnswer:"
+            scores = []
+            for letter in "ABCD":
+                prefix = tokenizer(context, add_special_tokens=False)["input_ids"]
+                answer = tokenizer(" " + letter, add_special_tokens=False)["input_ids"]
+                ids = torch.tensor([[tokenizer.eos_token_id, *prefix, *answer]])
+                with torch.no_grad():
+                    logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+                targets = ids[0, 1:]
+                scores.append(float(logp[-len(answer):].gather(-1, targets[-len(answer):, None]).sum()))
+            correct += max(range(4), key=scores.__getitem__) == q["answer"]
+        side = "forget" if kind == "mul" else "retain"
+        assert metrics[f"{side}/{task}"] == pytest.approx(correct / 24)
+    assert metrics["forget"] == metrics["forget/toy_products"] and metrics["retain"] == metrics["retain/toy_sums"]
+
+
+def test_a_whole_mcq_study_offline(tmp_path):
+    cfg = validate_config(mcq_config(tmp_path))
+    run_dir = run_study(cfg, progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["setting"] == "mcq" and results["score"] == "accuracy"
+    roles = {m["role"] for m in results["models"] if m["artifact"]}
+    assert {"base", "unlearn", "teacher", "distilled", "undo"} <= roles
+    for m in results["models"]:
+        if m["metrics"]:
+            assert set(m["metrics"]) >= {"forget", "retain", "forget/toy_products", "retain/toy_sums"}
+            assert all(0 <= m["metrics"][k] <= 1 for k in ("forget", "retain"))
+    # Reported numbers are the full tasks (24 questions: multiples of 1/24); the attack's curves use its limit
+    # (attack.eval_per_cell = 6 questions) at the chosen steps.
+    base = next(m for m in results["models"] if m["role"] == "base")
+    assert all(abs(v * 24 - round(v * 24)) < 1e-9 for k, v in base["metrics"].items() if "/" in k)
+    attack = base["attacks"]["finetune"]
+    assert attack["best"]["steps"] == [0, 1, 2, 4]
+    assert all(abs(v * 6 - round(v * 6)) < 1e-9 for v in attack["best"]["values"])
+    # UNDO without a stop rule trains to its cap.
+    undo = next(m for m in results["models"] if m["role"] == "undo")
+    assert undo["steps"] == 3 and undo["distill"]["stopped_early"] is False
+    report = (run_dir / "report.md").read_text()
+    assert "chance 25%" in report and "## Relearning attack" in report
+    assert (run_dir / "report_figures" / "relearning.png").is_file()
+    # The MaxEnt teacher held a frozen reference for its KL retain term and accounted for its forwards.
+    maxent = next(m for m in results["models"] if m["role"] == "unlearn" and m["family"] == "maxent")
+    meta = json.loads((run_dir / maxent["artifact"] / "meta.json").read_text())
+    assert meta["flops"]["reference"] > 0 and meta["knobs"] == {"retain_loss": "kl"}
+
+
+def test_maxent_kl_retain_term_is_the_kl_to_the_frozen_model():
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2)
+    model, reference = fresh_model(config, seed=0), fresh_model(config, seed=1)
+    ids = torch.randint(3, 40, (2, 8), generator=torch.Generator().manual_seed(0))
+    batch = {"forget_input_ids": ids, "retain_input_ids": ids.flip(0)}
+    objective = MaxEnt(retain_weight=2.0, retain_loss="kl", reference=reference)
+    loss, logs = objective.loss(model, batch)
+    p = F.log_softmax(reference(input_ids=batch["retain_input_ids"]).logits[:, :-1].float(), -1)
+    q = F.log_softmax(model(input_ids=batch["retain_input_ids"]).logits[:, :-1].float(), -1)
+    expected_kl = (p.exp() * (p - q)).sum(-1).mean().detach()
+    assert logs["retain_kl"] == pytest.approx(expected_kl.item(), rel=1e-5)
+    assert MaxEnt.wants_reference({"retain_loss": "kl"}) and not MaxEnt.wants_reference({})
+    assert MaxEnt(reference=None).loss(model, batch)[1]["retain_ce"] > 0
+
+
+def test_chance_is_the_floor_of_forgetting():
+    assert MCQ_ACCURACY.floored(0.1) == 0.25 and MCQ_ACCURACY.floored(0.4) == 0.4
+    from undo.config import SelectionRule
+    from undo.stages.selection import Candidate, select_teacher
+
+    # 0.20 and 0.24 are both at the floor: the run that kept more retain wins.
+    runs = [Candidate(name="below", retain=0.50, forget=0.20), Candidate(name="at", retain=0.60, forget=0.24)]
+    assert select_teacher(runs, 0.6, SelectionRule(min_retain_fraction=0.5), MCQ_ACCURACY).chosen == "at"
+
+
+def test_bad_mcq_inputs_are_one_line(tmp_path):
+    raw = mcq_config(tmp_path)
+    raw["setting"]["forget_tasks"] = ["no_such_task"]
+    with pytest.raises(UserError, match="'no_such_task' is not an lm-eval task"):
+        setting_for(validate_config(raw)).evaluate(load_model(Path(raw["model"]["pretrained"])))
+    raw = mcq_config(tmp_path)
+    raw["setting"]["forget_corpus"] = str(tmp_path / "data" / "bio_forget.jsonl")
+    raw["setting"]["corpus_help"] = {"forget": "request access at https://huggingface.co/datasets/cais/wmdp-bio-"
+                                               "forget-corpus and save it there"}
+    with pytest.raises(UserError, match=r"bio_forget.jsonl does not exist.*forget corpus: request access") as err:
+        setting_for(validate_config(raw))
+    assert "\n" not in str(err.value)
+    raw = mcq_config(tmp_path)
+    raw["setting"]["task_paths"] = [str(tmp_path / "nowhere")]
+    with pytest.raises(UserError, match="setting.task_paths: .*nowhere is not a folder"):
+        validate_config(raw)
+    assert math.isclose(validate_config(mcq_config(tmp_path)).setting.score.chance, 0.25)

@@ -1,0 +1,196 @@
+"""The multiple-choice setting (the paper's WMDP setting): knowledge measured by lm-evaluation-harness tasks.
+
+Data: as in the language setting. Unlearning reads forget and retain documents of two text corpora (e.g. the WMDP
+bio/cyber forget corpora and a retain corpus), distillation and the attack read their mixture; a model from a
+checkpoint tokenizes them with its own tokenizer, once, into token stores on disk.
+
+Scores: the forget score is the mean multiple-choice accuracy over `forget_tasks` (e.g. wmdp_bio, wmdp_cyber), the
+retain score the mean over `retain_tasks` (e.g. mmlu), each task's accuracy (lm-eval's `acc`: the choice with the
+highest log-likelihood) also reported on its own (`forget/<task>`, `retain/<task>`). Evaluation runs in memory on
+the model being trained (`lm_eval.evaluator.evaluate` with `HFLM(pretrained=<the model object>)`, no save and
+reload). Inside training (the distillation stop rule, unlearning logs, the attack's curves) each task is cut to its
+first `limit` questions; every reported number and teacher selection use `report_limit` (null: every question).
+Tasks are lm-eval's own (by name) or your own YAML files in `task_paths` (`TaskManager(include_path=...)`), whose
+JSON/JSONL data can be local: nothing needs the network. Guessing scores `chance` (25 % for four choices): forget
+scores below it count as chance in teacher selection and robustness (the floor), and the report marks it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from undo.core.artifacts import file_sha256
+from undo.core.errors import UserError
+from undo.settings.base import Score, register_setting
+from undo.settings.language import LanguageConfig, LanguageSetting
+
+MCQ_ACCURACY = Score("accuracy", chance=0.25)
+MCQ_FIELDS = {"forget_tasks", "retain_tasks", "task_paths", "limit", "report_limit", "num_fewshot", "include_ce",
+              "corpus_help"}
+
+
+@register_setting
+class MCQConfig(LanguageConfig):
+    """Forget and retain knowledge measured by multiple-choice tasks of lm-evaluation-harness; training data from a
+    forget and a retain corpus (as in the language setting)."""
+
+    name: Literal["mcq"] = "mcq"
+    score: ClassVar[Score] = MCQ_ACCURACY
+    retain_script: Literal["latin", "hangul"] | None = Field(None, description="a script check of the retain corpus")
+    forget_script: Literal["latin", "hangul"] | None = Field(None, description="likewise for the forget corpus")
+    forget_tasks: list[str] = Field(min_length=1, description="lm-eval tasks measuring what is removed, e.g. "
+                                                              "[wmdp_bio, wmdp_cyber]")
+    retain_tasks: list[str] = Field(min_length=1, description="lm-eval tasks measuring what is kept, e.g. [mmlu]")
+    task_paths: list[str] = Field(default_factory=list, description="folders of your own task YAML files")
+    limit: int | None = Field(50, ge=1, description="questions per task in evaluations during training (stop rule, "
+                                                    "attack curves); null = all")
+    report_limit: int | None = Field(None, ge=1, description="questions per task behind reported numbers and teacher "
+                                                             "selection; null = all")
+    num_fewshot: int = Field(0, ge=0, description="in-context examples per question")
+    include_ce: bool = Field(False, description="also measure held-out cross-entropy on both corpora")
+    corpus_help: dict[Literal["retain", "forget"], str] = Field(
+        default_factory=dict, description="where to obtain each corpus, said when it is missing")
+    eval_batch_size: int = Field(16, ge=1)
+
+    def data_identity(self) -> dict[str, Any]:
+        return {k: v for k, v in super().data_identity().items() if k not in MCQ_FIELDS}
+
+    def evaluation_identity(self) -> dict[str, Any]:
+        # Own task files count by content; lm-eval's built-in tasks by name and lm-eval's version.
+        lm_eval = require_lm_eval()
+        files = {str(p): file_sha256(p) for folder in self.task_paths for p in sorted(Path(folder).rglob("*"))
+                 if p.is_file()}
+        return {**super().evaluation_identity(), "task_files": files, "lm_eval": lm_eval.__version__}
+
+    def with_eval_items(self, items: int) -> "MCQConfig":
+        return self.model_copy(update={"limit": items, "eval_documents": min(items, self.heldout_documents)})
+
+    def for_report(self) -> "MCQConfig":
+        return self.model_copy(update={"limit": self.report_limit})
+
+    def check_experiment(self, experiment) -> None:
+        super().check_experiment(experiment)
+        missing = [folder for folder in self.task_paths if not Path(folder).is_dir()]
+        if missing:
+            raise ValueError(f"setting.task_paths: {missing[0]} is not a folder of task YAML files")
+
+    def build(self, cache_dir: Path, tokenizer: Any = None) -> "MCQSetting":
+        return MCQSetting(self, cache_dir=cache_dir, tokenizer=tokenizer)
+
+    def metrics_view(self, metrics: dict[str, float]) -> str:
+        tasks = "  ".join(f"{name} {100 * value:.1f}%" for name, value in metrics.items() if "/" in name)
+        return (f"retain {100 * metrics['retain']:.1f}%  forget {100 * metrics['forget']:.1f}% (chance "
+                f"{100 * self.score.chance:.0f}%)  {tasks}")
+
+
+class MCQSetting(LanguageSetting):
+    score = MCQ_ACCURACY
+
+    def __init__(self, cfg: MCQConfig, *, cache_dir: str | Path | None = None, tokenizer: Any = None):
+        try:
+            super().__init__(cfg, cache_dir=cache_dir, tokenizer=tokenizer)
+        except UserError as err:
+            helps = [f"{side} corpus: {hint}" for side, hint in cfg.corpus_help.items()
+                     if str(getattr(cfg, f"{side}_corpus")) in str(err)]
+            if not helps or "does not exist" not in str(err):
+                raise
+            raise UserError(f"{err}; {helps[0]}") from None
+        self.own_tokenizer = tokenizer is None  # a tokenizer undo trained opens every text with end-of-text
+        self._tasks = None
+
+    @property
+    def tasks(self):
+        """The lm-eval tasks, loaded once (their questions are read here, from the hub or from local files)."""
+        if self._tasks is None:
+            require_lm_eval()
+            from lm_eval.tasks import TaskManager
+
+            cfg = self.cfg
+            with quiet():
+                names = [*cfg.forget_tasks, *cfg.retain_tasks]
+                # Indexing lm-eval's ~15k built-in task files takes seconds: skip it when your own files hold them all.
+                manager = TaskManager(include_path=cfg.task_paths, include_defaults=False) if cfg.task_paths else None
+                if manager is None or any(n not in manager.all_tasks for n in names):
+                    manager = TaskManager(include_path=cfg.task_paths or None)
+                unknown = [n for n in names if n not in manager.all_tasks]
+                if unknown:
+                    raise UserError(f"setting.forget_tasks/retain_tasks: {unknown[0]!r} is not an lm-eval task; "
+                                    "name a registered one (lm_eval --tasks list) or add its YAML to task_paths")
+                try:
+                    loaded = manager.load(names)
+                except Exception as err:  # noqa: BLE001 - datasets raise many kinds; one line says which task
+                    raise UserError(f"could not load the lm-eval tasks {names}: {str(err).splitlines()[0]}") from None
+            for task in loaded["tasks"].values():
+                task.set_config(key="num_fewshot", value=cfg.num_fewshot)
+                task.set_fewshot_seed(seed=1234)
+            self._tasks = loaded
+        return self._tasks
+
+    def evaluate(self, model) -> dict[str, float]:
+        from lm_eval import evaluator
+        from lm_eval.models.huggingface import HFLM
+
+        cfg = self.cfg
+        was_training = model.training
+        device = next(model.parameters()).device
+        try:
+            with quiet():
+                lm = HFLM(pretrained=model, backend="causal", tokenizer=self.tokenizer, batch_size=cfg.eval_batch_size,
+                          device=str(device), max_length=self.context,
+                          **({"add_bos_token": True} if self.own_tokenizer else {}))
+                out = evaluator.evaluate(lm=lm, task_dict=self.tasks, limit=cfg.limit, bootstrap_iters=0,
+                                         log_samples=False, verbosity="ERROR")
+        finally:
+            model.train(was_training)
+        metrics: dict[str, float] = {}
+        for side, names in (("forget", cfg.forget_tasks), ("retain", cfg.retain_tasks)):
+            accuracies = [task_accuracy(out, name) for name in names]
+            metrics.update({f"{side}/{name}": acc for name, acc in zip(names, accuracies)})
+            metrics[side] = sum(accuracies) / len(accuracies)
+        if cfg.include_ce:
+            cross_entropies = super().evaluate(model)
+            metrics.update({k: v for k, v in cross_entropies.items() if k.endswith("_ce")})
+        return metrics
+
+    def describe_evaluation(self) -> str:
+        limit = "every question" if self.cfg.limit is None else f"the first {self.cfg.limit} questions"
+        return (f"lm-eval tasks, {limit} of each: forget {', '.join(self.cfg.forget_tasks)}; retain "
+                f"{', '.join(self.cfg.retain_tasks)}")
+
+
+def require_lm_eval():
+    try:
+        import lm_eval
+    except ImportError:
+        raise UserError("the mcq setting evaluates with lm-evaluation-harness: pip install 'undo[mcq]' "
+                        "(or pip install lm-eval)") from None
+    return lm_eval
+
+
+def task_accuracy(out: dict, name: str) -> float:
+    """A task's (or a group's, e.g. mmlu) accuracy in lm-eval's results."""
+    for section in ("results", "groups"):
+        row = (out.get(section) or {}).get(name)
+        if row and "acc,none" in row:
+            return float(row["acc,none"])
+    raise UserError(f"lm-eval reported no accuracy for {name!r}; use multiple-choice tasks with an 'acc' metric")
+
+
+@contextlib.contextmanager
+def quiet():
+    """lm-eval's progress bars, warnings and logs are noise next to undo's own progress."""
+    previous = {name: logging.getLogger(name).level for name in ("lm-eval", "lm_eval", "datasets")}
+    for name in previous:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield  # an exception still propagates (and becomes one line, or keeps its traceback)
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
