@@ -109,6 +109,20 @@ def test_lm_eval_accuracy_is_the_argmax_of_per_choice_log_likelihoods(tmp_path):
     assert metrics["forget"] == metrics["forget/toy_products"] and metrics["retain"] == metrics["retain/toy_sums"]
 
 
+def test_reused_requests_score_every_model_as_a_fresh_evaluation_would(tmp_path):
+    from undo.settings.mcq import MCQSetting
+
+    cfg = validate_config(mcq_config(tmp_path))
+    setting = setting_for(cfg)
+    base = load_model(Path(cfg.model.pretrained))
+    other = fresh_model(base.config, seed=7)
+    first, second, again = setting.evaluate(base), setting.evaluate(other), setting.evaluate(base)
+    assert first == again and first != second
+    fresh = MCQSetting(cfg.setting, cache_dir=tmp_path / "fresh", tokenizer=setting.tokenizer)
+    fresh.context = setting.context
+    assert fresh.evaluate(other) == second
+
+
 def test_a_whole_mcq_study_offline(tmp_path):
     cfg = validate_config(mcq_config(tmp_path))
     run_dir = run_study(cfg, progress=False)
@@ -184,3 +198,31 @@ def test_bad_mcq_inputs_are_one_line(tmp_path):
     with pytest.raises(UserError, match="setting.task_paths: .*nowhere is not a folder"):
         validate_config(raw)
     assert math.isclose(validate_config(mcq_config(tmp_path)).setting.score.chance, 0.25)
+
+
+def test_the_shipped_wmdp_config_loads_and_says_where_to_get_its_corpora(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    loaded = subprocess.run([sys.executable, "-m", "undo", "config", "configs/wmdp.yaml"], capture_output=True,
+                            text=True, cwd=root)
+    assert loaded.returncode == 0 and "wmdp_bio" in loaded.stdout and "stop_tolerance: null" in loaded.stdout
+    tiny = tiny_checkpoint(tmp_path / "checkpoint")
+
+    def data_command():
+        result = subprocess.run([sys.executable, "-m", "undo", "data", str(root / "configs" / "wmdp.yaml"), "--set",
+                                 f"model.pretrained={tiny}", "--set", "unlearn.methods=[{method: maxent}]"],
+                                capture_output=True, text=True, cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        return lines[0]
+
+    line = data_command()
+    assert "bio_retain.jsonl does not exist" in line and "https://huggingface.co/datasets/cais/wmdp-corpora" in line
+    (tmp_path / "data" / "wmdp").mkdir(parents=True)
+    for name in ("bio_retain", "cyber_retain"):
+        (tmp_path / "data" / "wmdp" / f"{name}.jsonl").write_text('{"text": "a retain paragraph"}\n')
+    line = data_command()
+    assert "bio_forget.jsonl does not exist" in line
+    assert "https://huggingface.co/datasets/cais/wmdp-bio-forget-corpus" in line

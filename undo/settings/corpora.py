@@ -40,6 +40,19 @@ def read_documents(source: str | list[str], *, limit: int | None = None, text_fi
     return taken
 
 
+def check_source(source: str | list[str]) -> None:
+    """A one-line error now, before any corpus is read, for a local file that does not exist or cannot be read."""
+    for one in source if isinstance(source, list) else [source]:
+        path = Path(one).expanduser()
+        if path.exists() or not HF_ID.match(one) or _suffixes(path)[0] is not None:
+            fmt, _ = _suffixes(path)
+            if fmt is None:
+                raise UserError(f"corpus {path} has a suffix we cannot read; use {ACCEPTED}")
+            if not path.is_file():
+                raise UserError(f"corpus file {path} does not exist; check the path (relative paths start at the "
+                                "directory you run from)")
+
+
 def iter_documents(source: str | list[str], *, limit: int | None = None, text_field: str = "text") -> Iterator[str]:
     """`read_documents`, one document at a time (a corpus larger than memory is never held in it). A list of
     sources is one corpus: each source's first `limit` documents, in order."""

@@ -29,7 +29,7 @@ from undo.core.data import derive_seed, mixture_schedule, pack
 from undo.core.errors import UserError
 from undo.settings.base import NEG_CE, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.bpe import cached_tokenizer
-from undo.settings.corpora import check_script, corpus_fingerprint, read_documents
+from undo.settings.corpora import check_script, check_source, corpus_fingerprint, read_documents
 from undo.settings.corpus_store import TextCorpus, TokenCorpus
 from undo.settings.cross_entropy import heldout_cross_entropy
 
@@ -128,6 +128,8 @@ class LanguageSetting(TokenizedSetting):
         self.corpora: dict[Side, TextCorpus | TokenCorpus] = {}
         self.heldout_order: dict[Side, np.ndarray] = {}
         self.pool: dict[Side, np.ndarray] = {}  # corpus indices, in the seeded order they are drawn in
+        for side in ("retain", "forget"):  # every missing file is reported before any corpus is read
+            check_source(getattr(cfg, f"{side}_corpus"))
         for side in ("retain", "forget"):
             source = getattr(cfg, f"{side}_corpus")
             if tokenizer is None:
