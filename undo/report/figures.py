@@ -60,7 +60,9 @@ def figures(results: Results, claims: dict, kind: str, out: Path, suffix: str = 
             for b in budgets:
                 ax.axvline(b, color="0.85", lw=0.8, zorder=0)
             if score.chance is not None:  # forget curves: guessing is the floor
-                ax.axhline(score.chance, color="tab:red", lw=0.8, ls=":", zorder=0, label="chance")
+                ax.axhline(score.chance, color="tab:red", lw=0.8, ls=":", zorder=0, label="chance (guessing)")
+                if ax.get_legend() is not None:
+                    ax.legend(fontsize=7)
             ax.set_xlabel("attack step")
             if not score.relative:
                 ax.set_ylim(-0.02, 1.0)
