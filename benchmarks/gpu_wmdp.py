@@ -27,7 +27,7 @@ from transformers import Gemma2Config
 
 from undo.config import load_config
 from undo.core.models import count_parameters, fresh_model, save_model
-from undo.settings.mcq import MCQSetting
+from undo.settings.mcq import MCQSetting, write_task
 from undo.settings.tokenizer import build_char_tokenizer
 from undo.stages.attack import attack
 from undo.stages.distill import distill
@@ -35,21 +35,13 @@ from undo.stages.pretrain import pretrain
 from undo.stages.unlearn import sweep_points, unlearn
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPT = "{{question}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\nD. {{choices[3]}}\\nAnswer:"
-
-
-def write_task(folder: Path, name: str, seed: int, n: int = 20) -> None:
+def questions(seed: int, n: int = 20) -> list[dict]:
     rows = []
     for i in range(n):
         a, b = 2 + (i + seed) % 17, 3 + (i * 7 + seed) % 13
         choices = [a * b, a * b + 1, a * b - 1, a * b + a]
         rows.append({"question": f"{a} * {b} = ?", "choices": [str(c) for c in choices], "answer": 0})
-    (folder / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (folder / f"{name}.yaml").write_text(
-        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {folder / f'{name}.jsonl'}\n"
-        f"test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{PROMPT}\"\n"
-        "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ndoc_to_target: answer\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    return rows
 
 
 def write_corpus(path: Path, word: str, n: int) -> None:
@@ -79,7 +71,7 @@ def main() -> None:
     tasks.mkdir()
     forget_tasks, retain_tasks = ["toy_bio", "toy_cyber"], [f"toy_mmlu_{i}" for i in range(57)]
     for seed, name in enumerate(forget_tasks + retain_tasks):
-        write_task(tasks, name, seed)
+        write_task(tasks, name, questions(seed))
     for side, word in (("forget", "product"), ("retain", "sum")):
         write_corpus(scratch / f"{side}.jsonl", word, 3000)
 

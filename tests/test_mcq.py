@@ -17,23 +17,10 @@ from undo.config import validate_config
 from undo.core.errors import UserError
 from undo.core.models import fresh_model, load_model, save_model
 from undo.objectives.maxent import MaxEnt
-from undo.settings.mcq import MCQ_ACCURACY
+from undo.settings.mcq import MCQ_ACCURACY, write_task
 from undo.settings.tokenizer import build_char_tokenizer
 from undo.stages.evaluation import setting_for
 from undo.study.runner import run_study
-
-PROMPT = "{{question}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\nD. {{choices[3]}}\\nAnswer:"
-
-
-def write_task(folder: Path, name: str, questions: list[dict]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.jsonl").write_text("\n".join(json.dumps(q) for q in questions) + "\n")
-    (folder / f"{name}.yaml").write_text(
-        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {folder / f'{name}.jsonl'}\n"
-        f"test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{PROMPT}\"\n"
-        "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ndoc_to_target: answer\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
-
 
 def questions(kind: str, n: int) -> list[dict]:
     """Tiny generated questions: retain = which is the sum, forget = which is the product."""

@@ -16,8 +16,11 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,23 @@ class Artifact:
         (self.partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         self.partial.rename(self.path)
         return self.path
+
+
+def build_once(final: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`final`, a cached folder: made by `build(staging)` in a temporary folder beside it and renamed into place, so
+    a killed process never leaves half of one; when `final/marker` exists it is reused. Two processes building the
+    same folder at once both finish: the later rename loses the race harmlessly."""
+    final = Path(final)
+    if (final / marker).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        build(staging)
+        os.replace(staging, final)
+    except OSError:
+        if not (final / marker).is_file():  # not a lost race with another process: a real failure
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from undo.core.artifacts import build_once
 from undo.core.errors import UserError
 from undo.settings.tokenizer import EOS, PAD, UNK
 
@@ -45,19 +43,8 @@ def cached_tokenizer(cache_dir: Path, texts_by_corpus: dict[str, list[str]], voc
     sample = balanced_sample(texts_by_corpus, sample_chars=sample_chars, seed=seed)
     digest = hashlib.sha256(json.dumps([RECIPE, tokenizers.__version__, vocab_size, sample],
                                        ensure_ascii=False).encode("utf-8")).hexdigest()
-    final = Path(cache_dir) / f"tokenizer_{digest[:16]}"
-    if not (final / "tokenizer.json").is_file():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tokenizer = _train_on_sample(sample, vocab_size)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            tokenizer.save_pretrained(staging)
-            os.replace(staging, final)
-        except OSError:
-            if not (final / "tokenizer.json").is_file():  # not a lost race with another process: a real failure
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    final = build_once(Path(cache_dir) / f"tokenizer_{digest[:16]}", "tokenizer.json",
+                       lambda staging: _train_on_sample(sample, vocab_size).save_pretrained(staging))
     return PreTrainedTokenizerFast.from_pretrained(final)
 
 

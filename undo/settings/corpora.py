@@ -40,17 +40,25 @@ def read_documents(source: str | list[str], *, limit: int | None = None, text_fi
     return taken
 
 
+def _is_file_source(source: str) -> bool:
+    """A source names a file unless it looks like a dataset id and no such path exists."""
+    path = Path(source).expanduser()
+    return path.exists() or not HF_ID.match(source) or _suffixes(path)[0] is not None
+
+
+def _check_file(path: Path) -> None:
+    if _suffixes(path)[0] is None:
+        raise UserError(f"corpus {path} has a suffix we cannot read; use {ACCEPTED}")
+    if not path.is_file():
+        raise UserError(f"corpus file {path} does not exist; check the path (relative paths start at the "
+                        "directory you run from)")
+
+
 def check_source(source: str | list[str]) -> None:
     """A one-line error now, before any corpus is read, for a local file that does not exist or cannot be read."""
     for one in source if isinstance(source, list) else [source]:
-        path = Path(one).expanduser()
-        if path.exists() or not HF_ID.match(one) or _suffixes(path)[0] is not None:
-            fmt, _ = _suffixes(path)
-            if fmt is None:
-                raise UserError(f"corpus {path} has a suffix we cannot read; use {ACCEPTED}")
-            if not path.is_file():
-                raise UserError(f"corpus file {path} does not exist; check the path (relative paths start at the "
-                                "directory you run from)")
+        if _is_file_source(one):
+            _check_file(Path(one).expanduser())
 
 
 def iter_documents(source: str | list[str], *, limit: int | None = None, text_field: str = "text") -> Iterator[str]:
@@ -60,11 +68,10 @@ def iter_documents(source: str | list[str], *, limit: int | None = None, text_fi
         return itertools.chain.from_iterable(iter_documents(s, limit=limit, text_field=text_field) for s in source)
     if limit is not None and limit < 1:
         raise UserError(f"document limit {limit} for corpus {source} must be at least 1; raise it or drop it")
-    path = Path(source).expanduser()
-    hf = HF_ID.match(source)
-    if path.exists() or not hf or _suffixes(path)[0] is not None:
-        documents = _read_file(path, text_field)
+    if _is_file_source(source):
+        documents = _read_file(Path(source).expanduser(), text_field)
     else:
+        hf = HF_ID.match(source)
         documents = _read_hf(source, hf["repo"], hf["config"] or None, hf["split"] or "train", text_field)
     # islice stops pulling from the generator (and so from the file) once `limit` documents are in.
     return itertools.islice((d for d in (doc.strip() for doc in documents) if d), limit)
@@ -82,12 +89,8 @@ def _suffixes(path: Path) -> tuple[str | None, str | None]:
 
 
 def _read_file(path: Path, text_field: str) -> Iterator[str]:
+    _check_file(path)
     fmt, compression = _suffixes(path)
-    if fmt is None:
-        raise UserError(f"corpus {path} has a suffix we cannot read; use {ACCEPTED}")
-    if not path.is_file():
-        raise UserError(f"corpus file {path} does not exist; check the path (relative paths start at the "
-                        "directory you run from)")
     if fmt == ".parquet":
         return _read_parquet(path, text_field)
     return _read_lines(path, fmt, compression, text_field)

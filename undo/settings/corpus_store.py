@@ -16,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from undo.core.artifacts import stable_hash
+from undo.core.artifacts import build_once, stable_hash
 from undo.core.errors import UserError
 from undo.settings.corpora import corpus_fingerprint, iter_documents
 
@@ -80,22 +77,13 @@ class TokenCorpus:
         """The store of `source`'s first `limit` documents under `tokenizer`, made on first use."""
         key = stable_hash({"format": FORMAT, "source": corpus_fingerprint(source), "limit": limit,
                            "text_field": text_field, "tokenizer": tokenizer_fingerprint(tokenizer)})
-        final = Path(cache_dir) / f"tokens_{key}"
-        if not (final / "offsets.npy").is_file():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-            try:
-                count = _write(staging, iter_documents(source, limit=limit, text_field=text_field), tokenizer, source)
-                (staging / "meta.json").write_text(json.dumps({"source": source, "documents": count,
-                                                               "limit": limit, "text_field": text_field}) + "\n")
-                console.print(f"tokenized {count:,} documents of {source} once into {final}")
-                os.replace(staging, final)
-            except OSError:
-                if not (final / "offsets.npy").is_file():  # not a lost race with another process: a real failure
-                    raise
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        return cls(final, tokenizer)
+        def tokenize(staging: Path) -> None:
+            count = _write(staging, iter_documents(source, limit=limit, text_field=text_field), tokenizer, source)
+            (staging / "meta.json").write_text(json.dumps({"source": source, "documents": count, "limit": limit,
+                                                           "text_field": text_field}) + "\n")
+            console.print(f"tokenized {count:,} documents of {source} once into {cache_dir}/tokens_{key}")
+
+        return cls(build_once(Path(cache_dir) / f"tokens_{key}", "offsets.npy", tokenize), tokenizer)
 
 
 def _write(folder: Path, documents, tokenizer, source: str | list[str]) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -182,6 +183,24 @@ def reuse_requests(tasks) -> None:
 
 def _keep_requests(**_) -> None:
     """A task's `build_all_requests` once its requests are built (see `reuse_requests`)."""
+
+
+PROMPT = "{{question}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\nD. {{choices[3]}}\\nAnswer:"
+
+
+def write_task(folder: Path, name: str, questions: list[dict]) -> Path:
+    """Your own four-choice task, offline: `questions` ({"question", "choices": [4], "answer": index}) as
+    `<folder>/<name>.jsonl` and its lm-eval task file `<folder>/<name>.yaml` (WMDP's prompt format); put `folder` in
+    `setting.task_paths` and `name` in the forget or retain tasks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    data.write_text("\n".join(json.dumps(q) for q in questions) + "\n")
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
+        f"test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{PROMPT}\"\n"
+        "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ndoc_to_target: answer\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    return folder / f"{name}.yaml"
 
 
 def require_lm_eval():
