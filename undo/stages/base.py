@@ -120,7 +120,8 @@ def model_identity(model: ModelConfig) -> dict[str, Any]:
     dtype and the attention kernel; not gradient checkpointing (the same numbers, recomputed) nor
     `pretraining_tokens` (read by the accounting only)."""
     fields = model.model_dump(mode="json", exclude={"gradient_checkpointing", "pretraining_tokens"})
-    if model.pretrained is not None:
+    if model.pretrained is not None:  # by content: the same checkpoint moved elsewhere is the same model
+        fields.pop("pretrained"), fields.pop("revision")
         fields["checkpoint"] = fingerprint(model.pretrained, model.revision)
     return fields
 
