@@ -62,7 +62,7 @@ def main() -> None:
         "unlearn": {"steps": steps, "batch_size": batch, "eval_every": steps, "examples": 2000, "methods": [
             {"method": "grad_diff", "lrs": [1e-5], "knobs": {"retain_weight": 1.0}},
             {"method": "rmu", "lrs": [1e-5], "knobs": {"layer": min(7, args.layers - 1), "steer": 80.0}}]},
-        "distill": {"examples": 4000, "alphas": [0.25], "beta": 0.0, "stop_tolerance": -1.0,
+        "distill": {"examples": 4000, "alphas": [0.25], "beta": 0.0, "stop_tolerance": None,
                     "train": {"batch_size": batch, "max_steps": steps, "eval_every": steps, "warmup_steps": 2}},
         "attack": {"lrs": [1e-5], "steps": steps, "eval_every": steps, "budgets": [steps], "eval_per_cell": 10,
                    "examples": 2000, "batch_size": batch},

@@ -60,7 +60,7 @@ def test_config_section_defaults_and_validation():
 
 
 def test_random_init_writes_a_complete_artifact_with_the_flop_split(tmp_path):
-    cfg = validate_config(raw_config(tmp_path, stop_tolerance=-1.0,  # never stops: runs max_steps
+    cfg = validate_config(raw_config(tmp_path, stop_tolerance=None,  # no stop rule: runs max_steps
                                      student_model={"layers": 1, "width": 16, "heads": 2, "context": 32,
                                                     "vocab": 100}))
     teacher = make_teacher(tmp_path, cfg)

@@ -130,7 +130,7 @@ STUDY = {
     "unlearn": {"steps": 4, "batch_size": 4, "eval_every": 2, "examples": 60,
                 "methods": [{"method": "grad_diff", "lrs": [1e-3]}, {"method": "maxent", "lrs": [1e-3]}],
                 "selection": {"min_retain_fraction": 0.0}},
-    "distill": {"examples": 200, "alphas": [0.5], "stop_tolerance": -1.0,
+    "distill": {"examples": 200, "alphas": [0.5], "stop_tolerance": None,
                 "train": {"batch_size": 4, "max_steps": 4, "eval_every": 2, "warmup_steps": 1}},
     "attack": {"kinds": ["finetune", "head_only"], "steps": 4, "eval_every": 2, "budgets": [2, 4],
                "lrs": [1e-3, 1e-2], "eval_per_cell": 6, "examples": 200, "batch_size": 4},

@@ -64,7 +64,7 @@ def language_config(tmp_path, **setting):
                     "methods": [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": 1.0}},
                                 {"method": "maxent", "lrs": [1e-3]}],
                     "selection": {"min_retain_fraction": 0.5}},
-        "distill": {"examples": 100, "alphas": [0.3, 0.7], "stop_tolerance": -1.0,  # never stops: runs 4 steps
+        "distill": {"examples": 100, "alphas": [0.3, 0.7], "stop_tolerance": None,  # no stop rule: runs 4 steps
                     "train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "max_steps": 4, "eval_every": 2,
                               "checkpoint_every": 1, "log_every": 1}},
         "attack": {"data": "forget", "steps": 6, "eval_every": 2, "budgets": [2, 6], "lrs": [1e-3, 3e-3],

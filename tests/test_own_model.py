@@ -67,7 +67,7 @@ def own_model_config(run_dir: Path, source: Path, **model) -> dict:
         "setting": {"examples": 600, "eval_per_cell": 3, "eval_batch_size": 64, "word_problem_weight": 0.0},
         "model": {"pretrained": str(source), "context": 32, **model},
         "unlearn": {"steps": 2, "batch_size": 4, "eval_every": 2, "examples": 100, "methods": METHODS},
-        "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": -1.0,  # never stops: trains its 2 steps
+        "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": None,  # no stop rule: trains its 2 steps
                     "train": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "warmup_steps": 1}},
         "attack": {"steps": 2, "eval_every": 2, "budgets": [2], "lrs": [1e-3], "eval_per_cell": 2, "examples": 100,
                    "batch_size": 4},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,11 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+try:  # newer typer carries its own copy of click (and its own Abort, typer.Abort)
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer uses the click package
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from undo.config import config_hash, dump_yaml, load_config
 from undo.core.errors import UserError
@@ -235,7 +241,7 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder 
 @app.command()
 def data(config: ConfigArg = None, set_: SetOpt = None,
          which: Annotated[str, typer.Option(help="'base' or 'oracle' stream")] = "base",
-         show: Annotated[int, typer.Option(help="documents to print")] = 8) -> None:
+         show: Annotated[int, typer.Option(min=0, help="documents to print")] = 8) -> None:
     """Show a sample of the pretraining stream and evaluation set, with their sizes."""
     from collections import Counter
 
@@ -283,10 +289,28 @@ def main(argv: list[str] | None = None) -> None:
     # Generation past a small model's context (a long word problem) is scored as it comes; the reminder is noise.
     hf_logging.set_verbosity_error()
     try:
-        app(args=argv, prog_name="undo")
+        code = app(args=argv, prog_name="undo", standalone_mode=False)
     except UserError as err:
-        print(f"undo: error: {err}", file=sys.stderr)
+        fail(str(err))
+    except NoArgsIsHelpError as err:  # plain `undo`: the help, as click shows it
+        print(err.ctx.get_help(), file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except ClickException as err:  # a wrong command, flag or value: one line too, not click's box
+        ctx = getattr(err, "ctx", None)
+        command = f" {ctx.info_name}" if ctx is not None and ctx.parent is not None else ""
+        fail(f"{err.format_message()} (see `undo{command} --help`)")
+    except (KeyboardInterrupt, typer.Abort):
         print("undo: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise  # not something the user's disk or permissions did: keep the traceback
+        where = f" writing {err.filename}" if err.filename else ""
+        fail(f"{err.strerror}{where}; make room (or fix the permissions) and run the same command again: what is "
+             "complete is kept and an interrupted stage resumes")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str) -> None:
+    print(f"undo: error: {' '.join(message.split())}", file=sys.stderr)  # always one line
+    sys.exit(2)

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from undo.config.sections import (
-    AttackConfig, DistillConfig, MethodSweep, ModelConfig, OracleConfig, PretrainConfig, StudyConfig, UnlearnConfig,
+    AttackConfig, DistillConfig, MethodSweep, ModelConfig, OracleConfig, PretrainConfig, Seed, StudyConfig,
+    UnlearnConfig,
 )
 from undo.core.checkpoints import check_checkpoint, local_depth
 from undo.core.strict import StrictModel
@@ -17,7 +18,7 @@ from undo.settings import DEFAULT_SETTING, SettingConfig, parse_setting
 
 
 class ExperimentConfig(StrictModel):
-    seed: int = Field(0, description="derives every RNG: data order, init, noise, generation")
+    seed: Seed = Field(0, description="derives every RNG: data order, init, noise, generation")
     run_dir: str = Field("runs/demo", description="where artifacts go")
     # Any registered setting's section (undo.settings); `name` picks it, default arithmetic.
     setting: SerializeAsAny[SettingConfig] = Field(default_factory=lambda: parse_setting({}, DEFAULT_SETTING))
@@ -37,6 +38,13 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _study_names_sweeps(self) -> "ExperimentConfig":
         families = [m.label for m in self.unlearn.methods]
+        repeated = sorted({f for f in families if families.count(f) > 1})
+        if repeated:
+            raise ValueError(f"unlearn.methods: {repeated[0]!r} is swept twice; give one entry with all its lrs and "
+                             "knob lists")
+        if self.setting.score.relative and self.unlearn.selection.min_retain_fraction == 0:
+            raise ValueError("unlearn.selection.min_retain_fraction must be > 0 for a cross-entropy setting (the "
+                             "retain CE may grow by 1/fraction); use 0.5 to keep half")
         undo_method = self.study.undo_method if self.study.undo_method != "none" else None
         for where, name in [*(("study.distill_methods", m) for m in self.study.distill_methods or []),
                             *(("study.attack_teachers", m) for m in self.study.attack_teachers or []),

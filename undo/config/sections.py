@@ -5,13 +5,17 @@ Every field has a default, so an empty file is a complete (general-purpose) expe
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from undo.attacks import ATTACK_KINDS
 from undo.core.strict import StrictModel
 from undo.objectives import check_knobs, unlearning_methods
+
+
+# Every RNG is seeded from it (numpy's generators take 0 .. 2**32 - 1 as one word).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class ModelConfig(StrictModel):
@@ -115,6 +119,11 @@ class MethodSweep(StrictModel):
         check_knobs(self.method, self.knobs)
         if any(lr <= 0 for lr in self.lrs):
             raise ValueError(f"lrs must all be > 0, got {self.lrs}")
+        if len(set(self.lrs)) != len(self.lrs):
+            raise ValueError(f"lrs must not repeat, got {self.lrs}")
+        for knob, value in self.knobs.items():
+            if isinstance(value, list) and not value:
+                raise ValueError(f"knobs.{knob} is an empty list: a list is swept, so give it at least one value")
         return self
 
     @property
@@ -214,7 +223,7 @@ class DistillConfig(StrictModel):
         None, description="architecture of a 'random' student; null = the same as `model`")
     train: DistillTrainConfig = Field(default_factory=DistillTrainConfig)
     stop_tolerance: float | None = Field(
-        0.05, description="stop when the student's retain is within this of the teacher's: absolute for "
+        0.05, ge=0, description="stop when the student's retain is within this of the teacher's: absolute for "
                                 "accuracy (arithmetic), relative for cross-entropy (language: CE gap / teacher CE); "
                                 "null = no stop rule, train to train.max_steps (the paper's WMDP runs)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the forward KL")
@@ -225,6 +234,8 @@ class DistillConfig(StrictModel):
         bad = [a for a in self.alphas if not 0.0 <= a <= 1.0]
         if bad:
             raise ValueError(f"alphas must each be in [0, 1], got {bad}")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise ValueError(f"alphas must not repeat, got {self.alphas}")
         if self.train.max_steps is None:
             raise ValueError("train.max_steps must be set: it caps distillation when the stop rule never fires")
         return self
@@ -234,7 +245,15 @@ class StudyConfig(StrictModel):
     """What `undo run` builds on top of the stages: which teachers are distilled, the UNDO sweep, oracle matching,
     which models are attacked, and the seeds the downstream stages are repeated with."""
 
-    seeds: list[int] | None = Field(
+    @model_validator(mode="after")
+    def _no_repeats(self) -> "StudyConfig":
+        for name in ("seeds", "distill_methods", "attack_teachers"):
+            values = getattr(self, name)
+            if values is not None and len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat, got {values}")
+        return self
+
+    seeds: list[Seed] | None = Field(
         None, min_length=1, description="seeds for unlearning, distillation and attacks (each repeats them; the "
                                         "pretrained base and oracle are shared, from `seed`); null = [seed]")
     distill_methods: list[str] | None = Field(
