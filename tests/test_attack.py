@@ -162,14 +162,18 @@ def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_pa
     assert without_wall_time(meta_of(resumed)) == without_wall_time(reference)
 
 
-def test_a_model_without_meta_is_keyed_by_its_weights(targets, tmp_path):
+def test_a_model_without_meta_is_keyed_by_its_weights_and_config(targets, tmp_path):
     _, base, _ = targets
     copy = tmp_path / "mine"
     shutil.copytree(base / "model", copy / "model")
-    weights = copy / "model" / "model.safetensors"
-    assert artifact_key(copy) == stable_hash({"model.safetensors": file_sha256(weights)}) != artifact_key(base)
+    weights, config = copy / "model" / "model.safetensors", copy / "model" / "config.json"
+    files = {p.name: file_sha256(p) for p in sorted((copy / "model").iterdir())}
+    assert artifact_key(copy) == stable_hash(files) != artifact_key(base)
+    first = artifact_key(copy)
+    config.write_text(config.read_text().replace('"rms_norm_eps"', '"rms_norm_eps"', 1) + " ")
+    assert artifact_key(copy) != first  # the same weights under another config.json are another model
     weights.write_bytes(weights.read_bytes()[:-1] + b" ")
-    assert artifact_key(copy) != stable_hash({"model.safetensors": file_sha256(base / "model" / "model.safetensors")})
+    assert artifact_key(copy) not in (first, stable_hash(files))
 
 
 @pytest.fixture

@@ -72,6 +72,74 @@ def dry_run():
         _DRY_RUN.reset(token)
 
 
+STAMPS = ".verified.json"  # beside model/: (size, mtime) of each file when it was last hashed; a cache, not content
+
+
+def content_record(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under `folder`, by relative name."""
+    return {str(path.relative_to(folder)): {"sha256": file_sha256(path), "size": path.stat().st_size}
+            for path in sorted(p for p in Path(folder).rglob("*") if p.is_file())}
+
+
+def write_stamps(folder: Path, names) -> None:
+    stamps = {name: [(Path(folder) / name).stat().st_size, (Path(folder) / name).stat().st_mtime_ns]
+              for name in names if (Path(folder) / name).is_file()}
+    (Path(folder).parent / STAMPS).write_text(json.dumps(stamps) + "\n")
+
+
+def content_problems(folder: Path, record: dict[str, dict[str, Any]]) -> list[str]:
+    """How `folder`'s files differ from `record`: one line per missing or changed file. A file whose size and
+    modification time are those it had when last hashed is taken as unchanged (hashing real weights at every reuse
+    would cost seconds); any other is hashed again."""
+    try:
+        stamps = json.loads((Path(folder).parent / STAMPS).read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    problems, rehashed = [], False
+    for name, expected in record.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        stat = path.stat()
+        if stamps.get(name) == [stat.st_size, stat.st_mtime_ns]:
+            continue
+        if stat.st_size != expected["size"] or file_sha256(path) != expected["sha256"]:
+            problems.append(f"{name} changed since it was made")
+        rehashed = True
+    if rehashed and not problems:
+        with contextlib.suppress(OSError):  # a read-only copy of a run dir verifies, it just cannot remember it
+            write_stamps(folder, record)
+    return problems
+
+
+def repair_hint(folder: Path) -> str:
+    return (f"delete {folder} to recompute it, or run `undo verify --repair {folder.parent}` to set aside every "
+            "damaged artifact")
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """An artifact's meta.json, or a one-line error naming the folder when it is damaged."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is damaged ({type(err).__name__}); {repair_hint(Path(folder))}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
+        raise UserError(f"{path} is damaged (not an artifact's record: no key); {repair_hint(Path(folder))}")
+    return meta
+
+
+def verified_meta(folder: Path) -> dict[str, Any]:
+    """`read_meta`, once the model files the artifact recorded are checked to be the ones it made."""
+    meta = read_meta(folder)
+    problems = content_problems(Path(folder) / "model", meta.get("files") or {})
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"{Path(folder) / 'model'}: {problems[0]}{more}; {repair_hint(Path(folder))}")
+    return meta
+
+
 class Artifact:
     def __init__(self, run_dir: str | Path, name: str, key: str):
         self.run_dir = Path(run_dir)
@@ -81,14 +149,14 @@ class Artifact:
         self.partial = self.run_dir / f".{name}.partial"
 
     def is_complete(self) -> bool:
-        """True if a finished artifact with this key exists; an artifact from another config is an error."""
-        meta_path = self.path / "meta.json"
-        if not meta_path.is_file():
+        """True if a finished artifact with this key exists and its files are the ones it recorded; an artifact from
+        another config, or a damaged one, is an error (one line, with what to do)."""
+        if not (self.path / "meta.json").is_file():
             if self.path.exists():
                 raise UserError(f"{self.path} exists but is not a complete artifact (no meta.json); "
                                 "move it away or delete it")
             return False
-        meta = json.loads(meta_path.read_text())
+        meta = verified_meta(self.path)
         if meta.get("key") != self.key:
             raise UserError(f"{self.path} was made by a different config (key {meta.get('key')}, this run's is "
                             f"{self.key}); use another run_dir or delete that folder")
@@ -102,12 +170,16 @@ class Artifact:
         return self.partial
 
     def finish(self, meta: dict[str, Any]) -> Path:
-        """Drop the resumable checkpoint, write meta.json last, and rename the folder to its final name."""
+        """Drop the resumable checkpoint, record the model's files, write meta.json last, and rename the folder to
+        its final name."""
         shutil.rmtree(self.partial / "checkpoint", ignore_errors=True)
         weights = self.partial / "model" / "model.safetensors"
         meta = {**meta, "name": self.name, "key": self.key, "code_version": code_version()}
         if weights.is_file():
             meta["model_sha256"] = file_sha256(weights)
+        if (self.partial / "model").is_dir():
+            meta["files"] = content_record(self.partial / "model")
+            write_stamps(self.partial / "model", meta["files"])
         (self.partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         self.partial.rename(self.path)
         return self.path

@@ -59,19 +59,33 @@ def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
                         f"{str(err).splitlines()[0]}") from None
 
 
+def _from_pretrained(source: str | Path, where: str, **options) -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_pretrained`, strictly: weights that do not fit the config (missing, unexpected or
+    mis-shaped tensors, which transformers would fill with a random init) and unreadable files are one-line errors."""
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, output_loading_info=True,
+                                                           **options)
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint raises many kinds
+        first = (str(err).splitlines() or [""])[0]
+        raise UserError(f"{where}: cannot load a causal language model from {source} ({type(err).__name__}: "
+                        f"{first}); it may be truncated or not a checkpoint: restore it, or delete the artifact "
+                        "folder to recompute it") from None
+    problems = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(problems.values()):
+        found = "; ".join(f"{len(keys)} {kind.split('_')[0]} (e.g. {keys[0]})"
+                          for kind, keys in problems.items() if keys)
+        raise UserError(f"{where}: the weights in {source} do not fit its config.json ({found}); config.json and the "
+                        "weights must come from one save_pretrained")
+    return model
+
+
 def load_pretrained(source: str, cfg: ModelConfig, *, revision: str | None = None,
                     role: str = "model.pretrained") -> PreTrainedModel:
     """A user's checkpoint (folder or hub id) in the config's dtype and attention kernel."""
     check_checkpoint(source, role)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, dtype=DTYPES[cfg.dtype], use_safetensors=True,
-            trust_remote_code=cfg.trust_remote_code,
-            **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{role}: could not load {source} as a causal language model: "
-                        f"{str(err).splitlines()[0]}") from None
-    return model
+    return _from_pretrained(source, role, revision=revision, dtype=DTYPES[cfg.dtype],
+                            trust_remote_code=cfg.trust_remote_code,
+                            **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}))
 
 
 def load_tokenizer(source: str, cfg: ModelConfig, *, revision: str | None = None, role: str = "model.pretrained"):
@@ -111,14 +125,10 @@ def load_model(directory: str | Path, cfg: ModelConfig | None = None) -> PreTrai
                         "(an artifact's model/ folder)")
     if not any(directory.glob("*.safetensors")):
         raise UserError(f"{directory} has no .safetensors weights; undo only loads safetensors checkpoints")
-    options = {} if cfg is None else {
+    options = {"trust_remote_code": False} if cfg is None else {
         "dtype": DTYPES[cfg.dtype], "trust_remote_code": cfg.trust_remote_code,
         **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})}
-    try:
-        return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True,
-                                                    **{"trust_remote_code": False, **options})
-    except (OSError, ValueError) as err:
-        raise UserError(f"could not load the model at {directory}: {str(err).splitlines()[0]}") from None
+    return _from_pretrained(directory, f"the model at {directory}", **options)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

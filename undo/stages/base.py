@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
 from undo.config import ExperimentConfig, ModelConfig, dump_yaml
-from undo.core.artifacts import Artifact, file_sha256, stable_hash
+from undo.core.artifacts import Artifact, content_record, read_meta, stable_hash, verified_meta
 from undo.core.checkpoints import fingerprint
 from undo.core.errors import UserError
 from undo.settings import Setting
@@ -70,6 +70,7 @@ class StageResult(BaseModel):
     evaluation_key: str | None = None  # the evaluation identity `final_metrics` were measured under
     final_metrics: dict[str, float] = {}
     flops_total: int = 0  # sum of `flops`, set by the runner
+    files: dict[str, dict[str, Any]] = {}  # model/'s files (sha256, size, mtime), checked at every reuse
 
 
 @dataclass
@@ -144,10 +145,12 @@ def for_training(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
 
 
 def artifact_key(folder: Path) -> str:
-    """An input model's identity: its stage key from meta.json, or (a model made elsewhere) its weights' hash."""
-    meta = folder / "meta.json"
-    key = json.loads(meta.read_text()).get("key") if meta.is_file() else None
-    return key or stable_hash({p.name: file_sha256(p) for p in sorted((folder / "model").glob("*.safetensors"))})
+    """An input model's identity: its stage key from meta.json (once its files are checked to be the ones it
+    made), or, for a model made elsewhere, the hash of everything in its model/ folder (weights, config.json,
+    tokenizer: the same weights under another config.json are another model)."""
+    if (folder / "meta.json").is_file():
+        return verified_meta(folder)["key"]
+    return stable_hash({name: entry["sha256"] for name, entry in content_record(folder / "model").items()})
 
 
 def stage_key(stage: Stage, cfg: ExperimentConfig, input_keys: dict[str, str | None]) -> str:
@@ -184,4 +187,4 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
 
 def read_result(folder: Path, result_type: type[StageResult]) -> StageResult:
     """A finished artifact's meta.json as its typed result."""
-    return result_type.model_validate(json.loads((Path(folder) / "meta.json").read_text()))
+    return result_type.model_validate(read_meta(Path(folder)))
