@@ -262,6 +262,34 @@ def data(config: ConfigArg = None, set_: SetOpt = None,
     console.print(f"evaluation: {setting.describe_evaluation()}", highlight=False)
 
 
+@app.command()
+def verify(run_dir: Annotated[Path, typer.Argument(help="a study's run directory")] = Path("runs/demo"),
+           repair: Annotated[bool, typer.Option(
+               "--repair", help="set every damaged artifact and cache aside (renamed, not deleted) so that the next "
+                                "`undo run` recomputes it")] = False) -> None:
+    """Check every artifact, work in progress and cache of a run directory against its own records; exit 2 if
+    anything is damaged."""
+    from undo.study.verify import set_aside, verify_run_dir
+
+    findings = verify_run_dir(run_dir)
+    table = Table(title=f"undo verify {run_dir}")
+    for column in ("path", "status", "detail"):
+        table.add_column(column)
+    colours = {"ok": "green", "in progress": "cyan", "damaged": "red", "set aside": "yellow"}
+    for finding in findings:
+        table.add_row(str(finding.path.relative_to(run_dir)) if finding.path != run_dir else ".",
+                      f"[{colours[finding.status]}]{finding.status}[/]", finding.detail)
+    console.print(table)
+    damaged = [f for f in findings if f.damaged]
+    if repair and damaged:
+        for aside in set_aside(damaged):
+            console.print(f"set aside: {aside}", highlight=False)
+        console.print("run the study again: what was set aside is recomputed")
+    elif damaged:
+        fail(f"{len(damaged)} of {len(findings)} entries in {run_dir} are damaged; see the table above, then delete "
+             f"them or run `undo verify --repair {run_dir}`")
+
+
 @app.command("config")
 def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
     """Validate a config and print it fully resolved, with its hash."""

@@ -20,12 +20,17 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 import undo
 from undo.core.errors import UserError
+
+console = Console(stderr=True, soft_wrap=True)
 
 
 def stable_hash(payload: Any) -> str:
@@ -72,7 +77,8 @@ def dry_run():
         _DRY_RUN.reset(token)
 
 
-STAMPS = ".verified.json"  # beside model/: (size, mtime) of each file when it was last hashed; a cache, not content
+STAMPS = ".verified.json"  # (size, mtime) of each file when it was last hashed: a cache of the check, not content
+CHECKSUMS = ".checksums.json"  # a cached folder's record of its own files
 
 
 def content_record(folder: Path) -> dict[str, dict[str, Any]]:
@@ -81,20 +87,20 @@ def content_record(folder: Path) -> dict[str, dict[str, Any]]:
             for path in sorted(p for p in Path(folder).rglob("*") if p.is_file())}
 
 
-def write_stamps(folder: Path, names) -> None:
-    stamps = {name: [(Path(folder) / name).stat().st_size, (Path(folder) / name).stat().st_mtime_ns]
-              for name in names if (Path(folder) / name).is_file()}
-    (Path(folder).parent / STAMPS).write_text(json.dumps(stamps) + "\n")
+def write_stamps(folder: Path, names, stamps: Path) -> None:
+    entries = {name: [(Path(folder) / name).stat().st_size, (Path(folder) / name).stat().st_mtime_ns]
+               for name in names if (Path(folder) / name).is_file()}
+    Path(stamps).write_text(json.dumps(entries) + "\n")
 
 
-def content_problems(folder: Path, record: dict[str, dict[str, Any]]) -> list[str]:
+def content_problems(folder: Path, record: dict[str, dict[str, Any]], stamps: Path) -> list[str]:
     """How `folder`'s files differ from `record`: one line per missing or changed file. A file whose size and
     modification time are those it had when last hashed is taken as unchanged (hashing real weights at every reuse
     would cost seconds); any other is hashed again."""
     try:
-        stamps = json.loads((Path(folder).parent / STAMPS).read_text())
+        seen = json.loads(Path(stamps).read_text())
     except (OSError, ValueError):
-        stamps = {}
+        seen = {}
     problems, rehashed = [], False
     for name, expected in record.items():
         path = Path(folder) / name
@@ -102,14 +108,14 @@ def content_problems(folder: Path, record: dict[str, dict[str, Any]]) -> list[st
             problems.append(f"{name} is missing")
             continue
         stat = path.stat()
-        if stamps.get(name) == [stat.st_size, stat.st_mtime_ns]:
+        if seen.get(name) == [stat.st_size, stat.st_mtime_ns]:
             continue
         if stat.st_size != expected["size"] or file_sha256(path) != expected["sha256"]:
             problems.append(f"{name} changed since it was made")
         rehashed = True
     if rehashed and not problems:
         with contextlib.suppress(OSError):  # a read-only copy of a run dir verifies, it just cannot remember it
-            write_stamps(folder, record)
+            write_stamps(folder, record, stamps)
     return problems
 
 
@@ -133,7 +139,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 def verified_meta(folder: Path) -> dict[str, Any]:
     """`read_meta`, once the model files the artifact recorded are checked to be the ones it made."""
     meta = read_meta(folder)
-    problems = content_problems(Path(folder) / "model", meta.get("files") or {})
+    problems = content_problems(Path(folder) / "model", meta.get("files") or {}, Path(folder) / STAMPS)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(f"{Path(folder) / 'model'}: {problems[0]}{more}; {repair_hint(Path(folder))}")
@@ -179,7 +185,7 @@ class Artifact:
             meta["model_sha256"] = file_sha256(weights)
         if (self.partial / "model").is_dir():
             meta["files"] = content_record(self.partial / "model")
-            write_stamps(self.partial / "model", meta["files"])
+            write_stamps(self.partial / "model", meta["files"], self.partial / STAMPS)
         (self.partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         self.partial.rename(self.path)
         return self.path
@@ -187,15 +193,28 @@ class Artifact:
 
 def build_once(final: Path, marker: str, build: Callable[[Path], None]) -> Path:
     """`final`, a cached folder: made by `build(staging)` in a temporary folder beside it and renamed into place, so
-    a killed process never leaves half of one; when `final/marker` exists it is reused. Two processes building the
-    same folder at once both finish: the later rename loses the race harmlessly."""
+    a killed process never leaves half of one, with a record of its files. It is reused while its files are the
+    recorded ones; a damaged or swapped cache is set aside (renamed, not deleted) and built again, saying so. Two
+    processes building the same folder at once both finish: the later rename loses the race harmlessly."""
     final = Path(final)
     if (final / marker).is_file():
-        return final
+        try:
+            record = json.loads((final / CHECKSUMS).read_text())
+            problems = content_problems(final, record, final / STAMPS)
+        except (OSError, ValueError):
+            problems = ["its record of its files is missing or unreadable"]
+        if not problems:
+            return final
+        aside = final.with_name(f"{final.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        final.rename(aside)
+        console.print(f"[yellow]cache {final}[/]: {problems[0]}; set aside as {aside.name}, building it again")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         build(staging)
+        record = content_record(staging)
+        (staging / CHECKSUMS).write_text(json.dumps(record) + "\n")
+        write_stamps(staging, record, staging / STAMPS)
         os.replace(staging, final)
     except OSError:
         if not (final / marker).is_file():  # not a lost race with another process: a real failure

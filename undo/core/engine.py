@@ -23,16 +23,19 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_model_weights
 from safetensors.torch import save_model as save_model_weights
 
-from undo.core.compute import train_flops_per_token
 from undo.config import TrainConfig
+from undo.core.artifacts import file_sha256
+from undo.core.compute import train_flops_per_token
 from undo.core.errors import TrainingDiverged, UserError
 from undo.objectives import Objective
 
+console = Console(stderr=True, soft_wrap=True)
 Evaluate = Callable[[torch.nn.Module], dict[str, float]]
 StopRule = Callable[[int, dict[str, float]], bool]  # (step, eval metrics) -> stop now?
 
@@ -129,9 +132,14 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
     checkpoint = Checkpoint(workdir / "checkpoint")
     state = {"step": 0, "tokens": 0, "flops": {}, "elapsed_s": 0.0, "last_eval": {}, "stopped_early": False}
     resumed_from = None
+    damage = checkpoint.damage(run_key) if checkpoint.exists() else None
+    if damage is None and checkpoint.exists() and not log_path.is_file():
+        damage = "its metrics.jsonl is missing"
+    if damage is not None:  # never resume from a state that is not the one saved: start over, keeping the evidence
+        aside = checkpoint.set_aside()
+        console.print(f"[yellow]{description}[/]: the checkpoint in {workdir} is damaged ({damage}); set aside as "
+                      f"{aside.name}, starting over from step 0")
     if checkpoint.exists():
-        if not log_path.is_file():
-            raise UserError(f"{workdir} has a checkpoint but no metrics.jsonl; delete {checkpoint.path} to start over")
         state = checkpoint.load(model, optimizer, run_key)
         resumed_from = state["step"]
         with open(log_path, "r+b") as log:  # forget log lines written after the checkpoint
@@ -262,6 +270,29 @@ class Checkpoint:
     def step(self) -> int:
         return json.loads((self.path / "state.json").read_text())["step"]
 
+    def damage(self, run_key: str) -> str | None:
+        """Why this checkpoint cannot be resumed from (unreadable state, files that are not the ones saved), or
+        None. A checkpoint of another run is not damage: that is a UserError (its folder belongs to someone else)."""
+        try:
+            state = json.loads((self.path / "state.json").read_text())
+            checksums = state["checksums"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return f"state.json unreadable: {type(err).__name__}"
+        if state.get("run_key") != run_key:
+            raise UserError(f"the checkpoint in {self.path} belongs to another run (key {state.get('run_key')}, "
+                            f"this run is {run_key}); delete that folder to start over")
+        for name, digest in checksums.items():
+            path = self.path / name
+            if not path.is_file() or file_sha256(path) != digest:
+                return f"{name} is not the file that was saved"
+        return None
+
+    def set_aside(self) -> Path:
+        """Rename the checkpoint out of the way (kept, not deleted) and return its new path."""
+        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        self.path.rename(aside)
+        return aside
+
     def save(self, model, optimizer, state: dict[str, Any], run_key: str) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -274,7 +305,9 @@ class Checkpoint:
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).contiguous().cpu()
         save_file(tensors, tmp / "optimizer.safetensors")
         groups = [{k: v for k, v in g.items()} for g in opt_state["param_groups"]]
-        (tmp / "state.json").write_text(json.dumps({**state, "run_key": run_key, "param_groups": groups}))
+        checksums = {name: file_sha256(tmp / name) for name in ("model.safetensors", "optimizer.safetensors")}
+        (tmp / "state.json").write_text(json.dumps({**state, "run_key": run_key, "param_groups": groups,
+                                                    "checksums": checksums}))
         old = self.path.with_name(self.path.name + ".old")
         if self.path.exists():
             self.path.rename(old)
@@ -282,10 +315,9 @@ class Checkpoint:
         shutil.rmtree(old, ignore_errors=True)
 
     def load(self, model, optimizer, run_key: str) -> dict[str, Any]:
+        """Restore the saved state into `model` and `optimizer` (call `damage` first: this trusts the files)."""
         state = json.loads((self.path / "state.json").read_text())
-        if state.get("run_key") != run_key:
-            raise UserError(f"the checkpoint in {self.path} belongs to another run (key {state.get('run_key')}, "
-                            f"this run is {run_key}); delete that folder to start over")
+        state.pop("checksums", None)
         load_model_weights(model, str(self.path / "model.safetensors"))
         tensors = load_file(self.path / "optimizer.safetensors")
         torch.set_rng_state(tensors.pop("rng.torch"))

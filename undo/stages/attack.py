@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from undo.core.engine import read_metrics, train
 from undo.core.errors import UserError
 from undo.core.models import check_vocabulary, load_model
 from undo.settings import Setting
-from undo.stages.base import Stage, StageJob, StageResult, data_identity, for_training, run_stage
+from undo.stages.base import Stage, StageJob, StageResult, console, data_identity, for_training, run_stage
 from undo.stages.evaluation import evaluation_key
 
 
@@ -145,6 +146,11 @@ class Attack(Stage):
         a, target = job.cfg.attack, job.inputs["target"]
         workdir = job.workdir / f"lr_{lr:g}"
         done = workdir / "done.json"
+        if done.is_file() and (damage := finished_lr_damage(workdir)) is not None:
+            aside = workdir.with_name(f"{workdir.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            workdir.rename(aside)
+            console.print(f"[yellow]attack {target.name} lr={lr:g}[/]: {damage}; set aside as {aside.name}, "
+                          "running this LR again")
         if not done.is_file():
             model = for_training(load_model(target / "model", job.cfg.model), job.cfg.model)
             check_vocabulary(model, setting.tokenizer, f"the attacked model {target}")
@@ -166,6 +172,16 @@ class Attack(Stage):
 
     def describe(self, result: StageResult) -> str:
         return f"{self.attack_kind} attack done in {result.wall_time_s:.0f}s"
+
+
+def finished_lr_damage(workdir: Path) -> str | None:
+    """Why a finished LR's record cannot be read back (a damaged done.json or log line), or None."""
+    try:
+        LrRun.model_validate({**json.loads((workdir / "done.json").read_text()), "forget": {}, "retain": {}})
+        read_metrics(workdir / "metrics.jsonl")
+    except (OSError, ValueError) as err:  # JSON and pydantic errors are ValueErrors
+        return f"its record in {workdir} is damaged ({type(err).__name__})"
+    return None
 
 
 def attack(cfg: ExperimentConfig, target: Path, *, kind: str = "finetune", progress: bool = True) -> Path:

@@ -15,7 +15,6 @@ records depends on its inputs only. Accounting across a lineage is computed wher
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass

@@ -73,7 +73,16 @@ def write_evaluation(folder: Path, section: SettingConfig, metrics: dict[str, fl
 def read_evaluation(folder: Path, key: str) -> dict[str, float] | None:
     """`folder`'s evaluation under the identity with this key, or None if it was never measured."""
     path = Path(folder) / FOLDER / f"{key}.json"
-    return json.loads(path.read_text())["metrics"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())["metrics"]
+        if isinstance(metrics, dict) and all(isinstance(v, (int, float)) for v in metrics.values()):
+            return metrics
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    path.unlink(missing_ok=True)  # a damaged cache entry is measured again (outside a dry run) rather than read
+    return None
 
 
 def report_key(cfg: ExperimentConfig) -> str:

@@ -83,4 +83,8 @@ class Manifest(BaseModel):
         path = Path(run_dir) / MANIFEST
         if not path.is_file():
             raise UserError(f"no study at {run_dir}: {MANIFEST} is missing; run `undo run STUDY.yaml` first")
-        return cls.model_validate_json(path.read_text())
+        try:
+            return cls.model_validate_json(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path} is damaged ({type(err).__name__}); run `undo run` with the study's config again "
+                            "to rewrite it (complete artifacts are reused)") from None
