@@ -1,6 +1,12 @@
+import os
+import tempfile
+
 import pytest
 
 from undo.config import ExperimentConfig, validate_config
+
+# Tests record their studies in a throwaway index, not the user's (undo.study.index); subprocesses inherit it.
+os.environ["UNDO_STATE_DIR"] = tempfile.mkdtemp(prefix="undo_state_")
 
 TINY = {
     "seed": 0,

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer uses the click package
 
 from undo.config import config_hash, dump_yaml, load_config
 from undo.core.errors import UserError
+from undo.core.locks import command_line, run_dir_lock
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust capability removal: pretrain, unlearn, distill, attack, compare to data filtering.")
@@ -66,8 +67,13 @@ def report_command(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDi
     from undo.study.runner import collect_study
 
     cfg = _load(config, set_, run_dir)
-    collect_study(cfg)
-    path = write_report(Path(cfg.run_dir), out)
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the path of the report file, e.g. {out / 'report.md'}")
+    if not Path(cfg.run_dir).is_dir():
+        collect_study(cfg)  # says there is nothing to report, without making the folder
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        collect_study(cfg)
+        path = write_report(Path(cfg.run_dir), out)
     console.print(f"report: {path}", highlight=False)
 
 
@@ -83,7 +89,8 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
     if only not in (None, "base", "oracle"):
         raise UserError(f"--only takes 'base' or 'oracle', got {only!r}")
     which = [only] if only else (["base", "oracle"] if cfg.oracle_source else ["base"])
-    paths = [run_pretrain(cfg, w, progress=progress) for w in which]
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        paths = [run_pretrain(cfg, w, progress=progress) for w in which]
     for path in paths:  # the metrics of the current evaluation set (a reused model may have been measured on another)
         meta = {**json.loads((path / "meta.json").read_text()), "final_metrics": ensure_evaluation(path, cfg)}
         _print_metrics(cfg, meta, title=str(path))
@@ -97,7 +104,8 @@ def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = 
     from undo.stages.selection import run_unlearning
 
     cfg = _load(config, set_, run_dir)
-    selection = run_unlearning(cfg, progress=progress)
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        selection = run_unlearning(cfg, progress=progress)
     S = cfg.setting.score
     table = Table(title=f"unlearning sweep (retain must stay >= {cfg.unlearn.selection.min_retain_fraction:.0%} "
                         "of the base model's)")
@@ -147,8 +155,9 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
     a, budgets, S = cfg.attack, cfg.attack.budgets, cfg.setting.score
     tokens = ", ".join(f"{b} steps = {b * a.batch_size * cfg.model.context:,} tokens" for b in budgets)
     for attack_kind in kinds:
-        paths = {name: run_attack(cfg, target, kind=attack_kind, progress=progress)
-                 for name, target in zip(names, targets)}
+        with run_dir_lock(Path(cfg.run_dir), command_line()):
+            paths = {name: run_attack(cfg, target, kind=attack_kind, progress=progress)
+                     for name, target in zip(names, targets)}
         results = {name: read_result(path, AttackResult) for name, path in paths.items()}
         curves = {name: BestCurve.from_dict(result.best) for name, result in results.items()}
         summary = robustness_summary(curves, Path(unlearn_only).name, Path(oracle).name, budgets) if oracle else None
@@ -201,7 +210,9 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
     if init != "model" and start is not None:
         raise UserError(f"--start only applies to --init model (this run is --init {init})")
     alphas = cfg.distill.alphas if init == "noised" else [None]
-    paths = [run_distill(cfg, teacher, init=init, alpha=alpha, start=start, progress=progress) for alpha in alphas]
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        paths = [run_distill(cfg, teacher, init=init, alpha=alpha, start=start, progress=progress)
+                 for alpha in alphas]
 
     metas = [json.loads((path / "meta.json").read_text()) for path in paths]
     t = metas[0]["teacher_metrics"]

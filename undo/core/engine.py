@@ -93,8 +93,11 @@ def train(
     progress: bool = True,
     description: str = "train",
     run_key: str = "",
+    config_keys: str = "train",
 ) -> TrainResult:
     """Train `model` in place for `total_steps` optimizer steps; `batches[i]` is micro-batch i.
+
+    `config_keys` names where the user sets these knobs (e.g. "pretrain.train"), for error messages.
 
     `workdir` holds metrics.jsonl and the resumable checkpoint/. `run_key` (e.g. the config hash) is stored in
     the checkpoint; a checkpoint written under another key is refused rather than silently mixed in.
@@ -103,7 +106,7 @@ def train(
     params = list(objective.trainable_parameters(model))
     with only_these_train(model, params):
         return _train(model, objective, batches, cfg, total_steps, workdir, params, evaluate, stop_rule,
-                      eval_at_start, progress, description, run_key)
+                      eval_at_start, progress, description, run_key, config_keys)
 
 
 @contextmanager
@@ -121,7 +124,7 @@ def only_these_train(model: torch.nn.Module, params: list[torch.nn.Parameter]):
 
 
 def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluate, stop_rule, eval_at_start,
-           progress, description, run_key) -> TrainResult:
+           progress, description, run_key, config_keys) -> TrainResult:
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     optimizer = make_optimizer(params, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -178,9 +181,12 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
                 log.close()
                 kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
                     if checkpoint.exists() else "no checkpoint had been written yet"
-                raise TrainingDiverged(
-                    f"{description}: loss became {loss_value} at step {step + 1}; {kept}; lower train.lr "
-                    f"(now {cfg.lr}), raise train.warmup_steps or set train.clip")
+                if config_keys == "train" or config_keys.endswith(".train"):
+                    fix = (f"lower {config_keys}.lr (now {cfg.lr}), raise {config_keys}.warmup_steps or set "
+                           f"{config_keys}.clip")
+                else:  # a stage with a constant-LR grid: the LR is one of the grid's
+                    fix = f"lower the LR {cfg.lr:g} in {config_keys}"
+                raise TrainingDiverged(f"{description}: loss became {loss_value} at step {step + 1}; {kept}; {fix}")
             accelerator.backward(loss / cfg.grad_accum)
             loss_sum += loss_value
             for key, value in logs.items():

@@ -160,7 +160,8 @@ class Attack(Stage):
             method = self.method
             result = train(method.prepare(model), method.objective(), batches, train_cfg, a.steps, workdir,
                            evaluate=setting.evaluate, eval_at_start=True, progress=job.progress,
-                           description=f"attack {target.name} lr={lr:g}", run_key=f"{job.key}:lr={lr!r}")
+                           description=f"attack {target.name} lr={lr:g}", run_key=f"{job.key}:lr={lr!r}",
+                           config_keys="attack.lrs")
             done.write_text(json.dumps({"lr": lr, "steps": result.steps, "tokens": result.tokens,
                                         "flops": result.flops, "wall_time_s": round(result.wall_time_s, 2)}) + "\n")
         shutil.rmtree(workdir / "checkpoint", ignore_errors=True)

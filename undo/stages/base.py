@@ -15,6 +15,7 @@ records depends on its inputs only. Accounting across a lineage is computed wher
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
 from undo.config import ExperimentConfig, ModelConfig, dump_yaml
-from undo.core.artifacts import Artifact, content_record, read_meta, stable_hash, verified_meta
+from undo.core.artifacts import Artifact, content_record, is_dry_run, read_meta, stable_hash, verified_meta
 from undo.core.checkpoints import fingerprint
 from undo.core.errors import UserError
+from undo.core.locks import artifact_lock, writable_run_dir
 from undo.settings import Setting
 from undo.stages.evaluation import ensure_evaluation, setting_for, tokenizer_identity
 
@@ -165,22 +167,26 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
     input_keys = {role: None if path is None else artifact_key(path) for role, path in inputs.items()}
     key = stage_key(stage, cfg, input_keys)
     artifact = Artifact(cfg.run_dir, stage.artifact_name(inputs, key), key)
-    if artifact.is_complete():
-        console.print(f"[green]{artifact.name}[/]: complete artifact found, not recomputed")
-    else:
-        workdir = artifact.start()
-        started = time.perf_counter()
-        result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
-        if not result.wall_time_s:
-            result.wall_time_s = round(time.perf_counter() - started, 2)
-        result.inputs = input_keys
-        result.flops_total = sum(result.flops.values())
-        result.input_paths = {role: None if path is None else str(path) for role, path in inputs.items()}
-        (workdir / "config.yaml").write_text(dump_yaml(cfg))
-        artifact.finish(result.model_dump(mode="json"))
-        console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
-    if stage.makes_model:
-        ensure_evaluation(artifact.path, cfg)
+    if not is_dry_run():
+        writable_run_dir(Path(cfg.run_dir))
+    # One writer per artifact: a second worker asked for it waits here, then finds it complete.
+    with contextlib.nullcontext() if is_dry_run() else artifact_lock(Path(cfg.run_dir), artifact.name):
+        if artifact.is_complete():
+            console.print(f"[green]{artifact.name}[/]: complete artifact found, not recomputed")
+        else:
+            workdir = artifact.start()
+            started = time.perf_counter()
+            result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
+            if not result.wall_time_s:
+                result.wall_time_s = round(time.perf_counter() - started, 2)
+            result.inputs = input_keys
+            result.flops_total = sum(result.flops.values())
+            result.input_paths = {role: None if path is None else str(path) for role, path in inputs.items()}
+            (workdir / "config.yaml").write_text(dump_yaml(cfg))
+            artifact.finish(result.model_dump(mode="json"))
+            console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
+        if stage.makes_model:
+            ensure_evaluation(artifact.path, cfg)
     return artifact.path
 
 

@@ -139,7 +139,7 @@ class Distill(Stage):
                        d.train.max_steps, job.workdir, evaluate=setting.evaluate,
                        stop_rule=stop_rule if ruled else None,
                        eval_at_start=True, progress=job.progress, description=f"distill {self.init}{self._alpha_part}",
-                       run_key=job.key)
+                       run_key=job.key, config_keys="distill.train")
         save_model(student, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, result.final_metrics)
         flops_total = sum(result.flops.values())

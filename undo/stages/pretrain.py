@@ -133,7 +133,7 @@ class Pretrain(Stage):
                       f"{cfg.model.context} tokens; {total_steps:,} steps; {count_parameters(model):,} parameters")
         result = train(model, OBJECTIVES["lm"](), batches, cfg.pretrain.train, total_steps, job.workdir,
                        evaluate=setting.evaluate, progress=job.progress, description=f"pretrain {self.which}",
-                       run_key=job.key)
+                       run_key=job.key, config_keys="pretrain.train")
         save_model(model, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, result.final_metrics)  # the final evaluation is the last eval
         return PretrainResult(

@@ -109,7 +109,7 @@ class Unlearn(Stage):
                                 checkpoint_every=max(u.eval_every, 50), log_every=10)
         result = train(model, objective, batches, train_cfg, u.steps, job.workdir, evaluate=setting.evaluate,
                        eval_at_start=True, progress=job.progress, description=f"unlearn {point.description}",
-                       run_key=job.key)
+                       run_key=job.key, config_keys=f"unlearn.methods[{point.label}].lrs")
         save_model(model, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, result.final_metrics)
         before = next(line for line in result.history if line["kind"] == "eval" and line["step"] == 0)

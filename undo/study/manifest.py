@@ -61,6 +61,7 @@ class ModelEntry(ModelSpec):
 class Manifest(BaseModel):
     config: dict[str, Any]
     config_hash: str
+    run_dir: str  # where the study ran, resolved (a relative run_dir depends on the working directory)
     evaluation_key: str  # the evaluation identity every reported metric is measured under
     seeds: list[int]
     attack_kinds: list[str]

@@ -8,10 +8,12 @@ from typing import Any
 from undo.config import ExperimentConfig, config_hash
 from undo.core.artifacts import Artifact, dry_run
 from undo.core.errors import UserError
+from undo.core.locks import command_line, run_dir_lock
 from undo.report import write_report
 from undo.stages.pretrain import pretrain_key
 from undo.stages.evaluation import report_key
-from undo.study.executors import Executor, PoolExecutor, SerialExecutor, execute
+from undo.study.executors import Executor, PoolExecutor, SerialExecutor, console, execute
+from undo.study.index import elsewhere, remember
 from undo.study.manifest import MANIFEST, Manifest, ModelEntry
 from undo.study.plan import Plan, build_plan, select_task
 
@@ -35,6 +37,7 @@ def manifest_of(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pe
     selection = {t.cfg.seed: outputs[t.name] for t in plan.tasks
                  if t.action is select_task and outputs.get(t.name) is not None}
     return Manifest(config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+                    run_dir=str(Path(cfg.run_dir).resolve()),
                     evaluation_key=report_key(cfg), seeds=cfg.seeds, attack_kinds=cfg.attack.kinds,
                     plan_key=plan.key, complete=all(t.name in outputs for t in plan.tasks) and not pending,
                     selection=selection, models=models, skipped=skipped)
@@ -53,18 +56,27 @@ def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = Tr
     """Build the plan, execute it (in `workers` processes), then write the report. Returns the run directory."""
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
-    plan = build_plan(cfg, progress=progress and workers == 1)  # parallel tasks would garble progress bars
-    execute_plan(plan, SerialExecutor() if workers == 1 else PoolExecutor(workers))
-    if report:
-        write_report(Path(cfg.run_dir))
+    others = [] if (Path(cfg.run_dir) / MANIFEST).is_file() else elsewhere(cfg)
+    if others:
+        console.print(f"[yellow]note[/]: this config's study already exists in {others[0]}; this run starts a new one "
+                      f"in {Path(cfg.run_dir).resolve()} (run from there, or pass --run-dir {others[0]}, to reuse it)")
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        remember(cfg)
+        plan = build_plan(cfg, progress=progress and workers == 1)  # parallel tasks would garble progress bars
+        execute_plan(plan, SerialExecutor() if workers == 1 else PoolExecutor(workers))
+        if report:
+            write_report(Path(cfg.run_dir))
     return Path(cfg.run_dir)
 
 
 def collect_study(cfg: ExperimentConfig) -> Path:
     """Write the manifest of the study's complete artifacts, computing nothing; returns its path."""
     if not Artifact(cfg.run_dir, "base", pretrain_key(cfg, "base")).is_complete():
-        raise UserError(f"nothing of this study is computed in {cfg.run_dir} yet (no base model): run "
-                        "`undo run STUDY.yaml` first")
+        others = elsewhere(cfg)
+        where = (f"; this config's study is in {others[0]}: run from there or pass --run-dir {others[0]}" if others
+                 else ": run `undo run STUDY.yaml` first")
+        raise UserError(f"nothing of this study is computed in {Path(cfg.run_dir).resolve()} yet (no base model)"
+                        f"{where}")
     with dry_run():
         execute_plan(build_plan(cfg, progress=False), SerialExecutor())
     return Path(cfg.run_dir) / MANIFEST
