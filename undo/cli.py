@@ -240,12 +240,16 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder 
              set_: SetOpt = None) -> None:
     """Evaluate a saved model on the setting's fixed evaluation sets (arithmetic: accuracy per operation x format;
     language: held-out cross-entropy per language)."""
-    from undo.core.models import load_model
-    from undo.stages.evaluation import setting_for
+    from undo.core.models import check_vocabulary, load_model
+    from undo.stages.evaluation import check_tokenizer, setting_for
 
     cfg = _load(config, set_)
     directory = model_dir / "model" if (model_dir / "model").is_dir() else model_dir
-    metrics = setting_for(cfg).evaluate(load_model(directory))
+    setting = setting_for(cfg)
+    check_tokenizer(directory, setting)
+    model = load_model(directory)
+    check_vocabulary(model, setting.tokenizer, str(directory))
+    metrics = setting.evaluate(model)
     _print_metrics(cfg, {"final_metrics": metrics}, title=str(directory))
 
 

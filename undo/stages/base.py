@@ -32,7 +32,7 @@ from undo.core.checkpoints import fingerprint
 from undo.core.errors import UserError
 from undo.core.locks import artifact_lock, writable_run_dir
 from undo.settings import Setting
-from undo.stages.evaluation import ensure_evaluation, setting_for, tokenizer_identity
+from undo.stages.evaluation import check_tokenizer, ensure_evaluation, setting_for, tokenizer_identity
 
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
 
@@ -164,6 +164,9 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
     artifact also ends with its evaluation under the config's evaluation identity (see `undo.stages.evaluation`)."""
     inputs = {role: None if path is None else Path(path) for role, path in (inputs or {}).items()}
     stage.check(cfg, inputs)
+    for path in inputs.values():
+        if path is not None:
+            check_tokenizer(path, setting_for(cfg))
     input_keys = {role: None if path is None else artifact_key(path) for role, path in inputs.items()}
     key = stage_key(stage, cfg, input_keys)
     artifact = Artifact(cfg.run_dir, stage.artifact_name(inputs, key), key)

@@ -15,11 +15,15 @@ import json
 import os
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 from undo.config import ExperimentConfig, ModelConfig
 from undo.core.artifacts import NotComputed, is_dry_run, stable_hash
 from undo.core.checkpoints import fingerprint
+from undo.core.errors import UserError
 from undo.core.models import load_model, load_tokenizer
 from undo.settings import Setting, SettingConfig, build_setting
+from undo.settings.corpus_store import tokenizer_fingerprint
 
 FOLDER = "evaluations"
 
@@ -90,6 +94,23 @@ def report_key(cfg: ExperimentConfig) -> str:
     return evaluation_key(cfg.setting.for_report())
 
 
+def check_tokenizer(folder: Path, setting: Setting) -> None:
+    """A model saved with a tokenizer (every artifact) must have been trained with the setting's: the same weights
+    read through another tokenizer measure nothing (a swapped tokenizer cache, or a model of another setting)."""
+    model_dir = Path(folder) / "model" if (Path(folder) / "model").is_dir() else Path(folder)
+    if not any((model_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        return
+    try:
+        saved = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as err:  # noqa: BLE001 - a damaged tokenizer file raises many kinds
+        raise UserError(f"the tokenizer saved in {model_dir} cannot be read ({type(err).__name__}); restore it or "
+                        "delete the artifact to recompute it") from None
+    if tokenizer_fingerprint(saved) != tokenizer_fingerprint(setting.tokenizer):
+        raise UserError(f"{model_dir} was trained with another tokenizer than this config's setting uses (a model "
+                        "of another setting or corpus, or a changed tokenizer cache); use the config it was made "
+                        "with")
+
+
 def ensure_evaluation(folder: Path, cfg: ExperimentConfig) -> dict[str, float]:
     """The model in `folder` under the config's reported evaluation: read back if measured, else measured now
     (inside a dry run, NotComputed instead)."""
@@ -98,6 +119,8 @@ def ensure_evaluation(folder: Path, cfg: ExperimentConfig) -> dict[str, float]:
         return metrics
     if is_dry_run():
         raise NotComputed(f"{Path(folder).name} is not evaluated on this evaluation set yet")
-    metrics = setting_for(cfg, report=True).evaluate(load_model(Path(folder) / "model", cfg.model))
+    setting = setting_for(cfg, report=True)
+    check_tokenizer(folder, setting)
+    metrics = setting.evaluate(load_model(Path(folder) / "model", cfg.model))
     write_evaluation(folder, cfg.setting.for_report(), metrics)
     return metrics
