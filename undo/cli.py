@@ -343,15 +343,21 @@ def main(argv: list[str] | None = None) -> None:
         command = f" {ctx.info_name}" if ctx is not None and ctx.parent is not None else ""
         fail(f"{err.format_message()} (see `undo{command} --help`)")
     except (KeyboardInterrupt, typer.Abort):
-        print("undo: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
-        sys.exit(130)
+        interrupted()
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             raise  # not something the user's disk or permissions did: keep the traceback
         where = f" writing {err.filename}" if err.filename else ""
         fail(f"{err.strerror}{where}; make room (or fix the permissions) and run the same command again: what is "
              "complete is kept and an interrupted stage resumes")
+    if code == 130:  # typer turns Ctrl-C into exit code 130 itself
+        interrupted()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def interrupted() -> None:
+    print("undo: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+    sys.exit(130)
 
 
 def fail(message: str) -> None:

@@ -62,7 +62,7 @@ def verify_run_dir(run_dir: Path) -> list[Finding]:
     for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         if folder.name == "cache":
             findings += cache_findings(folder)
-        elif folder.name.endswith("_figures"):  # a report's figures, rewritten by `undo report`
+        elif folder.name.endswith("_figures") or folder.name == ".locks":  # report figures; lock files
             continue
         elif ".damaged-" in folder.name:
             findings.append(Finding(folder, "set aside", "kept for inspection; delete it when done"))

@@ -1,0 +1,303 @@
+"""Trust no file: tampered, swapped, truncated and foreign files are detected, damaged checkpoints and caches are set
+aside and recomputed to the same numbers, one undo process writes a run directory at a time, killed runs leave no
+process behind and resume to the numbers of an uninterrupted run."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import TINY
+from tests.test_study import numbers, study_config
+from undo.cli import main
+from undo.config import validate_config
+from undo.core.errors import UserError
+from undo.core.models import load_model, save_model
+from undo.settings.tokenizer import build_char_tokenizer
+from undo.stages.attack import attack
+from undo.stages.pretrain import pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+ATTACK = {"lrs": [1e-3, 1e-2], "steps": 4, "eval_every": 2, "budgets": [2, 4], "batch_size": 4, "examples": 200,
+          "eval_per_cell": 3}
+
+
+def tiny(tmp_path, **changes):
+    return validate_config({**TINY, "run_dir": str(tmp_path / "runs"), "attack": ATTACK, **changes})
+
+
+def cli(*args, cwd=None):
+    result = subprocess.run([sys.executable, "-m", "undo", *args], capture_output=True, text=True, cwd=cwd)
+    return result.returncode, result.stderr.strip().splitlines()
+
+
+def flip_byte(path: Path, offset_from_end: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_edited_weights_are_detected_named_and_repaired(tmp_path, capsys):
+    cfg = tiny(tmp_path)
+    base = pretrain(cfg, "base", progress=False)
+    clean = (base / "model" / "model.safetensors").read_bytes()
+    flip_byte(base / "model" / "model.safetensors")  # the header is intact: it still loads
+    with pytest.raises(UserError, match=r"model\.safetensors changed since it was made; delete .*undo verify --repair"):
+        pretrain(cfg, "base", progress=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", str(tmp_path / "runs")])
+    assert exit_.value.code == 2 and "1 of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", str(tmp_path / "runs"), "--repair"])
+    assert exit_.value.code == 0 and list((tmp_path / "runs").glob("base.damaged-*"))
+    again = pretrain(cfg, "base", progress=False)  # recomputed, to the same weights
+    assert (again / "model" / "model.safetensors").read_bytes() == clean
+
+
+def test_swapped_base_and_oracle_weights_are_detected(tmp_path):
+    cfg = tiny(tmp_path)
+    base, oracle = pretrain(cfg, "base", progress=False), pretrain(cfg, "oracle", progress=False)
+    a, b = base / "model" / "model.safetensors", oracle / "model" / "model.safetensors"
+    a.rename(tmp_path / "swap")
+    b.rename(a)
+    (tmp_path / "swap").rename(b)
+    for which in ("base", "oracle"):
+        with pytest.raises(UserError, match="changed since it was made"):
+            pretrain(cfg, which, progress=False)
+    with pytest.raises(UserError, match="changed since it was made"):
+        attack(cfg, base, progress=False)  # a later stage refuses the damaged input too
+
+
+def test_a_foreign_config_json_is_refused(tmp_path):
+    cfg = tiny(tmp_path)
+    base = pretrain(cfg, "base", progress=False)
+    mine = tmp_path / "mine" / "model"
+    shutil.copytree(base / "model", mine)
+    config = json.loads((mine / "config.json").read_text())
+    (mine / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))  # 2 blocks over 1 block's
+    with pytest.raises(UserError, match=r"do not fit its config\.json \(\d+ missing"):
+        load_model(mine)
+    bert = {"model_type": "bert", "architectures": ["BertLMHeadModel"], "vocab_size": 100, "hidden_size": 32,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "is_decoder": True}
+    (mine / "config.json").write_text(json.dumps(bert))
+    with pytest.raises(UserError, match=r"do not fit its config\.json"):
+        attack(cfg, mine.parent, progress=False)
+    # The same weights under another config.json are another model: an old attack result is not reused for them.
+    (mine / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))
+    first = attack(cfg, mine.parent, progress=False)
+    (mine / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-4}))
+    assert attack(cfg, mine.parent, progress=False) != first
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda p: p.write_text(p.read_text()[:40]), "JSONDecodeError"),
+    (lambda p: p.write_text(""), "JSONDecodeError"),
+    (lambda p: p.write_text("[1, 2]"), "not an artifact.s record: no key"),
+    (lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "key"})),
+     "not an artifact.s record: no key"),
+    (lambda p: p.write_bytes(b"\xff\xfe binary"), "UnicodeDecodeError"),
+])
+def test_a_damaged_meta_json_is_one_line_naming_the_folder(tmp_path, damage, fragment):
+    cfg = tiny(tmp_path)
+    base = pretrain(cfg, "base", progress=False)
+    damage(base / "meta.json")
+    with pytest.raises(UserError, match=rf"base/meta\.json is damaged \({fragment}.*delete .*base to recompute") as err:
+        pretrain(cfg, "base", progress=False)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "state.json"])
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_recovers_to_the_same_numbers(tmp_path, monkeypatch, capsys,
+                                                                                     name):
+    import undo.core.data
+
+    reference = pretrain(tiny(tmp_path / "ref"), "base", progress=False)
+    cfg = tiny(tmp_path)
+    real_getitem = undo.core.data.PackedBatches.__getitem__
+
+    def dies_at_step_7(self, index):
+        if index == 7:
+            raise KeyboardInterrupt
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, "base", progress=False)
+    checkpoint = tmp_path / "runs" / ".base.partial" / "checkpoint"
+    flip_byte(checkpoint / name, 3 if name == "state.json" else 16)  # a bit flip: same size, same header
+    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", real_getitem)
+    capsys.readouterr()
+    resumed = pretrain(cfg, "base", progress=False)
+    assert "damaged" in capsys.readouterr().err and list(resumed.glob("checkpoint.damaged-*"))  # kept, not deleted
+    assert load_file(resumed / "model" / "model.safetensors").keys() == load_file(
+        reference / "model" / "model.safetensors").keys()
+    ref, res = (json.loads((p / "meta.json").read_text()) for p in (reference, resumed))
+    assert res["model_sha256"] == ref["model_sha256"] and res["final_metrics"] == ref["final_metrics"]
+
+
+def test_a_damaged_tokenizer_cache_is_set_aside_and_rebuilt(tmp_path, capsys):
+    from tests.test_language import language_config
+    from undo.settings.base import _BUILT
+    from undo.stages.evaluation import setting_for
+
+    cfg = validate_config(language_config(tmp_path))
+    first = setting_for(cfg).tokenizer
+    caches = list((tmp_path / "runs" / "cache" / "tokenizers").glob("tokenizer_*"))
+    assert len(caches) == 1
+    tokenizer_json = caches[0] / "tokenizer.json"
+    tokenizer_json.write_text(tokenizer_json.read_text().replace('"<unk>"', '"<unq>"'))  # a swapped/edited file
+    _BUILT.clear()
+    capsys.readouterr()
+    rebuilt = setting_for(cfg).tokenizer
+    assert "set aside" in capsys.readouterr().err
+    assert rebuilt.get_vocab() == first.get_vocab()
+    assert list(caches[0].parent.glob("tokenizer_*.damaged-*"))
+
+
+def test_a_damaged_attack_record_reruns_that_lr_to_the_same_curves(tmp_path, monkeypatch):
+    import undo.stages.attack as attack_stage
+
+    cfg = tiny(tmp_path)
+    base = pretrain(cfg, "base", progress=False)
+    reference = json.loads((attack(cfg, base, progress=False) / "meta.json").read_text())
+    cfg = tiny(tmp_path / "again")
+    base = pretrain(cfg, "base", progress=False)
+    real_train = attack_stage.train
+
+    def dies_in_second_lr(model, objective, batches, train_cfg, *args, **kwargs):
+        if train_cfg.lr == ATTACK["lrs"][1]:
+            raise KeyboardInterrupt
+        return real_train(model, objective, batches, train_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(attack_stage, "train", dies_in_second_lr)
+    with pytest.raises(KeyboardInterrupt):
+        attack(cfg, base, progress=False)
+    partial = next((tmp_path / "again" / "runs").glob(".attack_base_*.partial"))
+    (partial / "lr_0.001" / "done.json").write_text('{"lr": 0.001, "ste')  # half-written
+    monkeypatch.setattr(attack_stage, "train", real_train)
+    meta = json.loads((attack(cfg, base, progress=False) / "meta.json").read_text())
+    assert list(partial.parent.glob(".attack_base_*.partial")) == []
+    assert [r["forget"] for r in meta["per_lr"]] == [r["forget"] for r in reference["per_lr"]]
+    assert meta["best"] == reference["best"]
+
+
+def test_a_model_of_another_setting_is_refused(tmp_path):
+    from tests.test_language import language_config
+
+    base = pretrain(tiny(tmp_path), "base", progress=False)  # arithmetic, character tokenizer
+    language = validate_config({**language_config(tmp_path / "lang"), "run_dir": str(tmp_path / "lang_runs")})
+    with pytest.raises(UserError, match="trained with another tokenizer than this config's setting"):
+        attack(language, base, progress=False)
+
+
+def write_study(tmp_path: Path, run_dir: Path) -> Path:
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study_config(run_dir)))
+    return config
+
+
+def wait_for(predicate, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_second_undo_run_on_the_same_run_dir_exits_with_one_line(tmp_path):
+    run_dir = tmp_path / "runs"
+    config = write_study(tmp_path, run_dir)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "undo", "run", str(config), "--no-progress"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wait_for(lambda: (run_dir / ".undo.lock.owner").is_file())
+    second = subprocess.run([sys.executable, "-m", "undo", "run", str(config), "--no-progress"], capture_output=True,
+                            text=True, env=env)
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, second.stderr
+    assert f"pid {first.pid}" in lines[0] and "is writing" in lines[0]
+    assert first.wait(timeout=300) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["complete"] and sorted(p.name for p in run_dir.glob(".*.partial")) == []
+
+
+def test_sigkill_of_a_two_worker_run_leaves_no_process_and_resumes_to_the_same_numbers(tmp_path):
+    reference_dir = tmp_path / "reference"
+    (tmp_path / "ref").mkdir()
+    reference = [sys.executable, "-m", "undo", "run", str(write_study(tmp_path / "ref", reference_dir)), "--no-progress"]
+    assert subprocess.run(reference, capture_output=True).returncode == 0
+    run_dir = tmp_path / "runs"
+    (tmp_path / "killed").mkdir()
+    config = write_study(tmp_path / "killed", run_dir)
+    command = [sys.executable, "-m", "undo", "run", str(config), "--no-progress", "--workers", "2"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(list(run_dir.glob("unlearn_*/meta.json"))) >= 1)
+    workers = psutil.Process(parent.pid).children(recursive=True)
+    assert workers, "the pool had started its workers"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == [], f"workers outlived the killed run: {alive}"
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    resumed = json.loads((run_dir / "results.json").read_text())
+    assert numbers(resumed) == numbers(json.loads((reference_dir / "results.json").read_text()))
+
+
+def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
+    run_dir = tmp_path / "runs"
+    config = write_study(tmp_path, run_dir)
+    process = subprocess.Popen([sys.executable, "-m", "undo", "run", str(config), "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (run_dir / "base" / "meta.json").is_file())
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == ("undo: interrupted; run the same command again to resume from the last "
+                                            "checkpoint")
+
+
+def test_a_study_run_from_another_folder_says_where_the_first_one_is(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    config = tmp_path / "study.yaml"
+    raw = study_config("runs")  # relative: read from the folder undo runs in
+    config.write_text(yaml.safe_dump({**raw, "study": {**raw["study"], "seeds": [0], "attack_sweep_points": False}}))
+    assert cli("run", str(config), "--no-progress", "--no-report", cwd=tmp_path / "a")[0] == 0
+    code, lines = cli("report", str(config), cwd=tmp_path / "b")
+    assert code == 2 and len(lines) == 1
+    assert f"this config's study is in {(tmp_path / 'a' / 'runs').resolve()}" in lines[0]
+
+
+def test_a_run_dir_that_is_a_file_or_read_only_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    code, lines = cli("pretrain", "--run-dir", str(tmp_path / "file"), "--no-progress")
+    assert code == 2 and len(lines) == 1 and "is a file, not a folder" in lines[0]
+    if os.geteuid() != 0:  # root writes anywhere: the permission check cannot be shown as root
+        (tmp_path / "ro").mkdir(mode=0o500)
+        code, lines = cli("pretrain", "--run-dir", str(tmp_path / "ro"), "--no-progress")
+        assert code == 2 and "cannot be written" in lines[0]
+    code, lines = cli("report", "--run-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path))
+    assert code == 2 and len(lines) == 1
+
+
+def test_an_external_model_saved_twice_is_reused_only_when_identical(tmp_path):
+    cfg = tiny(tmp_path)
+    tokenizer = build_char_tokenizer()
+    folder = tmp_path / "mine"
+    model = load_model(pretrain(cfg, "base", progress=False) / "model")
+    save_model(model, folder / "model", tokenizer)
+    first = attack(cfg, folder, progress=False)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    assert attack(cfg, folder, progress=False) == first  # the same files: the complete attack is reused
+    save_model(model, folder / "model", tokenizer)
+    assert attack(cfg, folder, progress=False) != first  # other weights: another attack
