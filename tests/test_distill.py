@@ -184,7 +184,7 @@ def test_cli_sweeps_alphas_errors_exit_2_and_complete_artifacts_are_reused(tmp_p
     code, out = cli("--init", "model")
     assert code == 2 and "--init model needs --start" in out.err and len(out.err.strip().splitlines()) == 1
     code, out = cli("--init", "scratch")
-    assert code == 2 and "init must be 'random', 'noised' or 'model', got 'scratch'" in out.err
+    assert code == 2 and "--init takes random, noised or model, got 'scratch'" in out.err
     code, out = cli("--init", "noised")
     assert code in (0, None) and "distillation from teacher1" in out.out
     runs = sorted(p for p in (tmp_path / "runs").iterdir() if p.name.startswith("distill_noised"))

@@ -98,7 +98,8 @@ def test_model_vocab_smaller_than_tokenizer_is_a_user_error(capsys, tmp_path):
         main(["pretrain", "--set", "model.vocab=50", "--set", "model.width=32", "--set", "model.layers=3",
               "--run-dir", str(tmp_path / "r"), "--no-progress"])
     assert exit_info.value.code == 2
-    assert "model.vocab = 50 is smaller than the tokenizer" in capsys.readouterr().err
+    assert "model.vocab (50) must be >= 98" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused with the config, before any stage
 
 
 def test_eval_command_on_a_saved_model_and_bad_path(tiny_config, capsys, tmp_path):

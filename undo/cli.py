@@ -134,6 +134,7 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
     """Relearning attack: fine-tune each target on forget-domain data at every LR of the grid; report the attacker's
     best forget accuracy at each budget, the area under that curve, and normalised robustness."""
     from undo.analysis.robustness import BestCurve, robustness_summary
+    from undo.attacks import ATTACK_KINDS
     from undo.stages.attack import AttackResult
     from undo.stages.attack import attack as run_attack
     from undo.stages.base import read_result
@@ -144,6 +145,9 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
     for target in targets:
         if not (target / "model").is_dir():
             raise UserError(f"nothing to attack at {target}: expected an artifact folder with a model/ subfolder")
+    unknown = [k for k in kinds if k not in ATTACK_KINDS]
+    if unknown:
+        raise UserError(f"unknown attack kind {unknown[0]!r}; use one of: {', '.join(sorted(ATTACK_KINDS))}")
     if len(set(names)) < len(names):
         raise UserError(f"two targets share a folder name ({', '.join(names)}); results are named by folder")
     if (unlearn_only is None) != (oracle is None):
@@ -203,7 +207,13 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
     from undo.stages.distill import distill as run_distill
 
     cfg = _load(config, set_, run_dir)
-    init = init or cfg.distill.init  # the stage validates init and the teacher before any work
+    init = init or cfg.distill.init
+    # Checked before the run directory is locked (and so made): a mistyped command leaves nothing behind.
+    if init not in ("random", "noised", "model"):
+        raise UserError(f"--init takes random, noised or model, got {init!r}")
+    for role, folder in (("teacher", teacher), ("start model", start)):
+        if folder is not None and not (folder / "model").is_dir():
+            raise UserError(f"no {role} at {folder}: expected an artifact folder with a model/ subfolder")
     if init == "model" and start is None:
         raise UserError("--init model needs --start ARTIFACT (e.g. the base model, to finetune it toward the "
                         "teacher's logits)")

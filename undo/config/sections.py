@@ -5,17 +5,14 @@ Every field has a default, so an empty file is a complete (general-purpose) expe
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from undo.attacks import ATTACK_KINDS
-from undo.core.strict import StrictModel
+from undo.core.strict import Seed, StrictModel
 from undo.objectives import check_knobs, unlearning_methods
-
-
-# Every RNG is seeded from it (numpy's generators take 0 .. 2**32 - 1 as one word).
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class ModelConfig(StrictModel):
@@ -124,6 +121,9 @@ class MethodSweep(StrictModel):
         for knob, value in self.knobs.items():
             if isinstance(value, list) and not value:
                 raise ValueError(f"knobs.{knob} is an empty list: a list is swept, so give it at least one value")
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"knobs.{knob} must be a finite number, got {v}")
         return self
 
     @property

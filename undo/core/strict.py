@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+# Every RNG is seeded from it (numpy's generators take 0 .. 2**32 - 1 as one word).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class StrictModel(BaseModel):
     """A typo or a wrong kind of value must never change an experiment: unknown keys are errors, NaN and infinite
-    numbers are refused, and a boolean is not a number (YAML's `true` would otherwise read as 1)."""
+    numbers are refused, a boolean is not a number (YAML's `true` would otherwise read as 1) and only `true` and
+    `false` are booleans (pydantic would read 1, "yes" or "on" as true)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -21,7 +25,19 @@ class StrictModel(BaseModel):
         field = cls.model_fields.get(info.field_name) if info.field_name else None
         if field is not None and _numbers_only(field.annotation) and _holds_bool(value):
             raise ValueError(f"expected a number, got a boolean ({value!r})")
+        if field is not None and _boolean_only(field.annotation) and not isinstance(value, bool) and value is not None:
+            raise ValueError(f"expected true or false, got {value!r}")
         return value
+
+
+def _boolean_only(annotation: Any) -> bool:
+    """True for bool and Optional[bool]."""
+    if annotation is bool:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args == [bool]
+    return False
 
 
 def _numbers_only(annotation: Any) -> bool:

@@ -26,8 +26,9 @@ from rich.table import Table
 
 import undo.settings.arithmetic_templates as templates
 from undo.core.data import derive_seed, mixture_schedule
+from undo.core.strict import Seed
 from undo.settings.base import ACCURACY, Score, SettingConfig, TokenizedSetting, register_setting
-from undo.settings.tokenizer import build_char_tokenizer
+from undo.settings.tokenizer import CHAR_VOCAB_SIZE, build_char_tokenizer
 
 Operation = Literal["add", "sub", "mul", "div"]
 
@@ -57,7 +58,7 @@ class ArithmeticConfig(SettingConfig):
     eval_formats: list[Literal["equation", "word"]] | None = Field(
         None, min_length=1, description="formats evaluated; null = those the pretraining mixture contains (a "
                                         "format never trained on would only dilute the retain/forget means)")
-    eval_seed: int = Field(1_000_003, description="seed of the fixed evaluation sets (separate from training)")
+    eval_seed: Seed = Field(1_000_003, description="seed of the fixed evaluation sets (separate from training)")
     eval_batch_size: int = Field(256, ge=1)
 
     @model_validator(mode="after")
@@ -71,7 +72,15 @@ class ArithmeticConfig(SettingConfig):
             raise ValueError(f"retain {self.retain} and forget {self.forget} must not overlap")
         if not self.retain or not self.forget:
             raise ValueError("retain and forget must each name at least one operation")
+        for side, operations in (("retain", self.retain), ("forget", self.forget)):
+            if len(set(operations)) != len(operations):
+                raise ValueError(f"{side} names an operation twice: {operations}")
         return self
+
+    def check_experiment(self, experiment: Any) -> None:
+        if experiment.model.pretrained is None and experiment.model.vocab < CHAR_VOCAB_SIZE:
+            raise ValueError(f"model.vocab ({experiment.model.vocab}) must be >= {CHAR_VOCAB_SIZE}, the size of the "
+                             "arithmetic setting's character tokenizer")
 
     @property
     def evaluated_formats(self) -> list[str]:

@@ -47,6 +47,8 @@ def _is_file_source(source: str) -> bool:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"corpus {path} is a folder; name the corpus files in it (a list of paths is one corpus)")
     if _suffixes(path)[0] is None:
         raise UserError(f"corpus {path} has a suffix we cannot read; use {ACCEPTED}")
     if not path.is_file():
@@ -118,7 +120,7 @@ def _jsonl_field(line: str, path: Path, number: int, text_field: str) -> str:
     value = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(value, str):
         raise UserError(f"corpus {path} line {number} has no string field {text_field!r}; "
-                        "set the corpus text field to the key that holds the document")
+                        "set setting.text_field to the key that holds the document")
     return value
 
 
@@ -152,7 +154,7 @@ def _read_hf(source: str, repo: str, config: str | None, split: str, text_field:
         for record in records:
             if not isinstance(record.get(text_field), str):
                 raise UserError(f"Hugging Face dataset {source} has no string field {text_field!r} "
-                                f"(fields: {', '.join(record)}); set the corpus text field to the right one")
+                                f"(fields: {', '.join(record)}); set setting.text_field to the right one")
             yield record[text_field]
     except UserError:
         raise

@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 
 from undo.core.data import derive_seed, mixture_schedule, pack
 from undo.core.errors import UserError
+from undo.core.strict import Seed
 from undo.settings.base import NEG_CE, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.bpe import cached_tokenizer
 from undo.settings.corpora import check_script, check_source, corpus_fingerprint, read_documents
@@ -60,7 +61,7 @@ class LanguageConfig(SettingConfig):
                                                           "trained on (drawn from eval_seed)")
     eval_documents: int | None = Field(None, ge=1, description="held-out documents evaluated (<= heldout_documents);"
                                                                " null = all of them")
-    eval_seed: int = Field(1_000_003, description="seed of the held-out split")
+    eval_seed: Seed = Field(1_000_003, description="seed of the held-out split")
     vocab_size: int = Field(4096, ge=259, le=1_000_000, description="byte-level BPE vocabulary (model.vocab must be "
                                                                     ">= this)")
     tokenizer_sample_chars: int = Field(2_000_000, ge=1000, description="characters the tokenizer trains on, "
@@ -69,6 +70,10 @@ class LanguageConfig(SettingConfig):
 
     @model_validator(mode="after")
     def _eval_fits(self) -> "LanguageConfig":
+        for side in ("retain", "forget"):
+            source = getattr(self, f"{side}_corpus")
+            if not source or any(not one.strip() for one in ([source] if isinstance(source, str) else source)):
+                raise ValueError(f"{side}_corpus names no corpus ({source!r}); give a file path or a dataset id")
         if self.eval_documents is not None and self.eval_documents > self.heldout_documents:
             raise ValueError(f"eval_documents ({self.eval_documents}) must be <= heldout_documents "
                              f"({self.heldout_documents})")

@@ -10,6 +10,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<|endoftext|>"
+CHAR_VOCAB_SIZE = 3 + (127 - 32)  # the specials and printable ASCII
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
