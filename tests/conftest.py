@@ -24,3 +24,22 @@ TINY = {
 @pytest.fixture
 def tiny_config(tmp_path) -> ExperimentConfig:
     return validate_config({**TINY, "run_dir": str(tmp_path / "runs")})
+
+
+def interrupt_pretraining(cfg: ExperimentConfig, monkeypatch, at_batch: int = 7) -> None:
+    """Pretrain the base model of `cfg` and stop it with Ctrl-C when it asks for batch `at_batch` (after the
+    checkpoints before it), as a user interrupting a run would."""
+    import undo.core.data
+    from undo.stages.pretrain import pretrain
+
+    real_getitem = undo.core.data.PackedBatches.__getitem__
+
+    def interrupted_at(self, index):
+        if index == at_batch:
+            raise KeyboardInterrupt
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", interrupted_at)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, "base", progress=False)
+    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", real_getitem)

@@ -8,7 +8,7 @@ from undo.cli import main
 from undo.config import validate_config
 from undo.core.errors import UserError
 from undo.stages.pretrain import pretrain, pretrain_key
-from tests.conftest import TINY
+from tests.conftest import TINY, interrupt_pretraining
 
 
 def test_pretrain_writes_complete_artifacts_for_base_and_oracle(tmp_path, capsys):
@@ -62,20 +62,8 @@ def test_complete_artifact_is_not_recomputed_and_other_configs_are_refused(tiny_
 def test_interrupted_pretraining_resumes_to_the_same_model(tiny_config, tmp_path, monkeypatch):
     reference = pretrain(tiny_config.model_copy(update={"run_dir": str(tmp_path / "ref")}), "base", progress=False)
 
-    import undo.core.data
-
-    real_getitem = undo.core.data.PackedBatches.__getitem__
-
-    def dies_at_step_7(self, index):
-        if index == 7:
-            raise KeyboardInterrupt
-        return real_getitem(self, index)
-
-    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", dies_at_step_7)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_config, "base", progress=False)
+    interrupt_pretraining(tiny_config, monkeypatch)
     assert (tmp_path / "runs" / ".base.partial" / "checkpoint").is_dir()
-    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", real_getitem)
     resumed = pretrain(tiny_config, "base", progress=False)
     ref_meta, res_meta = (json.loads((p / "meta.json").read_text()) for p in (reference, resumed))
     assert res_meta["model_sha256"] == ref_meta["model_sha256"]

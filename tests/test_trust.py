@@ -17,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import TINY
+from tests.conftest import TINY, interrupt_pretraining
 from tests.test_study import numbers, study_config
 from undo.cli import main
 from undo.config import validate_config
@@ -119,23 +119,11 @@ def test_a_damaged_meta_json_is_one_line_naming_the_folder(tmp_path, damage, fra
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "state.json"])
 def test_a_damaged_checkpoint_is_set_aside_and_the_run_recovers_to_the_same_numbers(tmp_path, monkeypatch, capsys,
                                                                                      name):
-    import undo.core.data
-
     reference = pretrain(tiny(tmp_path / "ref"), "base", progress=False)
     cfg = tiny(tmp_path)
-    real_getitem = undo.core.data.PackedBatches.__getitem__
-
-    def dies_at_step_7(self, index):
-        if index == 7:
-            raise KeyboardInterrupt
-        return real_getitem(self, index)
-
-    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", dies_at_step_7)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(cfg, "base", progress=False)
+    interrupt_pretraining(cfg, monkeypatch)
     checkpoint = tmp_path / "runs" / ".base.partial" / "checkpoint"
     flip_byte(checkpoint / name, 3 if name == "state.json" else 16)  # a bit flip: same size, same header
-    monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", real_getitem)
     capsys.readouterr()
     resumed = pretrain(cfg, "base", progress=False)
     assert "damaged" in capsys.readouterr().err and list(resumed.glob("checkpoint.damaged-*"))  # kept, not deleted
