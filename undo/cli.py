@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -157,7 +159,8 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
             raise UserError(f"the {role} model {Path(name).name!r} is not among the attacked models: "
                             f"{', '.join(names)}")
     a, budgets, S = cfg.attack, cfg.attack.budgets, cfg.setting.score
-    tokens = ", ".join(f"{b} steps = {b * a.batch_size * cfg.model.context:,} tokens" for b in budgets)
+    tokens_per_step = a.batch_size * a.grad_accum * cfg.model.context
+    tokens = ", ".join(f"{b} steps = {b * tokens_per_step:,} tokens" for b in budgets)
     for attack_kind in kinds:
         with run_dir_lock(Path(cfg.run_dir), command_line()):
             paths = {name: run_attack(cfg, target, kind=attack_kind, progress=progress)
@@ -338,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     from transformers.utils import logging as hf_logging
 
+    quiet_unless_main()
     hf_logging.disable_progress_bar()  # per-file load/save bars are noise next to our own progress bar
     # Generation past a small model's context (a long word problem) is scored as it comes; the reminder is noise.
     hf_logging.set_verbosity_error()
@@ -365,11 +369,29 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def quiet_unless_main() -> None:
+    """Under torchrun every process runs the command and dies with torchrun; only the main one talks. The others' chatter goes to
+    /dev/null, but their errors still reach the terminal (`fail` and tracebacks write to the real stderr)."""
+    from undo.core import distributed
+
+    global _errors
+    if distributed.launched():  # a process of torchrun's must not outlive it (a rerun would collide with it)
+        from undo.study.executors import die_with_parent
+
+        die_with_parent()
+    if distributed.launched() and not distributed.is_main():
+        _errors = sys.stderr
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+        sys.excepthook = lambda kind, value, tb: traceback.print_exception(kind, value, tb, file=_errors)
+
+
+_errors = None  # where a quiet process's errors still go
+
 def interrupted() -> None:
     print("undo: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
     sys.exit(130)
 
 
 def fail(message: str) -> None:
-    print(f"undo: error: {' '.join(message.split())}", file=sys.stderr)  # always one line
+    print(f"undo: error: {' '.join(message.split())}", file=_errors or sys.stderr)  # always one line
     sys.exit(2)

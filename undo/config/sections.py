@@ -54,6 +54,10 @@ class ModelConfig(StrictModel):
         return self
 
 
+MixedPrecision = Literal["no", "bf16", "fp16"]
+MIXED_PRECISION = "autocast (Accelerate's mixed precision) on GPUs; keep 'no' on CPUs, where bf16 is slower than fp32"
+
+
 class TrainConfig(StrictModel):
     """Knobs of the one training engine (every stage uses these)."""
 
@@ -74,8 +78,7 @@ class TrainConfig(StrictModel):
                                                                          "the end) instead of every eval_every")
     checkpoint_every: int = Field(250, ge=1, description="save a resumable checkpoint every N steps")
     log_every: int = Field(10, ge=1, description="write a train line to metrics.jsonl every N steps")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "no", description="autocast on GPUs; keep 'no' on CPUs, where bf16 is slower than fp32")
+    mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> "TrainConfig":
@@ -149,6 +152,9 @@ class UnlearnConfig(StrictModel):
     examples: int = Field(20_000, ge=1, description="labelled documents generated for each of forget and retain")
     eval_every: int = Field(50, ge=1)
     selection: SelectionRule = Field(default_factory=SelectionRule)
+    grad_accum: int = Field(1, ge=1, description="micro-batch pairs per optimizer step (a step reads batch_size x "
+                                                 "grad_accum forget and retain sequences)")
+    mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
 
 
 class AttackConfig(StrictModel):
@@ -177,6 +183,9 @@ class AttackConfig(StrictModel):
                                description="evaluation items per operation x format during the attack (cheaper "
                                            "than the setting's, since every LR evaluates many times)")
     examples: int = Field(20_000, ge=1, description="documents generated for the attack's data stream")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per attack step (a step reads batch_size x "
+                                                 "grad_accum sequences)")
+    mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
     kinds: list[str] = Field(default_factory=lambda: ["finetune"], min_length=1,
                              description="attack kinds run on every attacked model (registered in undo.attacks; "
                                          "'finetune' = plain full fine-tuning, the paper's attack)")

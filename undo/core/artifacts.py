@@ -90,7 +90,9 @@ def content_record(folder: Path) -> dict[str, dict[str, Any]]:
 def write_stamps(folder: Path, names, stamps: Path) -> None:
     entries = {name: [(Path(folder) / name).stat().st_size, (Path(folder) / name).stat().st_mtime_ns]
                for name in names if (Path(folder) / name).is_file()}
-    Path(stamps).write_text(json.dumps(entries) + "\n")
+    tmp = Path(stamps).with_name(f".{Path(stamps).name}.{os.getpid()}.tmp")  # several readers may stamp at once
+    tmp.write_text(json.dumps(entries) + "\n")
+    tmp.replace(stamps)
 
 
 def content_problems(folder: Path, record: dict[str, dict[str, Any]], stamps: Path) -> list[str]:

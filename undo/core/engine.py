@@ -4,9 +4,14 @@ What it does, in order, each optimizer step: fetch `grad_accum` micro-batches by
 objective loss -> backward, clip, set the scheduled LR, AdamW step; count tokens and FLOPs; log; evaluate and ask
 the stop rule every `eval_every` steps; checkpoint every `checkpoint_every` steps.
 
-Checkpoints hold weights, optimizer moments, the RNG and the log's length, all as safetensors + JSON (nothing is
-pickled). A run that finds a checkpoint in its work directory resumes from it and ends with the same numbers as
-an uninterrupted run. A NaN/inf loss stops the run with a clear error and leaves the last good checkpoint.
+Under `torchrun` / `accelerate launch` every process runs this loop on its share of each global batch
+(`undo.core.distributed.shard_step`; the global batch stays `batch_size x grad_accum`), gradients are averaged
+(DDP), token and FLOP counts and logged losses are summed over the processes, the main process evaluates and its
+numbers reach every process, and only the main process writes the log and checkpoints.
+
+Checkpoints hold weights, optimizer moments, every process's RNG and the log's length, all as safetensors + JSON
+(nothing is pickled). A run that finds a checkpoint in its work directory resumes from it and ends with the same
+numbers as an uninterrupted run. A NaN/inf loss stops the run with a clear error and leaves the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import math
 import shutil
 import time
+import contextlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +37,7 @@ from safetensors.torch import save_model as save_model_weights
 
 from undo.config import TrainConfig
 from undo.core.artifacts import file_sha256
+from undo.core import distributed
 from undo.core.compute import train_flops_per_token
 from undo.core.errors import TrainingDiverged, UserError
 from undo.objectives import Objective
@@ -126,6 +133,7 @@ def only_these_train(model: torch.nn.Module, params: list[torch.nn.Parameter]):
 def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluate, stop_rule, eval_at_start,
            progress, description, run_key, config_keys) -> TrainResult:
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    main = distributed.is_main()
     optimizer = make_optimizer(params, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     objective.to(accelerator.device)
@@ -135,31 +143,37 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
     checkpoint = Checkpoint(workdir / "checkpoint")
     state = {"step": 0, "tokens": 0, "flops": {}, "elapsed_s": 0.0, "last_eval": {}, "stopped_early": False}
     resumed_from = None
-    damage = checkpoint.damage(run_key) if checkpoint.exists() else None
-    if damage is None and checkpoint.exists() and not log_path.is_file():
-        damage = "its metrics.jsonl is missing"
-    if damage is not None:  # never resume from a state that is not the one saved: start over, keeping the evidence
-        aside = checkpoint.set_aside()
-        console.print(f"[yellow]{description}[/]: the checkpoint in {workdir} is damaged ({damage}); set aside as "
-                      f"{aside.name}, starting over from step 0")
-    if checkpoint.exists():
-        state = checkpoint.load(model, optimizer, run_key)
+    if main:  # the main process judges the checkpoint (and sets a damaged one aside); the others follow it
+        damage = checkpoint.damage(run_key) if checkpoint.exists() else None
+        if damage is None and checkpoint.exists() and not log_path.is_file():
+            damage = "its metrics.jsonl is missing"
+        if damage is not None:  # never resume from a state that is not the one saved: start over, keeping evidence
+            aside = checkpoint.set_aside()
+            console.print(f"[yellow]{description}[/]: the checkpoint in {workdir} is damaged ({damage}); set aside "
+                          f"as {aside.name}, starting over from step 0")
+    if distributed.broadcast(main and checkpoint.exists()):
+        state = checkpoint.load(accelerator.unwrap_model(model), optimizer, run_key)
         resumed_from = state["step"]
-        with open(log_path, "r+b") as log:  # forget log lines written after the checkpoint
-            log.truncate(state["log_bytes"])
-    elif log_path.exists():
+        if main:
+            console.print(f"[cyan]{description}[/]: resuming from the checkpoint of step {resumed_from} in {workdir}")
+            with open(log_path, "r+b") as log:  # forget log lines written after the checkpoint
+                log.truncate(state["log_bytes"])
+    elif main and log_path.exists():
         log_path.unlink()
+    distributed.wait_for_main()  # nobody trains until the main process has settled the work folder
 
     seq_len = next(t.shape[-1] for key, t in batches[0].items() if key.endswith("input_ids"))
     flops_per_token = train_flops_per_token(accelerator.unwrap_model(model), seq_len)
-    log = open(log_path, "a")
+    log = open(log_path, "a") if main else None
 
     def write(record: dict[str, Any]) -> None:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+        if log is not None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
 
     def run_eval(step: int) -> dict[str, float]:
-        metrics = evaluate(accelerator.unwrap_model(model)) if evaluate else {}
+        metrics = evaluate(accelerator.unwrap_model(model)) if evaluate and main else {}
+        metrics = distributed.broadcast(metrics)  # every process takes the same stop decision
         write({"kind": "eval", "step": step, "tokens": state["tokens"], "flops": state["flops"], **metrics})
         return metrics
 
@@ -170,33 +184,46 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
             state["stopped_early"] = True
 
     def accumulate(step: int) -> tuple[float, dict[str, float], int]:
-        """Forward/backward of the step's micro-batches into fresh gradients; (loss sum, logs, tokens)."""
+        """Forward/backward of this process's share of the step's micro-batches into fresh gradients; (mean loss,
+        logs, tokens), summed over the processes."""
         optimizer.zero_grad(set_to_none=True)
-        loss_sum, extras, step_tokens = 0.0, {}, 0
-        for micro in range(cfg.grad_accum):
-            batch = {k: v.to(accelerator.device) for k, v in batches[step * cfg.grad_accum + micro].items()}
-            loss, logs = objective.loss(model, batch)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                log.close()
-                kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
-                    if checkpoint.exists() else "no checkpoint had been written yet"
-                if config_keys == "train" or config_keys.endswith(".train"):
-                    fix = (f"lower {config_keys}.lr (now {cfg.lr}), raise {config_keys}.warmup_steps or set "
-                           f"{config_keys}.clip")
-                else:  # a stage with a constant-LR grid: the LR is one of the grid's
-                    fix = f"lower the LR {cfg.lr:g} in {config_keys}"
-                raise TrainingDiverged(f"{description}: loss became {loss_value} at step {step + 1}; {kept}; {fix}")
-            accelerator.backward(loss / cfg.grad_accum)
-            loss_sum += loss_value
+        global_step = [batches[step * cfg.grad_accum + micro] for micro in range(cfg.grad_accum)]
+        mine, scale = distributed.shard_step(global_step, config_keys)
+        sums: dict[str, float] = {"loss": 0.0, "tokens": 0}  # counts stay integers in one process
+        for micro, cpu_batch in enumerate(mine):
+            batch = {k: v.to(accelerator.device) for k, v in cpu_batch.items()}
+            # Gradients are averaged over the processes once per step, at its last micro-batch.
+            with accelerator.no_sync(model) if micro < len(mine) - 1 else contextlib.nullcontext():
+                loss, logs = objective.loss(model, batch)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    _diverged(loss_value, step)
+                accelerator.backward(loss * scale)
+            sums["loss"] += loss_value * scale
             for key, value in logs.items():
-                extras[key] = extras.get(key, 0.0) + value / cfg.grad_accum
+                sums[f"log.{key}"] = sums.get(f"log.{key}", 0.0) + value * scale
             tokens = objective.tokens(batch)
-            step_tokens += tokens
-            _add(state["flops"], {"train": tokens * flops_per_token, **objective.extra_flops(batch)})
-        return loss_sum, extras, step_tokens
+            sums["tokens"] += tokens
+            for key, value in {"train": tokens * flops_per_token, **objective.extra_flops(batch)}.items():
+                sums[f"flops.{key}"] = sums.get(f"flops.{key}", 0) + value
+        sums = distributed.total_dict(sums)
+        n = distributed.world_size()
+        _add(state["flops"], {k[len("flops."):]: v for k, v in sums.items() if k.startswith("flops.")})
+        extras = {k[len("log."):]: v / n for k, v in sums.items() if k.startswith("log.")}
+        return sums["loss"] / n, extras, int(sums["tokens"])
 
-    bar = _progress_bar(progress, description)
+    def _diverged(loss_value: float, step: int) -> None:
+        if log is not None:
+            log.close()
+        kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
+            if checkpoint.exists() else "no checkpoint had been written yet"
+        if config_keys == "train" or config_keys.endswith(".train"):
+            fix = f"lower {config_keys}.lr (now {cfg.lr}), raise {config_keys}.warmup_steps or set {config_keys}.clip"
+        else:  # a stage with a constant-LR grid: the LR is one of the grid's
+            fix = f"lower the LR {cfg.lr:g} in {config_keys}"
+        raise TrainingDiverged(f"{description}: loss became {loss_value} at step {step + 1}; {kept}; {fix}")
+
+    bar = _progress_bar(progress and main, description)
     task = bar.add_task(description, total=total_steps, completed=state["step"], loss=float("nan"), tps=0.0)
     window_tokens, window_start = 0, time.perf_counter()
     with bar:
@@ -205,7 +232,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
             lr = lr_at(step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum, extras, step_tokens = accumulate(step)
+            loss_mean, extras, step_tokens = accumulate(step)
             objective.adjust_gradients(params, lambda: accumulate(step))  # a no-op except for e.g. SAM
             grad_norm = accelerator.clip_grad_norm_(params, cfg.clip) if cfg.clip else None
             optimizer.step()
@@ -214,7 +241,6 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
             state["tokens"] += step_tokens
             window_tokens += step_tokens
 
-            loss_mean = loss_sum / cfg.grad_accum
             if step % cfg.log_every == 0 or step == total_steps:
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_start, 1e-9)
@@ -231,9 +257,13 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
                     state["stopped_early"] = True
             if step % cfg.checkpoint_every == 0 and step < total_steps and not state["stopped_early"]:
                 state["elapsed_s"] = time.perf_counter() - start_time
-                state["log_bytes"] = log.tell()
-                checkpoint.save(model, optimizer, state, run_key)
-    log.close()
+                state["log_bytes"] = log.tell() if log is not None else 0
+                rng = distributed.gather(rng_state())  # a collective: every process takes part
+                if main:
+                    checkpoint.save(accelerator.unwrap_model(model), optimizer, state, run_key, rng)
+    if log is not None:
+        log.close()
+    distributed.wait_for_main()  # the log is complete before anyone reads it
     return TrainResult(
         steps=state["step"], tokens=state["tokens"], flops=dict(state["flops"]),
         stopped_early=state["stopped_early"], final_metrics=state["last_eval"],
@@ -299,13 +329,16 @@ class Checkpoint:
         self.path.rename(aside)
         return aside
 
-    def save(self, model, optimizer, state: dict[str, Any], run_key: str) -> None:
+    def save(self, model, optimizer, state: dict[str, Any], run_key: str,
+             rng: list[dict[str, torch.Tensor]] | None = None) -> None:
+        """`rng`: every process's RNG states, in rank order (default: this process's)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_model_weights(model, str(tmp / "model.safetensors"))  # tied weights (a shared head) stored once
         opt_state = optimizer.state_dict()
-        tensors = {"rng.torch": torch.get_rng_state()}
+        tensors = {f"rng.{rank}.{name}": value for rank, states in enumerate(rng or [rng_state()])
+                   for name, value in states.items()}
         for index, slots in opt_state["state"].items():
             for name, value in slots.items():
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).contiguous().cpu()
@@ -326,10 +359,32 @@ class Checkpoint:
         state.pop("checksums", None)
         load_model_weights(model, str(self.path / "model.safetensors"))
         tensors = load_file(self.path / "optimizer.safetensors")
-        torch.set_rng_state(tensors.pop("rng.torch"))
+        rngs: dict[int, dict[str, torch.Tensor]] = {}
+        for key in [k for k in tensors if k.startswith("rng.")]:
+            parts = key.split(".", 2)  # rng.<rank>.<generator>; a checkpoint from before ranks: rng.torch
+            rank, name = (int(parts[1]), parts[2]) if len(parts) == 3 else (0, parts[1])
+            rngs.setdefault(rank, {})[name] = tensors.pop(key)
+        # Each process resumes its own RNG; a run resumed with more processes than it saved gives the new ones the
+        # main process's state (the data order never depends on it: batches are read by index).
+        set_rng_state(rngs.get(distributed.rank(), rngs.get(0, {})))
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             _, index, name = key.split(".", 2)
             slots.setdefault(int(index), {})[name] = value
         optimizer.load_state_dict({"state": slots, "param_groups": state.pop("param_groups")})
         return state
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's RNG states: the CPU generator's and, on a GPU, the current device's."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_state(states: dict[str, torch.Tensor]) -> None:
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])

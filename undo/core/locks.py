@@ -21,6 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from undo.core import distributed
 from undo.core.errors import UserError
 
 LOCK, OWNER = ".undo.lock", ".undo.lock.owner"
@@ -44,6 +45,9 @@ def writable_run_dir(run_dir: Path) -> Path:
 
 @contextlib.contextmanager
 def run_dir_lock(run_dir: Path, command: str) -> Iterator[Path]:
+    if not distributed.is_main():  # the processes of one torchrun are one writer: the main one holds the lock
+        yield Path(run_dir)
+        return
     run_dir = writable_run_dir(run_dir)
     lock = FileLock(run_dir / LOCK, timeout=0)
     try:

@@ -11,6 +11,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from undo.config import ModelConfig
 from undo.core.checkpoints import check_checkpoint
+from undo.core import distributed
 from undo.core.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -110,7 +111,10 @@ def check_vocabulary(model: PreTrainedModel, tokenizer, where: str) -> None:
 
 
 def save_model(model: PreTrainedModel, directory: Path, tokenizer=None) -> None:
-    """Write an HF directory that `AutoModelForCausalLM.from_pretrained(directory)` opens (safetensors)."""
+    """Write an HF directory that `AutoModelForCausalLM.from_pretrained(directory)` opens (safetensors). Under several
+    processes only the main one writes (they all hold the same weights)."""
+    if not distributed.is_main():
+        return
     model.save_pretrained(directory, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)

@@ -19,13 +19,15 @@ from pydantic import BaseModel
 from undo.analysis.robustness import Curve, area_under, attacker_best, snapshots
 from undo.attacks import ATTACK_KINDS, AttackKind
 from undo.config import ExperimentConfig, TrainConfig
+from undo.core import distributed
 from undo.core.artifacts import stable_hash
 from undo.core.data import PackedBatches, derive_seed
 from undo.core.engine import read_metrics, train
 from undo.core.errors import UserError
 from undo.core.models import check_vocabulary, load_model
 from undo.settings import Setting
-from undo.stages.base import Stage, StageJob, StageResult, console, data_identity, for_training, run_stage
+from undo.stages.base import (
+    COMPUTE_OPTIONS, Stage, StageJob, StageResult, console, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key
 
 
@@ -100,7 +102,7 @@ class Attack(Stage):
         # Which other kinds a study runs does not change this one's result.
         return {"seed": cfg.seed, "data": attack_data_key(cfg), "method": self.method.identity(),
                 "evaluation": cfg.setting.with_eval_items(a.eval_per_cell).evaluation_identity(),
-                "attack": a.model_dump(mode="json", exclude={"kinds"})}
+                "attack": a.model_dump(mode="json", exclude={"kinds", *defaulted(a, COMPUTE_OPTIONS)})}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
         kind = "" if self.attack_kind == "finetune" else f"{self.attack_kind}_"
@@ -124,7 +126,7 @@ class Attack(Stage):
         retain = {run.lr: Curve.from_dict(run.retain) for run in runs}
         capped = a.max_retain_drop is not None
         best = attacker_best(forget, retain if capped else None, a.max_retain_drop)
-        tokens_per_step = a.batch_size * cfg.model.context
+        tokens_per_step = a.batch_size * a.grad_accum * cfg.model.context
         flops: Counter[str] = Counter()
         for run in runs:
             flops.update(run.flops)
@@ -146,15 +148,17 @@ class Attack(Stage):
         a, target = job.cfg.attack, job.inputs["target"]
         workdir = job.workdir / f"lr_{lr:g}"
         done = workdir / "done.json"
-        if done.is_file() and (damage := finished_lr_damage(workdir)) is not None:
+        main = distributed.is_main()
+        if main and done.is_file() and (damage := finished_lr_damage(workdir)) is not None:
             aside = workdir.with_name(f"{workdir.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             workdir.rename(aside)
             console.print(f"[yellow]attack {target.name} lr={lr:g}[/]: {damage}; set aside as {aside.name}, "
                           "running this LR again")
-        if not done.is_file():
+        if not distributed.broadcast(main and done.is_file()):
             model = for_training(load_model(target / "model", job.cfg.model), job.cfg.model)
             check_vocabulary(model, setting.tokenizer, f"the attacked model {target}")
-            train_cfg = TrainConfig(batch_size=a.batch_size, lr=lr, schedule="constant", warmup_steps=0,
+            train_cfg = TrainConfig(batch_size=a.batch_size, grad_accum=a.grad_accum,
+                                    mixed_precision=a.mixed_precision, lr=lr, schedule="constant", warmup_steps=0,
                                     weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
                                     eval_steps=a.eval_steps, checkpoint_every=max(a.eval_every, 50), log_every=10)
             method = self.method
@@ -162,9 +166,13 @@ class Attack(Stage):
                            evaluate=setting.evaluate, eval_at_start=True, progress=job.progress,
                            description=f"attack {target.name} lr={lr:g}", run_key=f"{job.key}:lr={lr!r}",
                            config_keys="attack.lrs")
-            done.write_text(json.dumps({"lr": lr, "steps": result.steps, "tokens": result.tokens,
-                                        "flops": result.flops, "wall_time_s": round(result.wall_time_s, 2)}) + "\n")
-        shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
+            if main:
+                done.write_text(json.dumps({"lr": lr, "steps": result.steps, "tokens": result.tokens,
+                                            "flops": result.flops, "wall_time_s": round(result.wall_time_s, 2)})
+                                + "\n")
+        if main:
+            shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
+        distributed.wait_for_main()  # the others read the curves the main process wrote
         evals = [line for line in read_metrics(workdir / "metrics.jsonl") if line["kind"] == "eval"]
         steps = [line["step"] for line in evals]
         return LrRun(**json.loads(done.read_text()),

@@ -28,6 +28,7 @@ from rich.console import Console
 
 from undo.config import ExperimentConfig, ModelConfig, dump_yaml
 from undo.core.artifacts import Artifact, content_record, is_dry_run, read_meta, stable_hash, verified_meta
+from undo.core import distributed
 from undo.core.checkpoints import fingerprint
 from undo.core.errors import UserError
 from undo.core.locks import artifact_lock, writable_run_dir
@@ -128,6 +129,15 @@ def model_identity(model: ModelConfig) -> dict[str, Any]:
     return fields
 
 
+COMPUTE_OPTIONS = ("grad_accum", "mixed_precision")  # added to unlearn and attack after their keys were fixed
+
+
+def defaulted(section: BaseModel, names: tuple[str, ...]) -> set[str]:
+    """The fields among `names` left at their defaults: a key leaves them out, so an option added later does not
+    change the keys of artifacts made before it (set, it counts)."""
+    return {name for name in names if getattr(section, name) == type(section).model_fields[name].default}
+
+
 def data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """What shapes the token data of every stage: the setting's data fields and the tokenizer."""
     return {"setting": cfg.setting.data_identity(), "tokenizer": tokenizer_identity(cfg.model)}
@@ -170,14 +180,19 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
     input_keys = {role: None if path is None else artifact_key(path) for role, path in inputs.items()}
     key = stage_key(stage, cfg, input_keys)
     artifact = Artifact(cfg.run_dir, stage.artifact_name(inputs, key), key)
-    if not is_dry_run():
+    # Under several processes (torchrun) every one trains, the main one alone writes: see undo.core.distributed.
+    main = distributed.is_main()
+    if not is_dry_run() and main:
         writable_run_dir(Path(cfg.run_dir))
     # One writer per artifact: a second worker asked for it waits here, then finds it complete.
-    with contextlib.nullcontext() if is_dry_run() else artifact_lock(Path(cfg.run_dir), artifact.name):
-        if artifact.is_complete():
-            console.print(f"[green]{artifact.name}[/]: complete artifact found, not recomputed")
+    writer = not is_dry_run() and main
+    with artifact_lock(Path(cfg.run_dir), artifact.name) if writer else contextlib.nullcontext():
+        if distributed.broadcast(main and artifact.is_complete()):
+            if main:
+                console.print(f"[green]{artifact.name}[/]: complete artifact found, not recomputed")
         else:
-            workdir = artifact.start()
+            workdir = artifact.start() if main else artifact.partial
+            distributed.wait_for_main()
             started = time.perf_counter()
             result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
             if not result.wall_time_s:
@@ -185,11 +200,13 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
             result.inputs = input_keys
             result.flops_total = sum(result.flops.values())
             result.input_paths = {role: None if path is None else str(path) for role, path in inputs.items()}
-            (workdir / "config.yaml").write_text(dump_yaml(cfg))
-            artifact.finish(result.model_dump(mode="json"))
-            console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
-        if stage.makes_model:
+            if main:
+                (workdir / "config.yaml").write_text(dump_yaml(cfg))
+                artifact.finish(result.model_dump(mode="json"))
+                console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
+        if stage.makes_model and main:
             ensure_evaluation(artifact.path, cfg)
+    distributed.wait_for_main()  # the artifact is whole before any process goes on
     return artifact.path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from undo.config import ExperimentConfig, ModelConfig
+from undo.core import distributed
 from undo.core.artifacts import NotComputed, is_dry_run, stable_hash
 from undo.core.checkpoints import fingerprint
 from undo.core.errors import UserError
@@ -63,9 +64,12 @@ def evaluation_key(section: SettingConfig) -> str:
 
 
 def write_evaluation(folder: Path, section: SettingConfig, metrics: dict[str, float]) -> Path:
-    """Record `metrics` as `folder`'s evaluation under `section`'s identity (atomically: complete or absent)."""
+    """Record `metrics` as `folder`'s evaluation under `section`'s identity (atomically: complete or absent); under
+    several processes, by the main one."""
     key = evaluation_key(section)
     path = Path(folder) / FOLDER / f"{key}.json"
+    if not distributed.is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"evaluation_key": key, "evaluation": section.evaluation_identity(),

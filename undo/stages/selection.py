@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from undo.config import ExperimentConfig, SelectionRule
+from undo.core import distributed
 from undo.settings import ACCURACY, Score
 from undo.stages.evaluation import ensure_evaluation
 from undo.stages.unlearn import SweepPoint, default_base, sweep_points, unlearn
@@ -77,6 +78,7 @@ def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str,
     base = default_base(cfg)
     runs = [(point, unlearn(cfg, point, base, progress=progress)) for point in sweep_points(cfg)]
     selection = teacher_selection(cfg, runs, base)
-    (Path(cfg.run_dir) / "unlearn_selection.json").write_text(
-        json.dumps({label: choice.model_dump(mode="json") for label, choice in selection.items()}, indent=2) + "\n")
+    if distributed.is_main():
+        (Path(cfg.run_dir) / "unlearn_selection.json").write_text(
+            json.dumps({label: choice.model_dump(mode="json") for label, choice in selection.items()}, indent=2) + "\n")
     return selection

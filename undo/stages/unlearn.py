@@ -21,7 +21,8 @@ from undo.core.errors import UserError
 from undo.core.models import load_model, save_model
 from undo.objectives import OBJECTIVES, Objective, check_knobs
 from undo.objectives.sam import SAM
-from undo.stages.base import Stage, StageJob, StageResult, data_identity, for_training, run_stage
+from undo.stages.base import (
+    COMPUTE_OPTIONS, Stage, StageJob, StageResult, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
 from undo.stages.pretrain import pretrain_key
 
@@ -89,7 +90,8 @@ class Unlearn(Stage):
         # Evaluation cadence and the selection rule change what is logged and chosen, never the weights.
         return {"seed": cfg.seed, "data": data_identity(cfg), "context": cfg.model.context,
                 "method": p.method, "lr": p.lr, "knobs": p.knobs, "sam_rho": p.sam_rho,
-                "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every"})}
+                "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every",
+                                                                        *defaulted(cfg.unlearn, COMPUTE_OPTIONS)})}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
         return f"unlearn_{self.point.label.replace('+', '_')}_lr{self.point.lr:g}_{key[:8]}"
@@ -104,7 +106,8 @@ class Unlearn(Stage):
         needs_reference = OBJECTIVES[point.method].wants_reference(dict(point.knobs))
         reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
         objective = build_unlearning_objective(point, reference, cfg.seed)
-        train_cfg = TrainConfig(batch_size=u.batch_size, lr=point.lr, schedule="constant", warmup_steps=0,
+        train_cfg = TrainConfig(batch_size=u.batch_size, grad_accum=u.grad_accum, mixed_precision=u.mixed_precision,
+                                lr=point.lr, schedule="constant", warmup_steps=0,
                                 weight_decay=0.0, clip=u.clip, max_steps=u.steps, eval_every=u.eval_every,
                                 checkpoint_every=max(u.eval_every, 50), log_every=10)
         result = train(model, objective, batches, train_cfg, u.steps, job.workdir, evaluate=setting.evaluate,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from undo.config import ExperimentConfig, config_hash
+from undo.core import distributed
 from undo.core.artifacts import Artifact, dry_run
 from undo.core.errors import UserError
 from undo.core.locks import command_line, run_dir_lock
@@ -47,7 +48,8 @@ def execute_plan(plan: Plan, executor: Executor) -> dict[str, Any]:
     run_dir = Path(plan.cfg.run_dir)
 
     def write(outputs, skipped, pending) -> None:
-        manifest_of(plan, outputs, skipped, pending).write(run_dir)
+        if distributed.is_main():
+            manifest_of(plan, outputs, skipped, pending).write(run_dir)
 
     return execute(plan, executor, write)
 
@@ -56,15 +58,19 @@ def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = Tr
     """Build the plan, execute it (in `workers` processes), then write the report. Returns the run directory."""
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and distributed.launched():
+        raise UserError("--workers runs stages side by side in one machine's processes; under torchrun every "
+                        "process already trains each stage together: drop --workers (or torchrun)")
     others = [] if (Path(cfg.run_dir) / MANIFEST).is_file() else elsewhere(cfg)
     if others:
         console.print(f"[yellow]note[/]: this config's study already exists in {others[0]}; this run starts a new one "
                       f"in {Path(cfg.run_dir).resolve()} (run from there, or pass --run-dir {others[0]}, to reuse it)")
     with run_dir_lock(Path(cfg.run_dir), command_line()):
-        remember(cfg)
+        if distributed.is_main():
+            remember(cfg)
         plan = build_plan(cfg, progress=progress and workers == 1)  # parallel tasks would garble progress bars
         execute_plan(plan, SerialExecutor() if workers == 1 else PoolExecutor(workers))
-        if report:
+        if report and distributed.is_main():
             write_report(Path(cfg.run_dir))
     return Path(cfg.run_dir)
 

@@ -1,0 +1,139 @@
+"""Several processes train one stage: `torchrun --nproc_per_node 2` on the CPU (gloo, which Accelerate picks up)
+ends with the weights and metrics of one process with the same global batch, and a killed 2-process run resumes
+to them. (`accelerate launch --cpu --num_processes 2` starts a single process on this machine; torchrun is what
+really starts two.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import TINY
+from undo.config import validate_config
+from undo.core import distributed
+from undo.core.errors import UserError
+from undo.stages.pretrain import pretrain
+from undo.stages.selection import run_unlearning
+
+UNLEARN = {"steps": 6, "batch_size": 4, "eval_every": 3, "examples": 200,
+           "methods": [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": 1.0}},
+                       {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 0}},
+                       {"method": "repnoise", "lrs": [1e-3]}],
+           "selection": {"min_retain_fraction": 0.1}}
+
+
+def config(tmp_path: Path, run_dir: str, **changes) -> tuple[dict, Path]:
+    raw = {**TINY, "run_dir": str(tmp_path / run_dir), "unlearn": UNLEARN, **changes}
+    path = tmp_path / f"{run_dir}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return raw, path
+
+
+def torchrun(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "undo", *args, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def finished(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return err
+
+
+def same_artifact(one: Path, two: Path) -> None:
+    """Same weights (within float tolerance: the gradient is summed in another order), same metrics, same counts;
+    one log, written once."""
+    a, b = (load_file(p / "model" / "model.safetensors") for p in (one, two))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=2e-5, msg=name)
+    meta_one, meta_two = (json.loads((p / "meta.json").read_text()) for p in (one, two))
+    for field in ("steps", "tokens", "flops", "final_metrics"):
+        assert meta_one[field] == meta_two[field], field
+    log_one, log_two = ((p / "metrics.jsonl").read_text().splitlines() for p in (one, two))
+    assert len(log_one) == len(log_two)
+    pairs = [(json.loads(x), json.loads(y)) for x, y in zip(log_one, log_two)]
+    losses = [(x["loss"], y["loss"]) for x, y in pairs if x["kind"] == "train"]
+    assert losses and all(abs(x - y) < 1e-5 for x, y in losses)
+
+
+def test_two_processes_pretrain_and_unlearn_like_one(tmp_path):
+    raw, _ = config(tmp_path, "one")
+    cfg = validate_config(raw)
+    pretrain(cfg, "base", progress=False)
+    run_unlearning(cfg, progress=False)
+    _, two = config(tmp_path, "two")
+    finished(torchrun("pretrain", str(two), "--only", "base"))
+    finished(torchrun("unlearn", str(two)))
+    same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base")
+    names = sorted(p.name for p in (tmp_path / "one").glob("unlearn_*") if p.is_dir())
+    assert len(names) == 3 and names == sorted(p.name for p in (tmp_path / "two").glob("unlearn_*") if p.is_dir())
+    for name in names:
+        if "repnoise" in name:
+            continue  # its MMD term is a statistic of the whole batch: exact only with whole micro-batches, below
+        same_artifact(tmp_path / "one" / name, tmp_path / "two" / name)
+    selection = [json.loads((tmp_path / d / "unlearn_selection.json").read_text()) for d in ("one", "two")]
+    assert selection[0] == selection[1]
+
+
+def test_whole_micro_batches_per_process_are_exact_for_every_objective(tmp_path):
+    """grad_accum a multiple of the processes: each process takes whole micro-batches, so even RepNoise's
+    batch-level MMD term is the one process's."""
+    unlearn = {**UNLEARN, "grad_accum": 2, "methods": [{"method": "repnoise", "lrs": [1e-3]}]}
+    raw, _ = config(tmp_path, "one", unlearn=unlearn)
+    cfg = validate_config(raw)
+    pretrain(cfg, "base", progress=False)
+    run_unlearning(cfg, progress=False)
+    _, two = config(tmp_path, "two", unlearn=unlearn)
+    finished(torchrun("pretrain", str(two), "--only", "base"))
+    finished(torchrun("unlearn", str(two)))
+    [name] = [p.name for p in (tmp_path / "one").glob("unlearn_repnoise*")]
+    same_artifact(tmp_path / "one" / name, tmp_path / "two" / name)
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
+    train = {**TINY["pretrain"]["train"], "max_steps": 40, "checkpoint_every": 4}
+    raw, _ = config(tmp_path, "one", pretrain={"train": train})
+    reference = pretrain(validate_config(raw), "base", progress=False)
+    _, two = config(tmp_path, "two", pretrain={"train": train})
+    process = torchrun("pretrain", str(two), "--only", "base")
+    state = tmp_path / "two" / ".base.partial" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while not (state.is_file() and json.loads(state.read_text())["step"] >= 8) and time.time() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    ranks = psutil.Process(process.pid).children(recursive=True)
+    os.kill(process.pid, signal.SIGKILL)  # torchrun itself: its processes must not live on without it
+    process.wait()
+    gone, alive = psutil.wait_procs(ranks, timeout=10)
+    assert not alive, f"{len(alive)} of torchrun's processes outlived it"
+    assert not (tmp_path / "two" / "base").exists(), "the run finished before it could be killed"
+    said = finished(torchrun("pretrain", str(two), "--only", "base"))
+    step = int(said.split("resuming from the checkpoint of step ")[1].split()[0])
+    assert 8 <= step < 40
+    same_artifact(reference, tmp_path / "two" / "base")
+
+
+def test_a_step_is_shared_by_whole_micro_batches_or_by_rows(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    micro = [{"input_ids": torch.arange(8).reshape(4, 2) + 10 * i} for i in range(4)]
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    mine, scale = distributed.shard_step(micro, "train")
+    assert [m["input_ids"][0, 0].item() for m in mine] == [10, 30] and scale == 2 / 4  # micro-batches 1 and 3
+    mine, scale = distributed.shard_step(micro[:1], "train")
+    assert mine[0]["input_ids"].tolist() == [[4, 5], [6, 7]] and scale == 1.0  # the second half of the rows
+    odd = [{"input_ids": torch.zeros(3, 2)}]
+    with pytest.raises(UserError, match="cannot be shared by 2 processes"):
+        distributed.shard_step(odd, "unlearn")
