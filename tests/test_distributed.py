@@ -137,3 +137,38 @@ def test_a_step_is_shared_by_whole_micro_batches_or_by_rows(monkeypatch):
     odd = [{"input_ids": torch.zeros(3, 2)}]
     with pytest.raises(UserError, match="cannot be shared by 2 processes"):
         distributed.shard_step(odd, "unlearn")
+
+
+def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
+    """Mixed precision in pretraining, unlearning, distillation and the attack: a whole tiny study runs with it and
+    its weights are not fp32's (autocast really ran); a frozen teacher is held in bf16."""
+    from undo.objectives.distill import ForwardKL
+    from undo.study.runner import run_study
+
+    bf16 = {"mixed_precision": "bf16"}
+    tiny_train = {**TINY["pretrain"]["train"], **bf16}
+    study = {"pretrain": {"train": tiny_train},
+             "unlearn": {**UNLEARN, **bf16, "methods": [{"method": "grad_diff", "lrs": [1e-3]},
+                                                        {"method": "maxent", "lrs": [1e-3],
+                                                         "knobs": {"retain_loss": "kl"}}]},
+             "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": None,
+                         "train": {"batch_size": 4, "warmup_steps": 1, "max_steps": 4, "eval_every": 2, **bf16}},
+             "attack": {"data": "forget", "steps": 4, "eval_every": 2, "budgets": [2, 4], "lrs": [1e-3],
+                        "eval_per_cell": 4, "examples": 100, "batch_size": 4, **bf16},
+             "study": {"undo_method": "grad_diff", "distill_methods": ["grad_diff"], "attack_teachers": ["grad_diff"]}}
+    raw, _ = config(tmp_path, "bf16", **study)
+    run_study(validate_config(raw), progress=False, report=False)
+    fp32 = json.loads(json.dumps(raw).replace('"bf16"', '"no"'))
+    fp32["run_dir"] = str(tmp_path / "fp32")
+    run_study(validate_config(fp32), progress=False, report=False)
+    for pattern in ("base", "unlearn_grad_diff*", "distill_noised*", "attack_unlearn_grad_diff*"):
+        [one], [two] = (sorted((tmp_path / d).glob(pattern)) for d in ("bf16", "fp32"))
+        a, b = (json.loads((p / "meta.json").read_text()) for p in (one, two))
+        assert a["key"] != b["key"], pattern  # mixed precision is part of what made it
+        if (one / "model").is_dir():
+            weights = [load_file(p / "model" / "model.safetensors") for p in (one, two)]
+            assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), pattern
+
+    teacher = torch.nn.Linear(2, 2).requires_grad_(False)
+    ForwardKL(teacher).to("cpu", torch.bfloat16)
+    assert teacher.weight.dtype == torch.bfloat16

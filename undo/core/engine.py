@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
@@ -57,6 +58,9 @@ class TrainResult:
     wall_time_s: float
     resumed_from: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+COMPUTE_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -132,11 +136,13 @@ def only_these_train(model: torch.nn.Module, params: list[torch.nn.Parameter]):
 
 def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluate, stop_rule, eval_at_start,
            progress, description, run_key, config_keys) -> TrainResult:
+    # Accelerate keeps one state per process; each run sets its own precision (the process group stays).
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     main = distributed.is_main()
     optimizer = make_optimizer(params, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
-    objective.to(accelerator.device)
+    objective.to(accelerator.device, COMPUTE_DTYPES[cfg.mixed_precision])
     model.train()
 
     log_path = workdir / "metrics.jsonl"

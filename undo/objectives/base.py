@@ -49,11 +49,16 @@ class Objective(ABC):
         `recompute()` zeroes the gradients and re-accumulates them over the same micro-batches at the
         current weights. Plain objectives leave the gradients as they are."""
 
-    def to(self, device) -> "Objective":
-        """Move the models the objective holds (e.g. a frozen reference) to the training device."""
+    def to(self, device, dtype: torch.dtype | None = None) -> "Objective":
+        """Move the models the objective holds (e.g. a frozen reference or teacher) to the training device; with a
+        `dtype` (mixed precision), frozen ones are held in it: half the memory, and autocast would compute in it
+        anyway."""
         for value in vars(self).values():
-            if isinstance(value, (nn.Module, Objective)):
-                value.to(device)
+            if isinstance(value, Objective):
+                value.to(device, dtype)
+            elif isinstance(value, nn.Module):
+                frozen = not any(p.requires_grad for p in value.parameters())
+                value.to(device=device, dtype=dtype if frozen and dtype is not None else None)
         return self
 
     def extra_flops(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
