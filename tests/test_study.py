@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import TINY
 from undo.cli import main
 from undo.config import validate_config
+from undo.core.errors import UserError
 from undo.study.plan import build_plan
 from undo.study.runner import run_study
 
@@ -209,3 +210,40 @@ def test_parallel_workers_make_the_same_artifacts_and_numbers(finished, tmp_path
     serial = json.loads((finished / "results.json").read_text())
     parallel = json.loads((run_dir / "results.json").read_text())
     assert numbers(parallel) == numbers(serial)
+
+
+def test_the_ray_executor_makes_the_same_artifacts_and_numbers(finished, tmp_path):
+    """Every task a Ray task on a local Ray (this machine's 2 CPUs), launched as its inputs appear: the same
+    artifacts (same keys) and the same report numbers as the serial run."""
+    pytest.importorskip("ray")
+    run_dir = tmp_path / "runs"
+    run_study(validate_config(study_config(run_dir)), progress=False, executor="ray")
+    assert sorted(artifact_stamps(run_dir)) == sorted(artifact_stamps(finished))
+    assert numbers(json.loads((run_dir / "results.json").read_text())) == numbers(
+        json.loads((finished / "results.json").read_text()))
+
+
+def test_a_ray_task_s_own_error_and_skip_reach_the_driver_unwrapped(tmp_path):
+    """A user error in a Ray worker is still the one line it was (not Ray's wrapper and traceback); a skip is a
+    skip; an internal error keeps its traceback."""
+    from undo.study.executors import RayExecutor
+    from undo.study.plan import SkipTask, Task
+
+    def fails_like(kind):
+        def action(cfg):
+            raise kind("what went wrong, in one line")
+        return action
+
+    executor = RayExecutor(str(tmp_path))
+    cfg = validate_config(study_config(tmp_path / "runs"))
+    try:
+        for kind in (UserError, SkipTask, ZeroDivisionError):
+            future = executor.submit(Task(name=kind.__name__, action=fails_like(kind), cfg=cfg), {})
+            with pytest.raises(kind) as raised:
+                future.result(timeout=120)
+            if kind is ZeroDivisionError:
+                assert 'line' in str(raised.value) and "in action" in str(raised.value)  # the worker's traceback
+            else:
+                assert type(raised.value) is kind and str(raised.value) == "what went wrong, in one line"
+    finally:
+        executor.close(cancel=False)

@@ -46,6 +46,12 @@ def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None
         workers: Annotated[int, typer.Option(
             help="run independent stages at once in this many processes (each gets its share of the CPU "
                  "threads); 1 = in this process, in order")] = 1,
+        executor: Annotated[str, typer.Option(
+            help="local (this machine: --workers processes) or ray (every stage a Ray task with the CPUs/GPUs it "
+                 "needs; needs pip install -e \".[ray]\" and a run_dir every node sees)")] = "local",
+        address: Annotated[Optional[str], typer.Option(
+            help="with --executor ray: the cluster's address (e.g. auto, or ray://HEAD:10001); default: a local "
+                 "Ray")] = None,
         progress: ProgressOpt = True) -> None:
     """Run a whole study (no argument: the embedded demo study): pretrain base and oracle, unlearn, choose
     teachers, distil (Unlearn-and-Distill, UNDO, oracle matching), attack, report. Complete stages are reused and
@@ -53,7 +59,7 @@ def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None
     from undo.study.runner import run_study
 
     cfg = _load(config, set_, run_dir)
-    folder = run_study(cfg, progress=progress, report=report, workers=workers)
+    folder = run_study(cfg, progress=progress, report=report, workers=workers, executor=executor, address=address)
     if report:
         console.print(f"report: {folder / 'report.md'}", highlight=False)
 

@@ -2,7 +2,8 @@
 (`execute`: each task as soon as its inputs exist, skips, the manifest after every task) is written once:
 
 - `SerialExecutor`: in this process, in plan order (the default; what a dry run uses);
-- `PoolExecutor`: a local pool of N worker processes, each with its share of the CPU threads.
+- `PoolExecutor`: a local pool of N worker processes, each with its share of the CPU threads;
+- `RayExecutor`: every task a Ray task on a cluster (or a local Ray), with the CPUs and GPUs its stage asks for.
 
 A task travels to a worker with its inputs (run-relative artifact paths) and comes back with its output.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from undo.core.artifacts import NotComputed
+from undo.core.errors import UserError
 from undo.study.plan import Plan, SkipTask, Task
 
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
@@ -92,6 +95,89 @@ def die_with_parent() -> None:
 
 def _run_task(task: Task, inputs: dict[str, Any]) -> Any:
     return task.run(inputs)
+
+
+class RayExecutor:
+    """Each task a Ray task (`ray.remote`), launched when the scheduler submits it (as soon as its inputs exist),
+    with its stage's resources: GPUs for training stages when the cluster has any, CPUs otherwise. Artifacts are
+    written by the workers into the run directory, which every node must see (a shared filesystem): checked at
+    start on every node. A local Ray is started when no address is given."""
+
+    def __init__(self, run_dir: str, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise UserError("the Ray executor needs Ray: pip install -e \".[ray]\" (or pip install ray)") from None
+        self.ray = ray
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+            except ConnectionError as err:
+                raise UserError(f"cannot reach the Ray cluster at {address} ({err}); start it (`ray start --head`) "
+                                "or check --address") from None
+        self.gpus = ray.cluster_resources().get("GPU", 0) > 0
+        self.remote = ray.remote(_run_captured)
+        self.pending: list[Any] = []
+        self._check_run_dir_everywhere(Path(run_dir).resolve())
+
+    def _check_run_dir_everywhere(self, run_dir: Path) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        marker = run_dir / f".ray-visible-{os.getpid()}"
+        marker.write_text("undo\n")
+        try:
+            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+            probe = self.ray.remote(num_cpus=0)(_sees).options
+            seen = self.ray.get([probe(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                                 .remote(str(marker)) for n in nodes])
+        finally:
+            marker.unlink(missing_ok=True)
+        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+        if blind:
+            raise UserError(f"run_dir {run_dir} is not visible on Ray node(s) {', '.join(blind)}; put it on a "
+                            "filesystem every node mounts at the same path")
+
+    def submit(self, task: Task, inputs: dict[str, Any]) -> Future:
+        gpus = task.resources.gpus if self.gpus else 0
+        ref = self.remote.options(num_cpus=task.resources.cpus, num_gpus=gpus, max_retries=0,
+                                  name=task.name).remote(task, inputs)
+        self.pending.append(ref)
+        outer: Future = Future()
+
+        def settle(inner: Future) -> None:
+            try:
+                status, value = inner.result()
+            except BaseException as err:  # an internal error in the task, with its remote traceback
+                outer.set_exception(err)
+                return
+            if status == "ok":
+                outer.set_result(value)
+            else:
+                outer.set_exception(value)
+
+        ref.future().add_done_callback(settle)
+        return outer
+
+    def close(self, cancel: bool) -> None:
+        if cancel:
+            for ref in self.pending:
+                self.ray.cancel(ref, force=True)
+        if self.started_here:
+            self.ray.shutdown()
+
+
+def _run_captured(task: Task, inputs: dict[str, Any]) -> tuple[str, Any]:
+    """Run a task in a Ray worker. Expected outcomes come back as values, so that the driver re-raises the task's
+    own exception (a skip, or a user error's one line), not Ray's wrapper of it."""
+    try:
+        return "ok", task.run(inputs)
+    except (SkipTask, NotComputed, UserError) as expected:
+        return "raised", expected
+
+
+def _sees(path: str) -> bool:
+    return Path(path).is_file()
 
 
 def execute(plan: Plan, executor: Executor, on_change: Callable[[dict[str, Any], dict[str, str], set[str]], None]

@@ -13,7 +13,7 @@ from undo.core.locks import command_line, run_dir_lock
 from undo.report import write_report
 from undo.stages.pretrain import pretrain_key
 from undo.stages.evaluation import report_key
-from undo.study.executors import Executor, PoolExecutor, SerialExecutor, console, execute
+from undo.study.executors import Executor, PoolExecutor, RayExecutor, SerialExecutor, console, execute
 from undo.study.index import elsewhere, remember
 from undo.study.manifest import MANIFEST, Manifest, ModelEntry
 from undo.study.plan import Plan, build_plan, select_task
@@ -54,10 +54,18 @@ def execute_plan(plan: Plan, executor: Executor) -> dict[str, Any]:
     return execute(plan, executor, write)
 
 
-def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int = 1) -> Path:
-    """Build the plan, execute it (in `workers` processes), then write the report. Returns the run directory."""
+def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int = 1,
+              executor: str = "local", address: str | None = None) -> Path:
+    """Build the plan, execute it (`executor` "local": in this process, or in `workers` processes; "ray": as Ray
+    tasks on the cluster at `address`, a local Ray when None), then write the report. Returns the run directory."""
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor takes local or ray, got {executor!r}")
+    if executor == "ray" and (workers > 1 or distributed.launched()):
+        raise UserError("--executor ray schedules every stage on the cluster itself: drop --workers (and torchrun)")
+    if address is not None and executor != "ray":
+        raise UserError("--address names a Ray cluster: it needs --executor ray")
     if workers > 1 and distributed.launched():
         raise UserError("--workers runs stages side by side in one machine's processes; under torchrun every "
                         "process already trains each stage together: drop --workers (or torchrun)")
@@ -68,8 +76,13 @@ def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = Tr
     with run_dir_lock(Path(cfg.run_dir), command_line()):
         if distributed.is_main():
             remember(cfg)
-        plan = build_plan(cfg, progress=progress and workers == 1)  # parallel tasks would garble progress bars
-        execute_plan(plan, SerialExecutor() if workers == 1 else PoolExecutor(workers))
+        serial = workers == 1 and executor == "local"
+        plan = build_plan(cfg, progress=progress and serial)  # parallel tasks would garble progress bars
+        if executor == "ray":
+            chosen: Executor = RayExecutor(cfg.run_dir, address)
+        else:
+            chosen = SerialExecutor() if workers == 1 else PoolExecutor(workers)
+        execute_plan(plan, chosen)
         if report and distributed.is_main():
             write_report(Path(cfg.run_dir))
     return Path(cfg.run_dir)
