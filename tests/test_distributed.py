@@ -172,3 +172,24 @@ def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
     teacher = torch.nn.Linear(2, 2).requires_grad_(False)
     ForwardKL(teacher).to("cpu", torch.bfloat16)
     assert teacher.weight.dtype == torch.bfloat16
+
+
+def test_a_whole_study_under_torchrun_matches_one_process(tmp_path):
+    """`torchrun ... -m undo run`: every stage kind (distillation's stop rule and the attack's curves included)
+    with two processes gives the artifacts, weights and report numbers of the serial run."""
+    from tests.test_study import artifact_stamps, numbers, study_config
+    from undo.study.runner import run_study
+
+    run_study(validate_config(study_config(tmp_path / "one")), progress=False)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(study_config(tmp_path / "two")))
+    finished(torchrun("run", str(path)))
+    assert sorted(artifact_stamps(tmp_path / "two")) == sorted(artifact_stamps(tmp_path / "one"))
+    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    assert numbers(results[0]) == numbers(results[1])
+    models = sorted(p.parent.parent.name for p in (tmp_path / "one").glob("*/model/model.safetensors"))
+    assert len(models) > 10
+    for name in models:
+        a, b = (load_file(tmp_path / d / name / "model" / "model.safetensors") for d in ("one", "two"))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5, msg=f"{name}: {key}")
