@@ -376,8 +376,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def quiet_unless_main() -> None:
-    """Under torchrun every process runs the command and dies with torchrun; only the main one talks. The others' chatter goes to
-    /dev/null, but their errors still reach the terminal (`fail` and tracebacks write to the real stderr)."""
+    """Under torchrun every process runs the command and dies with torchrun; only the main one talks. The others'
+    chatter goes to /dev/null, but their errors still reach the terminal (`fail` and tracebacks use the real
+    stderr)."""
     from undo.core import distributed
 
     global _errors

@@ -16,11 +16,11 @@ numbers as an uninterrupted run. A NaN/inf loss stops the run with a clear error
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import time
-import contextlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,8 +37,8 @@ from safetensors.torch import load_model as load_model_weights
 from safetensors.torch import save_model as save_model_weights
 
 from undo.config import TrainConfig
-from undo.core.artifacts import file_sha256
 from undo.core import distributed
+from undo.core.artifacts import file_sha256
 from undo.core.compute import train_flops_per_token
 from undo.core.errors import TrainingDiverged, UserError
 from undo.objectives import Objective
