@@ -52,9 +52,9 @@ def finished(process: subprocess.Popen) -> str:
     return err
 
 
-def same_artifact(one: Path, two: Path) -> None:
+def same_artifact(one: Path, two: Path) -> float:
     """Same weights (within float tolerance: the gradient is summed in another order), same metrics, same counts;
-    one log, written once."""
+    one log, written once. Returns the largest weight difference."""
     a, b = (load_file(p / "model" / "model.safetensors") for p in (one, two))
     assert a.keys() == b.keys()
     for name in a:
@@ -67,6 +67,7 @@ def same_artifact(one: Path, two: Path) -> None:
     pairs = [(json.loads(x), json.loads(y)) for x, y in zip(log_one, log_two)]
     losses = [(x["loss"], y["loss"]) for x, y in pairs if x["kind"] == "train"]
     assert losses and all(abs(x - y) < 1e-5 for x, y in losses)
+    return max((a[name] - b[name]).abs().max().item() for name in a)
 
 
 def test_two_processes_pretrain_and_unlearn_like_one(tmp_path):
@@ -100,7 +101,8 @@ def test_whole_micro_batches_per_process_are_exact_for_every_objective(tmp_path)
     finished(torchrun("pretrain", str(two), "--only", "base"))
     finished(torchrun("unlearn", str(two)))
     [name] = [p.name for p in (tmp_path / "one").glob("unlearn_repnoise*")]
-    same_artifact(tmp_path / "one" / name, tmp_path / "two" / name)
+    # Under the row split the same run differs by ~7e-3 (its MMD is per process); with whole micro-batches, not.
+    assert same_artifact(tmp_path / "one" / name, tmp_path / "two" / name) < 2e-5
 
 
 def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):

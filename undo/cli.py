@@ -213,22 +213,14 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
             progress: ProgressOpt = True) -> None:
     """Distil a frozen teacher into a student on the unlabelled pretraining mixture, stopping when the student's
     retain accuracy is within distill.stop_tolerance of the teacher's (Unlearn-and-Distill, UNDO, oracle matching)."""
+    from undo.stages.distill import check_request
     from undo.stages.distill import distill as run_distill
 
     cfg = _load(config, set_, run_dir)
     init = init or cfg.distill.init
-    # Checked before the run directory is locked (and so made): a mistyped command leaves nothing behind.
-    if init not in ("random", "noised", "model"):
-        raise UserError(f"--init takes random, noised or model, got {init!r}")
-    for role, folder in (("teacher", teacher), ("start model", start)):
-        if folder is not None and not (folder / "model").is_dir():
-            raise UserError(f"no {role} at {folder}: expected an artifact folder with a model/ subfolder")
-    if init == "model" and start is None:
-        raise UserError("--init model needs --start ARTIFACT (e.g. the base model, to finetune it toward the "
-                        "teacher's logits)")
-    if init != "model" and start is not None:
-        raise UserError(f"--start only applies to --init model (this run is --init {init})")
     alphas = cfg.distill.alphas if init == "noised" else [None]
+    for alpha in alphas:  # before the run directory is locked (and so made): a mistyped command leaves nothing
+        check_request(init, alpha, teacher, start)
     with run_dir_lock(Path(cfg.run_dir), command_line()):
         paths = [run_distill(cfg, teacher, init=init, alpha=alpha, start=start, progress=progress)
                  for alpha in alphas]

@@ -163,21 +163,32 @@ class Distill(Stage):
         return f"{'stopped' if result.stopped_early else 'capped'} at step {result.steps}"
 
 
-def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: float | None = None,
-            start: Path | None = None, progress: bool = True) -> Path:
-    """Distil the model in `teacher/model/` into a student (see `Distill`) with forward KL on the pretraining
-    mixture, evaluating every `distill.train.eval_every` steps from step 0 and stopping at the first evaluation
-    where student retain >= teacher retain - `distill.stop_tolerance` (or at `max_steps`)."""
+def check_request(init: str, alpha: float | None, teacher: Path, start: Path | None) -> None:
+    """One-line errors for a distillation asked for wrongly, before anything is made (the CLI calls it before it
+    locks the run directory)."""
     if init not in ("random", "noised", "model"):
-        raise UserError(f"distill: init must be 'random', 'noised' or 'model', got {init!r}")
+        raise UserError(f"--init takes random, noised or model, got {init!r}")
     if init == "noised":
         if alpha is None:
             raise UserError("distill: init 'noised' needs an alpha (the shrink-and-perturb strength)")
         if not 0.0 <= float(alpha) <= 1.0:
             raise UserError(f"distill: alpha = {alpha} is out of range: it must be in [0, 1]")
     if init == "model" and start is None:
-        raise UserError("distill: init 'model' needs --start ARTIFACT (the checkpoint the student starts from, "
-                        "e.g. the base model for oracle matching)")
+        raise UserError("--init model needs --start ARTIFACT (the checkpoint the student starts from, e.g. the base "
+                        "model for oracle matching)")
+    if init != "model" and start is not None:
+        raise UserError(f"--start only applies to --init model (this run is --init {init})")
+    for role, folder in (("teacher", teacher), ("start model", start)):
+        if folder is not None and not (Path(folder) / "model").is_dir():
+            raise UserError(f"no {role} at {folder}: expected an artifact folder with a model/ subfolder")
+
+
+def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: float | None = None,
+            start: Path | None = None, progress: bool = True) -> Path:
+    """Distil the model in `teacher/model/` into a student (see `Distill`) with forward KL on the pretraining
+    mixture, evaluating every `distill.train.eval_every` steps from step 0 and stopping at the first evaluation
+    where student retain >= teacher retain - `distill.stop_tolerance` (or at `max_steps`)."""
+    check_request(init, alpha, teacher, start)
     inputs = {"teacher": Path(teacher), "start": Path(start) if init == "model" else None}
     stage = Distill(init, float(alpha) if init == "noised" else None)
     return run_stage(stage, cfg, inputs, progress=progress)
