@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -144,3 +145,33 @@ def test_only_trained_formats_are_evaluated_unless_asked():
     problems = evaluation_problems(equations_only)
     metrics = score(problems, [str(p.answer) for p in problems], equations_only)
     assert metrics["retain"] == 1.0 and "add/word" not in metrics
+
+
+def test_validation_and_test_splits_are_disjoint_and_no_stage_after_pretraining_trains_on_them():
+    from undo.core.data import derive_seed
+    from undo.settings.arithmetic import ArithmeticConfig, heldout_pairs
+
+    cfg = ArithmeticConfig(word_problem_weight=0.3)
+    validation, test = cfg.build(Path(".")), cfg.with_split("test").build(Path("."))
+    items = {split: {(p.op, p.a, p.b) for p in s.eval_problems} for split, s in (("v", validation), ("t", test))}
+    assert len(validation.eval_problems) == len(test.eval_problems) == 4 * 2 * cfg.heldout_per_cell
+    assert items["v"] and not items["v"] & items["t"]  # disjoint splits
+    assert {p.text for p in validation.eval_problems}.isdisjoint(p.text for p in test.eval_problems)
+    held = items["v"] | items["t"]
+    # Every stream after pretraining: unlearning's labelled data, the mixture (distillation, attack).
+    later = [*validation.labelled_documents("forget", 4000, 1), *validation.labelled_documents("retain", 4000, 1),
+             *validation.mixture_documents(8000, derive_seed(0, "distill"))]
+    assert not {(p.op, p.a, p.b) for p in later} & held
+    # Pretraining holds the held-out facts (the capability to remove) unless told not to; never their texts'
+    # word-problem templates.
+    pretraining = validation.pretraining_documents("base", 0)
+    assert {(p.op, p.a, p.b) for p in pretraining} & held
+    strict = ArithmeticConfig(word_problem_weight=0.3, heldout_from_pretraining=True).build(Path("."))
+    assert not {(p.op, p.a, p.b) for p in strict.pretraining_documents("base", 0)} & held
+    assert not {p.text for p in pretraining} & {p.text for p in validation.eval_problems if p.format == "word"}
+    # The attack's smaller evaluation is a prefix of each split, per cell.
+    assert len(heldout_pairs(cfg.eval_seed, 50)["test"]["mul"]) == 50
+    small = cfg.with_eval_items(10).with_split("test").build(Path("."))
+    assert [p.text for p in small.eval_problems if p.op == "mul"] == \
+        [p.text for p in test.eval_problems if p.op == "mul"][:10] + \
+        [p.text for p in test.eval_problems if p.op == "mul"][50:60]

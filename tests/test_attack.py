@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 
 import pytest
@@ -7,6 +8,7 @@ import yaml
 
 import undo.settings.arithmetic as arithmetic
 import undo.stages.attack as attack_stage
+from undo.stages.evaluation import ensure_evaluation
 from tests.conftest import TINY
 from undo.core.artifacts import file_sha256, stable_hash
 from undo.cli import main
@@ -20,7 +22,7 @@ from undo.stages.pretrain import pretrain
 
 LRS = [1e-3, 1e-2]
 ATTACK = {"lrs": LRS, "steps": 6, "eval_every": 2, "budgets": [2, 6], "batch_size": 4, "examples": 300,
-          "eval_per_cell": 4}
+          "eval_per_cell": 4, "extend_grid": 0}  # the grid's extension has its own test
 
 
 def config(run_dir, **attack_overrides):
@@ -98,21 +100,26 @@ def test_every_target_sees_the_same_attack_batches(targets, monkeypatch):
     assert attack_stage.attack_data_key(other) != metas[0]["data"]["key"]
 
 
-def test_attacker_best_is_the_per_step_max_over_the_saved_lr_curves(targets):
+def test_attacker_chooses_on_validation_and_the_report_reads_the_test_split(targets):
     cfg, base, _ = targets
     path = attack(cfg, base, progress=False)
     meta = meta_of(path)
-    curves = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "forget") for lr in LRS}
-    steps = curves[LRS[0]][0]
+    validation = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "forget") for lr in LRS}
+    test = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "test/forget") for lr in LRS}
+    steps = validation[LRS[0]][0]
     assert steps == [0, 2, 4, 6]
-    best = meta["best"]
-    assert best["steps"] == steps
+    chosen, best = meta["validation_best"], meta["best"]
+    assert best["steps"] == chosen["steps"] == steps
     for i in range(len(steps)):
-        values = [curves[lr][1][i] for lr in LRS]
-        assert best["values"][i] == max(values)
-        assert best["best_lr"][i] == LRS[values.index(max(values))]  # ties: the smaller LR
+        values = [validation[lr][1][i] for lr in LRS]
+        assert chosen["values"][i] == max(values)
+        assert chosen["best_lr"][i] == best["best_lr"][i] == LRS[values.index(max(values))]  # ties: the smaller LR
+        assert best["values"][i] == test[chosen["best_lr"][i]][1][i]  # the chosen LR's score on the test split
     assert best["retain_cap"] is None and meta["max_retain_drop"] is None
-    assert [run["forget"]["values"] for run in meta["per_lr"]] == [curves[lr][1] for lr in LRS]
+    assert [run["forget"]["values"] for run in meta["per_lr"]] == [test[lr][1] for lr in LRS]
+    assert [run["validation_forget"]["values"] for run in meta["per_lr"]] == [validation[lr][1] for lr in LRS]
+    assert meta["grid"] == {"configured": LRS, "extended": [], "searched": LRS, "single_lr": False,
+                            "edge_at": meta["grid"]["edge_at"]}
     tokens_per_step = ATTACK["batch_size"] * TINY["model"]["context"]
     assert meta["snapshots"] == [
         {"budget": b, "step": b, "value": best["values"][steps.index(b)], "lr": best["best_lr"][steps.index(b)],
@@ -178,25 +185,27 @@ def test_a_model_without_meta_is_keyed_by_its_weights_and_config(targets, tmp_pa
 
 @pytest.fixture
 def small_numbers(monkeypatch):
-    """Operands 1-4 for every operation: a tiny model learns the forget operations in seconds, so an attack has
+    """Operands 1-6 for every operation: a tiny model memorises the forget operations in seconds, so an attack has
     something it could damage (at the real operand ranges a tiny model's forget accuracy is ~0)."""
     for op in arithmetic.OPERAND_RANGE:
-        monkeypatch.setitem(arithmetic.OPERAND_RANGE, op, (1, 4))
+        monkeypatch.setitem(arithmetic.OPERAND_RANGE, op, (1, 6))
 
 
 def test_attack_on_a_capable_base_keeps_its_forget_accuracy_and_the_retain_cap_is_recorded(tmp_path, small_numbers):
     raw = {**TINY, "run_dir": str(tmp_path / "runs"),
-           "setting": {**TINY["setting"], "examples": 3000, "word_problem_weight": 0.0, "eval_per_cell": 16},
+           "setting": {**TINY["setting"], "examples": 3000, "word_problem_weight": 0.0, "heldout_per_cell": 5,
+                       "eval_per_cell": 5},
            "pretrain": {"oracle": False, "train": {**TINY["pretrain"]["train"], "lr": 3e-3, "warmup_steps": 10,
                                                    "epochs": 20, "max_steps": 1200, "eval_every": 1200,
                                                    "checkpoint_every": 1200, "log_every": 100}},
-           "attack": {**ATTACK, "lrs": [3e-4, 3e-3], "steps": 10, "budgets": [4, 10], "eval_per_cell": 16,
+           "attack": {**ATTACK, "lrs": [3e-4, 3e-3], "steps": 10, "budgets": [4, 10], "eval_per_cell": 5,
                       "examples": 1000}}
     cfg = validate_config(raw)
     base = pretrain(cfg, "base", progress=False)
     meta = meta_of(attack(cfg, base, progress=False))
     best = meta["best"]["values"]
-    assert best[0] == meta["metrics_before"]["forget"] == pytest.approx(meta_of(base)["final_metrics"]["forget"])
+    before = ensure_evaluation(base, cfg, "report")  # the test split's, like the reported curve
+    assert best[0] == meta["metrics_before"]["forget"] == pytest.approx(before["forget"])
     assert best[0] >= 0.25  # the base model really can multiply and divide small numbers (~0.34 here)
     assert best[-1] >= best[0] - 0.05  # and fine-tuning on its own pretraining mixture does not take it away
 
@@ -205,12 +214,13 @@ def test_attack_on_a_capable_base_keeps_its_forget_accuracy_and_the_retain_cap_i
     assert capped["key"] != meta["key"] and capped["max_retain_drop"] == 0.0
     cap = capped["best"]["retain_cap"]
     assert cap["max_retain_drop"] == 0.0
-    retain = {run["lr"]: Curve.from_dict(run["retain"]) for run in capped["per_lr"]}
-    forget = {run["lr"]: Curve.from_dict(run["forget"]) for run in capped["per_lr"]}
+    # The cap is the attacker's constraint: it judges the validation curves.
+    retain = {run["lr"]: Curve.from_dict(run["validation_retain"]) for run in capped["per_lr"]}
+    forget = {run["lr"]: Curve.from_dict(run["validation_forget"]) for run in capped["per_lr"]}
     dropped = [{"lr": lr, "steps": [s for s, v in zip(c.steps, c.values) if v < c.values[0]]}
                for lr, c in sorted(retain.items())]
     assert cap["removed"] == [row for row in dropped if row["steps"]]
-    assert capped["best"] == attacker_best(forget, retain, 0.0).to_dict()
+    assert capped["validation_best"] == attacker_best(forget, retain, 0.0).to_dict()
     # The cap only changes which points count: the runs themselves are the uncapped attack's.
     assert without_wall_time(capped)["per_lr"] == without_wall_time(meta)["per_lr"]
 
@@ -255,3 +265,38 @@ def test_cli_attack_table_and_user_errors(targets, tmp_path, capsys):
     assert "attacker-best" in out.out and "robust" in out.out and "6 steps = 768 tokens" in out.out
     row = next(line for line in out.out.splitlines() if "│ base" in line)
     assert "0.00" in row or "n/a" in row  # the unlearn-only model scores 0 (or n/a where both relearn equally)
+
+
+SMALL_LRS = [1e-5, 1e-4]
+
+
+@pytest.mark.parametrize("peak,bound,added,edges", [
+    (None, 2, [1e-4 * 10 ** 0.5, 1e-3], {"2": "top", "6": "top"}),  # always best at the top: stops at its bound
+    (1e-4 * 10 ** 0.5, 3, [1e-4 * 10 ** 0.5, 1e-3], {}),  # the peak becomes interior: stops before the bound
+])
+def test_grid_extends_at_its_edge_until_the_best_lr_is_inside_or_the_bound(targets, monkeypatch, tmp_path, peak,
+                                                                            bound, added, edges):
+    """A hand-made attacker whose forget score is a function of the LR alone: rising with it (the best LR is always
+    the top edge), or peaking half a decade above the grid."""
+    _, base, _ = targets
+    cfg = config(tmp_path / "runs", extend_grid=bound, lrs=SMALL_LRS)
+    current = {}
+    real_train = attack_stage.train
+
+    def spy(model, objective, batches, train_cfg, total_steps, workdir, **kwargs):
+        current["lr"] = train_cfg.lr
+        return real_train(model, objective, batches, train_cfg, total_steps, workdir, **kwargs)
+
+    def score(lr):
+        return lr if peak is None else -abs(math.log10(lr) - math.log10(peak))
+
+    monkeypatch.setattr(attack_stage, "train", spy)
+    monkeypatch.setattr(arithmetic.ArithmeticSetting, "evaluate",
+                        lambda self, model: {"retain": 1.0, "forget": score(current["lr"])})
+    meta = meta_of(attack(cfg, base, progress=False))
+    grid = meta["grid"]
+    assert grid["configured"] == SMALL_LRS and grid["extended"] == pytest.approx(added)
+    assert grid["searched"] == pytest.approx(sorted(SMALL_LRS + added)) and grid["edge_at"] == edges
+    assert [run["lr"] for run in meta["per_lr"]] == pytest.approx(grid["searched"])
+    best_lr = max(grid["searched"]) if peak is None else peak
+    assert meta["validation_best"]["best_lr"][-1] == pytest.approx(best_lr)

@@ -81,31 +81,73 @@ def test_random_init_writes_a_complete_artifact_with_the_flop_split(tmp_path):
     assert (path / "config.yaml").is_file() and not (path / "checkpoint").exists()
 
 
-def test_stop_rule_fires_at_the_first_qualifying_evaluation(tmp_path, monkeypatch):
-    cfg = validate_config(raw_config(tmp_path, stop_tolerance=0.05,
+def test_stop_rule_fires_at_the_first_qualifying_probe(tmp_path, monkeypatch):
+    cfg = validate_config(raw_config(tmp_path, stop_tolerance=0.05, stop_probe_every=2,
                                      train={**DISTILL["train"], "max_steps": 10}))
     teacher = make_teacher(tmp_path, cfg)
-    # The teacher is evaluated first (retain 0.9, threshold 0.85), then the student at steps 0, 2, 4, ...
-    script = iter([0.9, 0.1, 0.5, 0.86, 0.99, 0.99, 0.99])
-    monkeypatch.setattr(ArithmeticSetting, "evaluate", lambda self, model: {"retain": next(script), "forget": 0.0})
+    # Full evaluations: the teacher first (retain 0.9, threshold 0.85), the student once at the end. Probes (the
+    # retain side alone) at steps 0, 2, 4, ...
+    full = iter([{"retain": 0.9, "forget": 0.0}, {"retain": 0.87, "forget": 0.01}])
+    probes = iter([0.1, 0.5, 0.86, 0.99, 0.99, 0.99])
+    monkeypatch.setattr(ArithmeticSetting, "evaluate",  # (then the test split's, for the report)
+                        lambda self, model: next(full, {"retain": 0.5, "forget": 0.5}))
+    monkeypatch.setattr(ArithmeticSetting, "evaluate_sides",
+                        lambda self, model, sides: {"retain": next(probes)} if sides == ("retain",) else None)
     path = stages.distill(cfg, teacher, init="random", progress=False)
     meta = json.loads((path / "meta.json").read_text())
     assert meta["teacher_metrics"]["retain"] == 0.9
     assert meta["stopped_early"] is True and meta["stop_step"] == 4 and meta["steps"] == 4
+    assert meta["previous_probe"] == 2 and meta["stop_rule"]["probes"] == 3
     assert [e["step"] for e in evals_of(path)] == [0, 2, 4]  # 0.5 at step 2 was not enough; 0.86 at step 4 is
-    assert meta["final_metrics"]["retain"] == 0.86
+    assert meta["final_metrics"] == {"retain": 0.87, "forget": 0.01}  # the full evaluation at the stop
     assert meta["flops_at_stop"] == meta["flops_total"] > 0
+
+
+@pytest.mark.parametrize("resolution,min_interval", [(0.02, 10), (0.05, 1), (0.01, 25)])
+def test_probe_grid_brackets_every_first_qualifying_step_within_its_resolution(resolution, min_interval):
+    """On hand-made rising metric sequences (first qualifying step t for every t), the stop reported at the first
+    probe >= t is less than one probe interval after t, and within `resolution` of t once the grid is geometric."""
+    max_steps = 5000
+    probes = stages.probe_steps(max_steps, resolution, min_interval)
+    assert probes == sorted(set(probes)) and probes[-1] == max_steps
+    grid = [0, *probes]
+    for first_qualifying in range(1, max_steps + 1):
+        stop = next(p for p in grid if p >= first_qualifying)
+        previous = grid[grid.index(stop) - 1]
+        assert previous < first_qualifying <= stop
+        assert stop - first_qualifying < stop - previous <= max(min_interval, resolution * previous)
+        if previous >= min_interval / resolution:
+            assert (stop - first_qualifying) / first_qualifying < resolution
+
+
+def test_reported_stop_is_within_the_resolution_of_a_hand_made_metric_through_the_engine(tmp_path, monkeypatch):
+    """A real distillation whose probed retain score is a hand-made function of the step (step / 1000): the rule
+    first qualifies at step 850 (teacher 0.9, tolerance 0.05); the run stops at the first probe after it, within
+    2 % of it, and records the bracket."""
+    cfg = validate_config(raw_config(tmp_path, stop_tolerance=0.05, train={**DISTILL["train"], "max_steps": 1000}))
+    teacher = make_teacher(tmp_path, cfg)
+    grid = iter([0, *stages.probe_steps(1000, 0.02, 10)])
+    monkeypatch.setattr(ArithmeticSetting, "evaluate", lambda self, model: {"retain": 0.9, "forget": 0.0})
+    monkeypatch.setattr(ArithmeticSetting, "evaluate_sides",
+                        lambda self, model, sides: {"retain": next(grid) / 1000})
+    meta = json.loads((stages.distill(cfg, teacher, init="random", progress=False) / "meta.json").read_text())
+    stop, previous = meta["stop_step"], meta["previous_probe"]
+    assert previous < 850 <= stop and (stop - 850) / 850 < 0.02
+    assert stop - previous == max(10, int(0.02 * previous))
+    assert meta["stop_rule"]["resolution"] == 0.02 and meta["stop_rule"]["probe_every"] == 10
 
 
 def test_model_init_stops_only_when_forget_also_matches_the_teacher(tmp_path, monkeypatch):
     """Oracle matching: the base model already has the oracle's retain accuracy at step 0, so the rule also waits
     for its forget accuracy to come down to the oracle's (within the tolerance)."""
-    cfg = validate_config(raw_config(tmp_path, stop_tolerance=0.05, train={**DISTILL["train"], "max_steps": 10}))
+    cfg = validate_config(raw_config(tmp_path, stop_tolerance=0.05, stop_probe_every=2,
+                                     train={**DISTILL["train"], "max_steps": 10}))
     teacher, base = make_teacher(tmp_path, cfg, seed=1), make_teacher(tmp_path, cfg, seed=2)
     # Teacher: retain 0.9, forget 0.1 (ceiling 0.15). Student: retain always fine; forget 0.6, 0.3, 0.16, 0.15.
-    script = iter([(0.9, 0.1), (0.95, 0.6), (0.95, 0.3), (0.9, 0.16), (0.88, 0.14), (0.9, 0.0)])
-    monkeypatch.setattr(ArithmeticSetting, "evaluate",
-                        lambda self, model: dict(zip(("retain", "forget"), next(script))))
+    script = iter([(0.95, 0.6), (0.95, 0.3), (0.9, 0.16), (0.88, 0.14), (0.9, 0.0)])
+    monkeypatch.setattr(ArithmeticSetting, "evaluate", lambda self, model: {"retain": 0.9, "forget": 0.1})
+    monkeypatch.setattr(ArithmeticSetting, "evaluate_sides",
+                        lambda self, model, sides: dict(zip(sides, next(script))))
     path = stages.distill(cfg, teacher, init="model", start=base, progress=False)
     meta = json.loads((path / "meta.json").read_text())
     assert meta["stop_rule"]["on"] == ["retain", "forget"] and meta["stop_rule"]["forget_ceiling"] == pytest.approx(0.15)

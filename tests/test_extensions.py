@@ -74,6 +74,9 @@ class AlphabetSetting(TokenizedSetting):
         documents = self._draw(self.cfg.examples, seed, ("retain", "forget"))
         return [d for d in documents if which == "base" or d.component == "retain"]
 
+    def replacement_documents(self, n, seed):
+        return self._draw(n, seed + 7, ("retain",))
+
     def labelled_documents(self, side, n, seed):
         return self._draw(n, seed + (side == "forget"), (side,))
 

@@ -13,7 +13,7 @@ from tests.conftest import TINY, interrupt_pretraining
 
 def test_pretrain_writes_complete_artifacts_for_base_and_oracle(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config.write_text(yaml.safe_dump({**TINY, "pretrain": {**TINY["pretrain"], "oracle_budget": "same_examples"}}))
     with pytest.raises(SystemExit) as exit_info:
         main(["pretrain", str(config), "--run-dir", str(tmp_path / "runs"), "--no-progress"])
     assert exit_info.value.code in (0, None)
@@ -49,6 +49,29 @@ def test_pretrain_writes_complete_artifacts_for_base_and_oracle(tmp_path, capsys
     assert oracle["steps"] < base["steps"]
 
 
+def test_equal_compute_oracle_trains_the_base_models_steps_and_tokens_on_more_retain_data(tmp_path):
+    cfg = validate_config({**TINY, "run_dir": str(tmp_path / "runs")})
+    assert cfg.pretrain.oracle_budget == "same_compute"  # the paper's budget is the default
+    base = json.loads((pretrain(cfg, "base", progress=False) / "meta.json").read_text())
+    oracle = json.loads((pretrain(cfg, "oracle", progress=False) / "meta.json").read_text())
+    assert oracle["oracle_budget"] == "same_compute" and base["oracle_budget"] is None
+    assert oracle["steps"] == base["steps"] == 12 and oracle["tokens"] == base["tokens"]
+    assert oracle["data"]["sequences"] == base["data"]["sequences"]
+    retain = {f"{o}/{f}" for o in ("add", "sub") for f in ("equation", "word")}
+    assert set(oracle["data"]["documents_per_component"]) == retain  # still no forget document
+    # Every base retain document plus replacements standing in for the filtered-out forget documents.
+    base_retain = sum(base["data"]["documents_per_component"][c] for c in retain)
+    forget = base["data"]["documents"] - base_retain
+    assert oracle["data"]["documents"] >= base_retain + forget
+    # An uncapped oracle also trains the base model's step count.
+    uncapped = {**TINY, "run_dir": str(tmp_path / "uncapped"),
+                "pretrain": {"train": {k: v for k, v in TINY["pretrain"]["train"].items() if k != "max_steps"}}}
+    cfg = validate_config(uncapped)
+    steps = [json.loads((pretrain(cfg, which, progress=False) / "meta.json").read_text())["steps"]
+             for which in ("base", "oracle")]
+    assert steps[0] == steps[1] > 12
+
+
 def test_complete_artifact_is_not_recomputed_and_other_configs_are_refused(tiny_config):
     path = pretrain(tiny_config, "base", progress=False)
     stamp = (path / "meta.json").stat().st_mtime_ns
@@ -73,8 +96,14 @@ def test_interrupted_pretraining_resumes_to_the_same_model(tiny_config, tmp_path
 def test_stage_key_ignores_bookkeeping_but_not_science(tiny_config):
     key = pretrain_key(tiny_config, "base")
     assert pretrain_key(tiny_config.model_copy(update={"run_dir": "elsewhere"}), "base") == key
-    cheaper_eval = validate_config({**TINY, "setting": {**TINY["setting"], "eval_per_cell": 2, "eval_seed": 9}})
+    cheaper_eval = validate_config({**TINY, "setting": {**TINY["setting"], "eval_per_cell": 2}})
     assert pretrain_key(cheaper_eval, "base") == key
+    # The held-out pairs are never trained on, so which they are (their seed, their number) shapes the data.
+    for change in ({"eval_seed": 9}, {"heldout_per_cell": 20}):
+        assert pretrain_key(validate_config({**TINY, "setting": {**TINY["setting"], **change}}), "base") != key
+    same_examples = validate_config({**TINY, "pretrain": {**TINY["pretrain"], "oracle_budget": "same_examples"}})
+    assert pretrain_key(same_examples, "base") == key  # the oracle's budget is the oracle's alone
+    assert pretrain_key(same_examples, "oracle") != pretrain_key(tiny_config, "oracle")
     cadence = validate_config({**TINY, "pretrain": {"train": {**TINY["pretrain"]["train"], "eval_every": 99}}})
     assert pretrain_key(cadence, "base") == key
     assert pretrain_key(tiny_config, "oracle") != key

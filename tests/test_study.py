@@ -87,7 +87,14 @@ def test_report_numbers_come_from_the_artifacts(finished):
     teacher = next(m for m in results["models"] if m["role"] == "teacher" and m["family"] == "maxent"
                    and m["seed"] == 0)
     meta = json.loads((finished / teacher["artifact"] / "meta.json").read_text())
-    assert teacher["metrics"] == meta["final_metrics"]
+    # Reported numbers are the test split's evaluation; the stage's own final metrics (and teacher selection) are
+    # the validation split's.
+    evaluations = {json.loads(f.read_text())["split"]: json.loads(f.read_text())["metrics"]
+                   for f in (finished / teacher["artifact"] / "evaluations").glob("*.json")}
+    assert teacher["metrics"] == evaluations["test"] and meta["final_metrics"] == evaluations["validation"]
+    chosen = next(c for c in results["selection"]["0"]["maxent"]["candidates"] if c["name"] == teacher["artifact"])
+    assert (chosen["retain"], chosen["forget"]) == (evaluations["validation"]["retain"],
+                                                     evaluations["validation"]["forget"])
     attack = teacher["attacks"]["finetune"]
     attack_meta = json.loads((finished / attack["artifact"] / "meta.json").read_text())
     assert attack["best"] == attack_meta["best"]

@@ -6,6 +6,7 @@ import math
 import statistics
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 from scipy import stats
 
@@ -31,3 +32,24 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
         warnings.simplefilter("ignore")  # scipy warns on a constant input; we return None for it
         tau = stats.kendalltau(xs, ys).statistic
     return None if math.isnan(tau) else float(tau)
+
+
+# A claim's verdict. "not measured": the numbers it needs are missing (the claim says why).
+Verdict = Literal["held", "did not hold", "inconclusive", "not measured"]
+
+
+def verdict_from_interval(mean: float | None, half_width: float | None, direction: Literal[1, -1] = 1) -> Verdict:
+    """Decide a claim from the interval `mean ± half_width` of a quantity that the claim says is above 0
+    (`direction` 1) or below 0 (-1): "held" when the whole interval lies on the claimed side of 0, "did not hold"
+    when it lies on the other side, "inconclusive" when it contains 0 or there is no interval (one seed:
+    `half_width` None), "not measured" without a mean."""
+    if mean is None:
+        return "not measured"
+    if half_width is None:
+        return "inconclusive"
+    low, high = direction * mean - half_width, direction * mean + half_width  # in the claimed direction
+    if low > 0:
+        return "held"
+    if high < 0:
+        return "did not hold"
+    return "inconclusive"

@@ -89,6 +89,11 @@ class TrainConfig(StrictModel):
 
 class PretrainConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
+    oracle_budget: Literal["same_compute", "same_examples"] = Field(
+        "same_compute", description="the data-filtered oracle's budget: 'same_compute' (the paper's) trains as many "
+                                    "steps and tokens as the base model, the filtered forget documents replaced by "
+                                    "more retain-domain documents; 'same_examples' trains on the base stream's "
+                                    "retain documents only (fewer steps)")
     oracle: bool | None = Field(
         None, description="pretrain the data-filtered oracle here (retain data only); null = yes for a model built "
                           "here, no for `model.pretrained` (name one in oracle.pretrained, or set true to pretrain "
@@ -186,6 +191,10 @@ class AttackConfig(StrictModel):
     grad_accum: int = Field(1, ge=1, description="micro-batches per attack step (a step reads batch_size x "
                                                  "grad_accum sequences)")
     mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
+    extend_grid: int = Field(2, ge=0, le=10, description="when the attacker's best LR at a budget is the top (or "
+                                                        "bottom) of the grid and beats its neighbour, add an LR half "
+                                                        "a decade beyond, at most this many times per direction "
+                                                        "(0 = never; the report flags a best LR left at an edge)")
     kinds: list[str] = Field(default_factory=lambda: ["finetune"], min_length=1,
                              description="attack kinds run on every attacked model (registered in undo.attacks; "
                                          "'finetune' = plain full fine-tuning, the paper's attack)")
@@ -211,16 +220,17 @@ class AttackConfig(StrictModel):
 
 
 class DistillTrainConfig(TrainConfig):
-    """The engine's knobs with distillation's defaults: a step cap, and evaluation (the stop rule) every 250 steps."""
+    """The engine's knobs with distillation's defaults: a step cap, and (without a stop rule) evaluation every 250
+    steps; with a stop rule the rule's probes set when it evaluates (`distill.stop_resolution`)."""
 
     max_steps: int | None = Field(3000, ge=1, description="hard cap on distillation steps")
-    eval_every: int = Field(250, ge=1, description="evaluate, and ask the stop rule, every N optimizer steps")
+    eval_every: int = Field(250, ge=1, description="evaluate every N optimizer steps when there is no stop rule")
 
 
 class DistillConfig(StrictModel):
     """Distillation of a (frozen) teacher into a student on the unlabelled pretraining mixture (Unlearn-and-Distill,
-    UNDO), with a stop rule: stop at the first evaluation where the student's retain accuracy is within
-    `stop_tolerance` of the teacher's; `train.max_steps` caps it and `train.eval_every` is the rule's interval."""
+    UNDO), with a stop rule: stop at the first probe where the student's retain score is within `stop_tolerance`
+    of the teacher's; probes come at most `stop_resolution` x the step apart; `train.max_steps` caps it."""
 
     init: Literal["random", "noised", "model"] = Field(
         "random", description="student init: 'random' (fresh), 'noised' (shrink-and-perturb of the teacher, UNDO), "
@@ -235,6 +245,11 @@ class DistillConfig(StrictModel):
         0.05, ge=0, description="stop when the student's retain is within this of the teacher's: absolute for "
                                 "accuracy (arithmetic), relative for cross-entropy (language: CE gap / teacher CE); "
                                 "null = no stop rule, train to train.max_steps (the paper's WMDP runs)")
+    stop_resolution: float = Field(
+        0.02, gt=0, le=1, description="the stop rule is probed (on the retain score alone: cheap) at steps at most "
+                                      "this share of the step apart, so the reported stop is within this share of "
+                                      "the first qualifying step (once the probe interval exceeds stop_probe_every)")
+    stop_probe_every: int = Field(10, ge=1, description="the smallest probe interval, in steps (early in training)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the forward KL")
     examples: int = Field(60_000, ge=1, description="documents generated for the distillation stream")
 

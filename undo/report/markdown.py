@@ -49,50 +49,124 @@ def grouped(records: list[ModelRecord], roles) -> list[list[ModelRecord]]:
 
 
 def verdict(claim: dict[str, Any] | None) -> str:
+    """The verdict in bold, with its reason where it has one."""
     if claim is None:
         return "**not measured** in this study"
-    why = claim.get("undecided_because", "some of its numbers are not measured yet")
-    return {True: "**held**", False: "**did not hold**", None: f"**undecided** ({why})"}[claim["held"]]
+    why = claim.get("why")
+    return f"**{claim['verdict']}**" + (f" ({why})" if why else "")
+
+
+def ci(stats: dict[str, Any], fmt) -> str:
+    """An interval over seeds as "mean ± half-width" (just the mean with one seed)."""
+    if stats["mean"] is None:
+        return "–"
+    return fmt(stats["mean"]) + (f" ± {fmt(stats['half_width'])}" if stats["half_width"] is not None else "")
+
+
+def difference(stats: dict[str, Any], score: str) -> str:
+    """A difference of scores, signed: accuracy points, or nats of -CE (`score` is "neg_ce")."""
+    if stats["mean"] is None:
+        return "–"
+    scale, digits, unit = (1, 3, " nats of -CE") if score == "neg_ce" else (100, 1, " pts")
+    half = stats["half_width"]
+    return (f"{scale * stats['mean']:+.{digits}f}" + (f" ± {scale * half:.{digits}f}" if half is not None else "")
+            + unit)
+
+
+def seeds_of(stats: list[dict[str, Any]]) -> str:
+    """How many seeds the intervals span (the most of any)."""
+    n = max((len(s["seeds"]) for s in stats), default=0)
+    return "no seed measured" if n == 0 else f"{n} seed{'s' if n != 1 else ''}"
+
+
+def key_name(key: str) -> str:
+    return key if key == "area" else "@" + key
+
+
+def headline(name: str, title: str, claim: dict[str, Any] | None) -> str:
+    """A claim's line up to its numbers: what it says, its decision rule, then the verdict."""
+    if claim is None:
+        return f"- **{name}** ({title}): {verdict(None)}"
+    return f"- **{name}** ({title}). Rule: {claim['rule']}. Verdict: {verdict(claim)}"
+
+
+def compared_numbers(numbers: dict[str, Any], first: str, second: str, fmt, score: str) -> str:
+    """Per key: both seed means, then their paired difference (mean ± half-width) and its verdict."""
+    return "; ".join(f"{key_name(k)}: {fmt(n[first])} vs {fmt(n[second])}, {difference(n['difference'], score)} "
+                     f"({n['verdict']})" for k, n in numbers.items())
 
 
 def claim_lines(c: dict[str, Any], fmt) -> list[str]:
+    """One line per claim: the rule, the verdict in bold, then the numbers (mean ± 95 % half-width over seeds)."""
     lines = []
     r1 = c.get("R1")
-    lines.append(f"- **R1** (oracle matching: finetuned base relearns faster than a random-init student): {verdict(r1)}"
-                 + (". Attacker-best forget, finetuned base vs random init: " + "; ".join(
-                     f"{k if k == 'area' else '@' + k}: {fmt(v['finetuned_base'])} vs {fmt(v['random_init'])}"
-                     for k, v in r1["numbers"].items()) if r1 else ""))
+    line = headline("R1", "oracle matching: the finetuned base relearns faster than a random-init student", r1)
+    if r1:
+        diffs = [n["difference"] for n in r1["numbers"].values()]
+        line += (f". Attacker-best forget, finetuned base vs random init (seed means), then their per-seed "
+                 f"difference (mean ± half-width, {seeds_of(diffs)}): "
+                 + compared_numbers(r1["numbers"], "finetuned_base", "random_init", fmt, r1["score"]))
+    lines.append(line)
+
     r2 = c.get("R2")
-    lines.append(f"- **R2** (Unlearn-and-Distill relearns more slowly than unlearn-only): {verdict(r2)}"
-                 + ("".join(f"\n  - {fam}: {verdict(v)}; " + "; ".join(
-                     f"{k if k == 'area' else '@' + k}: {fmt(n['unlearn_and_distill'])} vs {fmt(n['unlearn_only'])}"
-                     for k, n in v["numbers"].items()) for fam, v in sorted(r2["by_family"].items())) if r2 else ""))
+    line = headline("R2", "Unlearn-and-Distill relearns more slowly than unlearn-only", r2)
+    if r2:
+        diffs = [n["difference"] for v in r2["by_family"].values() for n in v["numbers"].values()]
+        line += (f". Attacker-best forget, unlearn-only vs Unlearn-and-Distill (seed means), then their per-seed "
+                 f"difference (mean ± half-width, {seeds_of(diffs)}):")
+        line += "".join(f"\n  - {fam}: {verdict(v)}; "
+                        + compared_numbers(v["numbers"], "unlearn_only", "unlearn_and_distill", fmt, r2["score"])
+                        for fam, v in sorted(r2["by_family"].items()))
+    lines.append(line)
+
     r3 = c.get("R3")
-    lines.append(f"- **R3** (UNDO's compute and robustness rise with alpha): {verdict(r3)}" + (
-        f" (Kendall tau-b with alpha: compute {num(r3['kendall_tau']['compute'])}, robustness "
-        f"{num(r3['kendall_tau']['robustness_area'])}). " + "; ".join(
-            f"a={p['alpha']:g}: {pct(p['compute'], 2)} of oracle FLOPs, {num(p['steps'], 0)} steps, robustness "
-            f"{num(p['robustness']['area'])}" for p in r3["points"]) if r3 else ""))
+    line = headline("R3", "UNDO's compute and robustness rise with alpha", r3)
+    if r3:
+        tau = r3["kendall_tau"]
+        line += (f". Kendall tau-b with alpha (mean ± half-width, {seeds_of(list(tau.values()))}): compute "
+                 f"{ci(tau['compute'], num)} ({tau['compute']['verdict']}), robustness "
+                 f"{ci(tau['robustness_area'], num)} ({tau['robustness_area']['verdict']}). Seed means per alpha: "
+                 + "; ".join(f"a={p['alpha']:g}: {pct(p['compute'], 2)} of oracle FLOPs, {num(p['steps'], 0)} "
+                             f"steps, robustness {num(p['robustness']['area'])}" for p in r3["points"]))
+    lines.append(line)
+
     r4 = c.get("R4")
-    lines.append(f"- **R4** (UNDO on or beyond the baselines' Pareto frontier after the attack): {verdict(r4)}" + (
-        f" against {len(r4['baselines'])} attacked unlearn-only run(s): {', '.join(r4['baselines'])}"
-        " (" + ", ".join(f"after {k} steps: {'yes' if v else 'no'}" for k, v in r4["held_at"].items())
-        + "; a point is off the frontier when an unlearn-only run of the same seed has higher retain and lower "
-          "post-attack forget)" if r4 else ""))
+    line = headline("R4", "UNDO on or beyond the baselines' Pareto frontier after the attack", r4)
+    if r4:
+        budgets = {k: v for k, v in r4["by_budget"].items() if k != "before"}
+        line += (f". UNDO points undominated by the {len(r4['baselines'])} attacked unlearn-only run(s) of their "
+                 f"seed ({', '.join(r4['baselines'])}): "
+                 + "; ".join(f"after {k} steps: {pct(v['share'], 0)} ({v['undominated']}/{v['points']})"
+                             for k, v in budgets.items()))
+        if "before" in r4["by_budget"]:
+            before = r4["by_budget"]["before"]
+            line += f" (before the attack: {pct(before['share'], 0)}, {before['undominated']}/{before['points']})"
+    lines.append(line)
+
     r5 = c.get("R5")
+    line = headline("R5", "UNDO's strongest alpha vs data filtering", r5)
     if r5:
-        s = r5["strongest"]
-        lines.append(f"- **R5** (UNDO's strongest alpha vs data filtering): alpha {s['alpha']:g} reaches robustness "
-                     f"{num(s['robustness']['area'])} (data filtering: 1) for {pct(s['compute'], 2)} of data "
-                     "filtering's pretraining FLOPs.")
-    else:
-        lines.append(f"- **R5** (UNDO's strongest alpha vs data filtering): {verdict(None)}")
+        line += (f". Robustness (area) per alpha (mean ± half-width, "
+                 f"{seeds_of([a['robustness'] for a in r5['by_alpha']])}) at its compute (share of the oracle's "
+                 "pretraining FLOPs): "
+                 + "; ".join(f"a={a['alpha']:g}: {ci(a['robustness'], num)} at {ci(a['compute'], pct)}"
+                             for a in r5["by_alpha"]))
+        if r5.get("cheapest"):
+            line += (f". Reaches 1 at alpha {r5['cheapest']['alpha']:g}, for {pct(r5['cheapest']['compute'], 1)} "
+                     "of data filtering's pretraining FLOPs")
+    lines.append(line)
+
     r6 = c.get("R6")
-    lines.append(f"- **R6** (labelled fraction): {verdict(r6)}" + (
-        " UNDO's lineage read labelled tokens equal to " + ", ".join(
+    line = headline("R6", "labelled fraction", r6)
+    if r6:
+        line += (". UNDO's lineage read labelled tokens equal to " + ", ".join(
             f"{pct(v, 3)} (a={a})" for a, v in r6["labelled_fraction"].items())
-        + " of the pretraining tokens; data filtering must label 100%." if r6 else ""))
-    return lines + [""]
+            + " of the pretraining tokens; data filtering must label 100%")
+        if r6.get("largest") is not None:
+            line += (f". Largest {pct(r6['largest'], 3)}: {'below' if r6['below_ours'] else 'not below'} our 1 %, "
+                     f"{'below' if r6['below_paper'] else 'not below'} the paper's 0.01 %")
+    lines.append(line)
+    return [line if line.endswith(".") else line + "." for line in lines] + [""]
 
 
 def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) -> str:

@@ -48,12 +48,17 @@ class AttackRecord(BaseModel):
     area_up_to: int
     wall_time_s: float
     flops_total: int
+    lrs_searched: list[float] = []
+    lrs_added: list[float] = []  # added at the grid's edges (`attack.extend_grid`)
+    edge_at: dict[str, str] = {}  # budget -> "top"/"bottom": the best LR is still an edge there
+    single_lr: bool = False
 
 
 class DistillSummary(BaseModel):
     init: str
     stopped_early: bool
     stop_step: int | None
+    previous_probe: int | None = None  # the first qualifying step lies in (previous_probe, stop_step]
     flops: dict[str, int]
     flops_at_stop: int | None
     teacher_metrics: dict[str, float]
@@ -117,7 +122,9 @@ def attack_record(kind: str, attack_dir: Path, budgets: list[int]) -> AttackReco
                                    tokens=budget * result.data.tokens_per_step)
     return AttackRecord(kind=kind, artifact=attack_dir.name, before=result.metrics_before, best=best.to_dict(),
                         at=at, area=area_under(best, max(budgets)), area_up_to=max(budgets),
-                        wall_time_s=result.wall_time_s, flops_total=result.flops_total)
+                        wall_time_s=result.wall_time_s, flops_total=result.flops_total,
+                        lrs_searched=result.grid.searched, lrs_added=result.grid.extended,
+                        edge_at=result.grid.edge_at, single_lr=result.grid.single_lr)
 
 
 def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets: list[int],
@@ -136,6 +143,7 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
         if meta["kind"] == "distill":
             d = DistillResult.model_validate(meta)
             record.distill = DistillSummary(init=d.init, stopped_early=d.stopped_early, stop_step=d.stop_step,
+                                            previous_probe=d.previous_probe,
                                             flops=d.flops, flops_at_stop=d.flops_at_stop,
                                             teacher_metrics=d.teacher_metrics,
                                             teacher=Path(d.input_paths.get("teacher") or "").name or None)

@@ -6,12 +6,22 @@ first so answers are never negative (a word problem cannot give away more than i
 for x and / because the tokenizer is ASCII. Training word problems use 20 templates per operation; evaluation
 uses 10 separate held-out templates per operation.
 
+Held out: for each operation, `heldout_per_cell` operand pairs of a validation split and as many of a test split,
+drawn from `eval_seed`. No stage after pretraining ever trains on them (unlearning, distillation, the attack): a
+model that recovers a test item after the attack recovered a fact it was not shown again. Pretraining does contain
+them by default, because they are the capability to remove: a model this small memorises x and / rather than
+learning an algorithm (measured, 0.28M parameters: 96 % forget accuracy on pretrained pairs, 22 % on never-seen
+ones), so a base model that never saw them would have little to forget. `heldout_from_pretraining: true` removes
+them from pretraining too (the test then measures generalisation to unseen equations). Word problems of the splits
+use held-out templates.
+
 Evaluation: greedy decoding of a few characters after the prompt; the first number written is compared exactly
 with the answer. Accuracy per operation x format (8 cells), plus `retain` and `forget` means over their cells.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -54,7 +64,13 @@ class ArithmeticConfig(SettingConfig):
     word_problem_weight: float = Field(0.3, ge=0, le=1, description="share of word problems (rest: equations)")
     retain: list[Operation] = Field(default_factory=lambda: ["add", "sub"])
     forget: list[Operation] = Field(default_factory=lambda: ["mul", "div"])
-    eval_per_cell: int = Field(100, ge=1, le=100_000, description="evaluation items per operation x format")
+    heldout_per_cell: int = Field(50, ge=1, le=1000, description="operand pairs per operation in each held-out "
+                                                                "split (validation, test), never trained on")
+    heldout_from_pretraining: bool = Field(
+        False, description="also keep the held-out pairs out of pretraining (later stages never train on them); "
+                           "false: they are part of the capability the base model learns and the study removes")
+    eval_per_cell: int | None = Field(None, ge=1, le=100_000, description="evaluation items per operation x format "
+                                                                         "(<= heldout_per_cell); null = all of them")
     eval_formats: list[Literal["equation", "word"]] | None = Field(
         None, min_length=1, description="formats evaluated; null = those the pretraining mixture contains (a "
                                         "format never trained on would only dilute the retain/forget means)")
@@ -75,6 +91,14 @@ class ArithmeticConfig(SettingConfig):
         for side, operations in (("retain", self.retain), ("forget", self.forget)):
             if len(set(operations)) != len(operations):
                 raise ValueError(f"{side} names an operation twice: {operations}")
+        if self.eval_per_cell is not None and self.eval_per_cell > self.heldout_per_cell:
+            raise ValueError(f"eval_per_cell ({self.eval_per_cell}) must be <= heldout_per_cell "
+                             f"({self.heldout_per_cell}): a split holds only that many items per operation")
+        scarcest = min(OPERATIONS, key=distinct_pairs)
+        if 4 * self.heldout_per_cell > distinct_pairs(scarcest):
+            raise ValueError(f"heldout_per_cell ({self.heldout_per_cell}) must be <= {distinct_pairs(scarcest) // 4}: "
+                             f"the two held-out splits may take at most half of the {distinct_pairs(scarcest)} "
+                             f"operand pairs of {SYMBOL[scarcest]}")
         return self
 
     def check_experiment(self, experiment: Any) -> None:
@@ -89,16 +113,21 @@ class ArithmeticConfig(SettingConfig):
         return [fmt for fmt, share in (("equation", 1 - self.word_problem_weight), ("word", self.word_problem_weight))
                 if share > 0]
 
-    # Evaluation sizes and batching only change what is measured, never the training data.
+    # Evaluation sizes and batching only change what is measured; the held-out pairs (seed and size) shape the
+    # training data, which never contains them.
     def data_identity(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"eval_per_cell", "eval_seed", "eval_batch_size", "eval_formats"})
+        return self.model_dump(mode="json", exclude={"eval_per_cell", "eval_batch_size", "eval_formats"})
 
     def evaluation_identity(self) -> dict[str, Any]:
-        return {**self.model_dump(mode="json", exclude={"eval_batch_size", "eval_formats"}),
-                "eval_formats": self.evaluated_formats}
+        return {**self.model_dump(mode="json", exclude={"eval_batch_size", "eval_formats", "eval_per_cell"}),
+                "eval_per_cell": self.items_per_cell, "eval_formats": self.evaluated_formats}
+
+    @property
+    def items_per_cell(self) -> int:
+        return self.heldout_per_cell if self.eval_per_cell is None else self.eval_per_cell
 
     def with_eval_items(self, items: int) -> "ArithmeticConfig":
-        return self.model_copy(update={"eval_per_cell": items})
+        return self.model_copy(update={"eval_per_cell": min(items, self.heldout_per_cell)})
 
     def build(self, cache_dir: Path, tokenizer: Any = None) -> "ArithmeticSetting":
         return ArithmeticSetting(self, tokenizer)
@@ -134,6 +163,35 @@ class Problem:
         return f"{self.op}/{self.format}"
 
 
+def distinct_pairs(op: Operation) -> int:
+    """How many different (a, b) problems `op` has."""
+    low, high = OPERAND_RANGE[op]
+    n = high - low + 1
+    return n * (n + 1) // 2 if op == "sub" else n * n
+
+
+@functools.lru_cache(maxsize=16)
+def heldout_pairs(eval_seed: int, per_split: int) -> dict[str, dict[Operation, tuple[tuple[int, int], ...]]]:
+    """split -> operation -> its held-out (a, b) pairs, in drawing order: `per_split` distinct pairs per split,
+    the validation split's first, no pair in both."""
+    splits: dict[str, dict[Operation, tuple[tuple[int, int], ...]]] = {"validation": {}, "test": {}}
+    for i, op in enumerate(OPERATIONS):
+        rng = np.random.default_rng([eval_seed, i])
+        drawn: dict[tuple[int, int], None] = {}  # ordered and distinct
+        while len(drawn) < 2 * per_split:
+            a, b, _ = draw_operands(op, rng)
+            drawn[(a, b)] = None
+        pairs = list(drawn)
+        splits["validation"][op], splits["test"][op] = tuple(pairs[:per_split]), tuple(pairs[per_split:])
+    return splits
+
+
+def never_trained(cfg: "ArithmeticConfig") -> dict[Operation, set[tuple[int, int]]]:
+    """Per operation, the pairs of both held-out splits: no training stream after pretraining contains them."""
+    splits = heldout_pairs(cfg.eval_seed, cfg.heldout_per_cell)
+    return {op: set(splits["validation"][op]) | set(splits["test"][op]) for op in OPERATIONS}
+
+
 def draw_operands(op: Operation, rng: np.random.Generator) -> tuple[int, int, int]:
     """(a, b, answer) for one problem of `op`."""
     low, high = OPERAND_RANGE[op]
@@ -160,8 +218,9 @@ def make_problem(op: Operation, fmt: str, a: int, b: int, answer: int, rng: np.r
     return Problem(op, "word", a, b, answer, before.format(**slots), str(answer) + after.format(**slots))
 
 
-def training_problems(cfg: ArithmeticConfig, n: int, seed: int) -> list[Problem]:
-    """The base model's pretraining stream: `n` problems drawn from the operation x format mixture.
+def training_problems(cfg: ArithmeticConfig, n: int, seed: int, *, pretraining: bool = False) -> list[Problem]:
+    """`n` problems drawn from the operation x format mixture, never a held-out pair (except in `pretraining`,
+    unless `heldout_from_pretraining`).
 
     Each component draws from its own RNG (derived from the seed), so the problems of one component do not
     depend on how often the others were picked.
@@ -170,35 +229,37 @@ def training_problems(cfg: ArithmeticConfig, n: int, seed: int) -> list[Problem]
                                                                      else 1 - cfg.word_problem_weight)
                for op in OPERATIONS for fmt in FORMATS}
     rngs = {name: np.random.default_rng([seed, i]) for i, name in enumerate(weights)}
+    excluded = not pretraining or cfg.heldout_from_pretraining
+    heldout = never_trained(cfg) if excluded else {op: set() for op in OPERATIONS}
     problems = []
     for component in mixture_schedule(weights, n, seed):
         op, fmt = component.split("/")
         rng = rngs[component]
-        problems.append(make_problem(op, fmt, *draw_operands(op, rng), rng, templates.TRAIN_TEMPLATES))
+        a, b, answer = draw_operands(op, rng)
+        while (a, b) in heldout[op]:  # the evaluation splits' problems are never trained on
+            a, b, answer = draw_operands(op, rng)
+        problems.append(make_problem(op, fmt, a, b, answer, rng, templates.TRAIN_TEMPLATES))
     return problems
 
 
 def evaluation_problems(cfg: ArithmeticConfig) -> list[Problem]:
-    """Fixed evaluation sets: `eval_per_cell` problems per operation x format, distinct operand pairs per cell,
-    word problems from the held-out templates only. Drawn from `eval_seed`, never from the training seed. Only the
-    formats in `cfg.evaluated_formats` (by default those the pretraining mixture contains)."""
+    """The evaluation items of `cfg.split`: its first `eval_per_cell` held-out operand pairs per operation, in each
+    evaluated format (by default those the pretraining mixture contains); word problems from the held-out templates
+    only. Drawn from `eval_seed`, never from a training seed."""
+    pairs = heldout_pairs(cfg.eval_seed, cfg.heldout_per_cell)[cfg.split]
     problems = []
     for i, op in enumerate(OPERATIONS):
         for j, fmt in enumerate(FORMATS):
             if fmt not in cfg.evaluated_formats:
                 continue
-            rng = np.random.default_rng([cfg.eval_seed, i, j])
-            low, high = OPERAND_RANGE[op]
-            distinct = (high - low + 1) ** 2 if op not in ("sub",) else (high - low + 1) * (high - low + 2) // 2
-            want = min(cfg.eval_per_cell, distinct)
-            seen: set[tuple[int, int]] = set()
-            while len(seen) < want:
-                a, b, answer = draw_operands(op, rng)
-                if (a, b) in seen:
-                    continue
-                seen.add((a, b))
-                problems.append(make_problem(op, fmt, a, b, answer, rng, templates.HELDOUT_TEMPLATES))
+            rng = np.random.default_rng([cfg.eval_seed, i, j, 0 if cfg.split == "validation" else 1])
+            for a, b in pairs[op][: cfg.items_per_cell]:
+                problems.append(make_problem(op, fmt, a, b, answer_of(op, a, b), rng, templates.HELDOUT_TEMPLATES))
     return problems
+
+
+def answer_of(op: Operation, a: int, b: int) -> int:
+    return {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b}[op]
 
 
 def first_number(text: str) -> int | None:
@@ -222,12 +283,9 @@ def score(problems: list[Problem], outputs: list[str], cfg: ArithmeticConfig) ->
 
 
 def overlap_with_training(train: list[Problem], evaluation: list[Problem]) -> dict[str, int]:
-    """How many evaluation items ask an (operation, a, b) that also occurs in training, per cell.
-
-    With operands this small, most evaluation equations also occur in training (400 distinct products exist);
-    the paper's design has the same property, so we report it rather than hide it. Word problems differ from
-    training ones in their (held-out) template even when the numbers match.
-    """
+    """How many evaluation items ask an (operation, a, b) that also occurs in `train`, per cell: 0 by construction
+    for every stream after pretraining (and for pretraining with `heldout_from_pretraining`), recorded so that
+    anyone can check it."""
     seen = {(p.op, p.a, p.b) for p in train}
     counts: Counter[str] = Counter()
     for p in evaluation:
@@ -249,10 +307,17 @@ class ArithmeticSetting(TokenizedSetting):
     def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list[Problem]:
         """The base stream, or the oracle's: the very same stream with every forget problem removed
         ("perfect data filtering": the oracle sees exactly the base's retain examples, in the same order)."""
-        problems = training_problems(self.cfg, self.cfg.examples, seed)
+        problems = training_problems(self.cfg, self.cfg.examples, seed, pretraining=True)
         if which == "oracle":
             problems = [p for p in problems if p.op in self.cfg.retain]
         return problems
+
+    def replacement_documents(self, n: int, seed: int) -> list[Problem]:
+        """Fresh retain problems (both formats, the base mixture's retain weights) from a stream of their own."""
+        ops = self.cfg.retain
+        only = self.cfg.model_copy(update={"operation_weights": {op: self.cfg.operation_weights.get(op, 1.0)
+                                                                 for op in ops}})
+        return training_problems(only, n, derive_seed(seed, "oracle-replacements"), pretraining=True)
 
     def labelled_documents(self, side: Literal["forget", "retain"], n: int, seed: int) -> list[Problem]:
         """Labelled data for unlearning: `n` problems of the forget (or retain) operations only, in both formats,
@@ -267,10 +332,10 @@ class ArithmeticSetting(TokenizedSetting):
         return training_problems(self.cfg, n, seed)
 
     def data_summary(self, problems: list[Problem]) -> dict:
-        return {"documents": len(problems),
+        return {"documents": len(problems), "heldout_from_pretraining": self.cfg.heldout_from_pretraining,
                 "documents_per_component": dict(sorted(Counter(p.component for p in problems).items())),
                 "eval_items_seen_in_training": overlap_with_training(problems, self.eval_problems),
-                "eval_items_per_cell": self.cfg.eval_per_cell}
+                "eval_items_per_cell": self.cfg.items_per_cell}
 
     @torch.no_grad()
     def generate_answers(self, model, prompts: list[str]) -> list[str]:
@@ -301,8 +366,12 @@ class ArithmeticSetting(TokenizedSetting):
         return outputs
 
     def evaluate(self, model) -> dict[str, float]:
-        outputs = self.generate_answers(model, [p.prompt for p in self.eval_problems])
-        return score(self.eval_problems, outputs, self.cfg)
+        return self.evaluate_sides(model, ("retain", "forget"))
+
+    def evaluate_sides(self, model, sides: tuple[str, ...]) -> dict[str, float]:
+        operations = {op for side in sides for op in getattr(self.cfg, side)}
+        problems = [p for p in self.eval_problems if p.op in operations]
+        return score(problems, self.generate_answers(model, [p.prompt for p in problems]), self.cfg)
 
     def describe_evaluation(self) -> str:
         return f"{len(self.eval_problems)} items, e.g. {self.eval_problems[-1].prompt!r}"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from pydantic import PrivateAttr
+
 from undo.core.strict import StrictModel
 from undo.core.artifacts import stable_hash
 from undo.core.data import pack
@@ -84,6 +86,10 @@ class Setting(Protocol):
     def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list:
         """The base model's stream, or the oracle's (the same stream with the forget documents removed)."""
 
+    def replacement_documents(self, n: int, seed: int) -> list:
+        """`n` retain-domain documents that are not in the base stream: what an equal-compute oracle trains on in
+        place of the forget documents filtered out."""
+
     def labelled_documents(self, side: Literal["forget", "retain"], n: int, seed: int) -> list:
         """Forget- or retain-only documents, for unlearning (and a forget-data attack)."""
 
@@ -94,7 +100,12 @@ class Setting(Protocol):
         """The documents as one token stream cut into training rows of `context` tokens."""
 
     def evaluate(self, model) -> dict[str, float]:
-        """Metrics, including `retain` and `forget` as scores (higher = more of the capability)."""
+        """Metrics, including `retain` and `forget` as scores (higher = more of the capability), on the split the
+        setting was built for (`SettingConfig.split`)."""
+
+    def evaluate_sides(self, model, sides: tuple[str, ...]) -> dict[str, float]:
+        """At least the `sides` scores ("retain", "forget"): a cheaper evaluation where a setting can measure one
+        side alone (the distillation stop rule probes retain often)."""
 
     def data_summary(self, documents: list) -> dict[str, Any]:
         """What a pretraining artifact records about its data."""
@@ -109,6 +120,9 @@ class TokenizedSetting:
 
     tokenizer: Any
     context: int | None = None
+
+    def evaluate_sides(self, model, sides: tuple[str, ...]) -> dict[str, float]:
+        return self.evaluate(model)  # a setting that can measure one side alone overrides this
 
     @property
     def pad_id(self) -> int:
@@ -126,11 +140,29 @@ class TokenizedSetting:
         return pack(self.encode_documents([d.text for d in documents]), context)
 
 
+Split = Literal["validation", "test"]
+
+
 class SettingConfig(StrictModel):
-    """The `setting:` section. Subclasses narrow `name` to a Literal, set `score`, and implement the methods below."""
+    """The `setting:` section. Subclasses narrow `name` to a Literal, set `score`, and implement the methods below.
+
+    Every setting holds out two disjoint evaluation splits, never trained on: **validation**, which every decision
+    reads (the stop rule, teacher selection, the attacker's choice of LR), and **test**, behind every reported
+    number. A section evaluates its `split` (validation unless `with_split` says otherwise): stages never set it,
+    `for_decisions` and `for_report` do."""
 
     name: str
     score: ClassVar[Score]
+    _split: Split = PrivateAttr("validation")
+
+    @property
+    def split(self) -> Split:
+        return self._split
+
+    def with_split(self, split: Split) -> "SettingConfig":
+        copy = self.model_copy()
+        copy._split = split
+        return copy
 
     def data_identity(self) -> dict[str, Any]:
         """Everything that shapes training data (stage keys hash it): not evaluation sizes, which only change what
@@ -153,10 +185,18 @@ class SettingConfig(StrictModel):
         `tokenizer` is the model's own when the model comes from a checkpoint; None = the setting's own."""
         raise NotImplementedError
 
-    def for_report(self) -> "SettingConfig":
-        """The evaluation behind every reported number (and teacher selection). A setting whose evaluations during
-        training are cut short (a limit of questions) gives its full evaluation here; by default the same."""
+    def full_evaluation(self) -> "SettingConfig":
+        """This section with its evaluation at full size. A setting whose evaluations during training are cut short
+        (a limit of questions) lifts the limit here; by default the same."""
         return self
+
+    def for_decisions(self) -> "SettingConfig":
+        """The evaluation teacher selection and the study's other choices read: the full validation split."""
+        return self.full_evaluation().with_split("validation")
+
+    def for_report(self) -> "SettingConfig":
+        """The evaluation behind every reported number: the full test split."""
+        return self.full_evaluation().with_split("test")
 
     def metrics_view(self, metrics: dict[str, float]) -> "RenderableType":
         """How a model's metrics print in the CLI (a line, or a rich table)."""
@@ -197,7 +237,7 @@ def build_setting(cfg: SettingConfig, cache_dir: str | Path, *, tokenizer: Any =
     building one can take seconds (the language setting reads two corpora and its tokenizer). The cache key holds the
     data identity, so an edited corpus file is read again, and the tokenizer's identity. `context` is the sequence
     length the experiment trains at (evaluations that cut documents cut them there)."""
-    key = stable_hash({"class": f"{type(cfg).__module__}.{type(cfg).__qualname__}",
+    key = stable_hash({"class": f"{type(cfg).__module__}.{type(cfg).__qualname__}", "split": cfg.split,
                        "config": cfg.model_dump(mode="json"), "data": cfg.data_identity(),
                        "cache_dir": str(cache_dir), "tokenizer": tokenizer_identity, "context": context})
     if key not in _BUILT:

@@ -1,7 +1,7 @@
 """The language setting: retain = one language's text (English), forget = another's (Korean), as in the paper.
 
-Data: each corpus is read once (its first `max_documents` documents), shuffled with `eval_seed`, and split into a
-held-out set (`heldout_documents`, never trained on) and a training pool. The base model pretrains on the first
+Data: each corpus is read once (its first `max_documents` documents), shuffled with `eval_seed`, and split into two
+held-out sets of `heldout_documents` each (validation, then test: never trained on) and a training pool. The base model pretrains on the first
 `retain_documents` of the retain pool and the first `forget_documents` of the forget pool, interleaved; the oracle
 on exactly those retain documents and nothing else (perfect data filtering: as much retain text as the base sees).
 Unlearning, the attack and distillation draw their documents from the pools with their own seeds.
@@ -57,8 +57,8 @@ class LanguageConfig(SettingConfig):
     retain_documents: int = Field(20_000, ge=1, description="retain documents in the base model's pretraining "
                                                             "stream (the oracle trains on exactly these)")
     forget_documents: int = Field(20_000, ge=1, description="forget documents in the base model's stream")
-    heldout_documents: int = Field(200, ge=1, description="documents of each corpus held out for evaluation, never "
-                                                          "trained on (drawn from eval_seed)")
+    heldout_documents: int = Field(200, ge=1, description="documents of each corpus in each held-out split "
+                                                          "(validation, test), never trained on (drawn from eval_seed)")
     eval_documents: int | None = Field(None, ge=1, description="held-out documents evaluated (<= heldout_documents);"
                                                                " null = all of them")
     eval_seed: Seed = Field(1_000_003, description="seed of the held-out split")
@@ -147,14 +147,16 @@ class LanguageSetting(TokenizedSetting):
                 check_script([corpus.text(i) for i in range(min(200, len(corpus)))], script, source,
                              role=f"setting.{side}_corpus")
             order = np.random.default_rng([cfg.eval_seed, 0 if side == "retain" else 1]).permutation(len(corpus))
-            wanted = cfg.heldout_documents + getattr(cfg, f"{side}_documents")
+            held = 2 * cfg.heldout_documents  # validation, then test
+            wanted = held + getattr(cfg, f"{side}_documents")
             if len(order) < wanted:
                 raise UserError(f"{source} has {len(order):,} documents (reading at most setting.max_documents="
-                                f"{cfg.max_documents:,}); setting.heldout_documents + setting.{side}_documents "
-                                f"need {wanted:,}: lower them or point at a larger corpus")
+                                f"{cfg.max_documents:,}); two held-out splits of setting.heldout_documents + "
+                                f"setting.{side}_documents need {wanted:,}: lower them or point at a larger corpus")
             self.corpora[side] = corpus
-            self.heldout_order[side] = order[: cfg.heldout_documents]
-            self.pool[side] = order[cfg.heldout_documents :]
+            split = slice(0, cfg.heldout_documents) if cfg.split == "validation" else slice(cfg.heldout_documents, held)
+            self.heldout_order[side] = order[split]
+            self.pool[side] = order[held:]
         # A model from a checkpoint brings its tokenizer; a model built here gets a BPE trained on both pools.
         if tokenizer is None:
             tokenizer = cached_tokenizer(
@@ -188,6 +190,16 @@ class LanguageSetting(TokenizedSetting):
         if which == "oracle":
             stream = [d for d in stream if d.component == "retain"]
         return stream
+
+    def replacement_documents(self, n: int, seed: int) -> list[Document]:
+        """The retain pool's documents after the base stream's `retain_documents` (more retain text, never in the base
+        stream), in the pool's seeded order."""
+        start, pool = self.cfg.retain_documents, self.pool["retain"]
+        if start + n > len(pool):
+            raise UserError(f"an equal-compute oracle needs {start + n:,} retain documents in the pool, which holds "
+                            f"{len(pool):,}: raise setting.max_documents, point at a larger retain corpus, or set "
+                            "pretrain.oracle_budget: same_examples")
+        return [Document(self.corpora["retain"], int(i), "retain") for i in pool[start : start + n]]
 
     def labelled_documents(self, side: Side, n: int, seed: int) -> list[Document]:
         """`n` documents of one side, sampled (with replacement once the pool is exhausted) from its pool."""
@@ -243,9 +255,13 @@ class LanguageSetting(TokenizedSetting):
         return rows, real
 
     def evaluate(self, model) -> dict[str, float]:
+        return self.evaluate_sides(model, ("retain", "forget"))
+
+    def evaluate_sides(self, model, sides: tuple[str, ...]) -> dict[str, float]:
         context = self.context or model.config.max_position_embeddings
         metrics: dict[str, float] = {}
-        for side, documents in self.eval_documents.items():
+        for side in sides:
+            documents = self.eval_documents[side]
             rows, real = self.document_rows(documents, context)
             ce = heldout_cross_entropy(model, rows, real=real, batch_size=self.cfg.eval_batch_size)
             metrics[f"{side}_ce"] = ce

@@ -8,8 +8,10 @@ Scores: the forget score is the mean multiple-choice accuracy over `forget_tasks
 retain score the mean over `retain_tasks` (e.g. mmlu), each task's accuracy (lm-eval's `acc`: the choice with the
 highest log-likelihood) also reported on its own (`forget/<task>`, `retain/<task>`). Evaluation runs in memory on
 the model being trained (`lm_eval.evaluator.evaluate` with `HFLM(pretrained=<the model object>)`, no save and
-reload). Inside training (the distillation stop rule, unlearning logs, the attack's curves) each task is cut to its
-first `limit` questions; every reported number and teacher selection use `report_limit` (null: every question).
+reload). Each task's questions are split in two, alternately (even positions: validation, odd: test), so that
+decisions and reported numbers never read the same question. Inside training (the distillation stop rule,
+unlearning logs, the attack's curves) each split is cut to its first `limit` questions; teacher selection and every
+reported number use `report_limit` of theirs (null: every question).
 Tasks are lm-eval's own (by name) or your own YAML files in `task_paths` (`TaskManager(include_path=...)`), whose
 JSON/JSONL data can be local: nothing needs the network. Guessing scores `chance` (25 % for four choices): forget
 scores below it count as chance in teacher selection and robustness (the floor), and the report marks it.
@@ -72,7 +74,7 @@ class MCQConfig(LanguageConfig):
     def with_eval_items(self, items: int) -> "MCQConfig":
         return self.model_copy(update={"limit": items, "eval_documents": min(items, self.heldout_documents)})
 
-    def for_report(self) -> "MCQConfig":
+    def full_evaluation(self) -> "MCQConfig":
         return self.model_copy(update={"limit": self.report_limit})
 
     def check_experiment(self, experiment) -> None:
@@ -150,7 +152,7 @@ class MCQSetting(LanguageSetting):
                 lm = HFLM(pretrained=model, backend="causal", tokenizer=self.tokenizer, batch_size=cfg.eval_batch_size,
                           device=str(device), max_length=self.context,
                           **({"add_bos_token": True} if self.own_tokenizer else {}))
-                out = evaluator.evaluate(lm=lm, task_dict=tasks, limit=cfg.limit, bootstrap_iters=0,
+                out = evaluator.evaluate(lm=lm, task_dict=tasks, samples=self.questions(), bootstrap_iters=0,
                                          log_samples=False, verbosity="ERROR")
             reuse_requests(tasks)
         finally:
@@ -164,6 +166,15 @@ class MCQSetting(LanguageSetting):
             cross_entropies = super().evaluate(model)
             metrics.update({k: v for k, v in cross_entropies.items() if k.endswith("_ce")})
         return metrics
+
+    def questions(self) -> dict[str, list[int]]:
+        """Each task's questions in this split (by position): every other one, the first `limit` of them."""
+        first = 0 if self.cfg.split == "validation" else 1
+        return {name: list(range(first, len(task.eval_docs), 2))[: self.cfg.limit]
+                for name, task in self.tasks["tasks"].items()}
+
+    def evaluate_sides(self, model, sides: tuple[str, ...]) -> dict[str, float]:
+        return self.evaluate(model)
 
     def describe_evaluation(self) -> str:
         limit = "every question" if self.cfg.limit is None else f"the first {self.cfg.limit} questions"

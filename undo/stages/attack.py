@@ -1,12 +1,18 @@
 """The relearning attack: fine-tune a finished model at each LR of a grid and keep, at every evaluated step, the
 attacker's best forget score (the defender faces the worst case). What trains, and on which loss, is the attack
 kind's (`undo.attacks`); the grid, the data, the evaluations and the attacker-best curve are the same for every
-kind. The data stream depends on the seed and the attack config only, never on the target, so every model attacked
+kind.
+
+Every evaluation measures both held-out splits. The attacker chooses on the validation split: the best LR at each
+step, and whether the grid is too narrow (its best LR at a budget is an edge that beats its neighbour: then an LR
+half a decade beyond is added, at most `attack.extend_grid` times per direction). The reported curve is the test
+split's score of the LR chosen at each step. The data stream depends on the seed and the attack config only, never on the target, so every model attacked
 with one config sees the same batches in the same order (comparisons between models are paired)."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections import Counter
@@ -16,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from undo.analysis.robustness import Curve, area_under, attacker_best, snapshots
+from undo.analysis.robustness import BestCurve, Curve, area_under, attacker_best, snapshots
 from undo.attacks import ATTACK_KINDS, AttackKind
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core import distributed
@@ -61,7 +67,8 @@ class AttackData(BaseModel):
 
 
 class LrRun(BaseModel):
-    """One LR of the grid: its totals and its forget and retain curves (every evaluated step from 0)."""
+    """One LR of the grid: its totals and its forget and retain curves (every evaluated step from 0) on the test
+    split (reported) and on the validation split (the attacker's choices)."""
 
     lr: float
     steps: int
@@ -70,6 +77,19 @@ class LrRun(BaseModel):
     wall_time_s: float
     forget: dict[str, list]
     retain: dict[str, list]
+    validation_forget: dict[str, list] = {}
+    validation_retain: dict[str, list] = {}
+
+
+class GridRecord(BaseModel):
+    """The LR grid the attacker searched: as configured, the LRs added at its edges, and the budgets where the
+    best LR is still an edge (then a stronger attack may exist beyond it)."""
+
+    configured: list[float]
+    extended: list[float]
+    searched: list[float]
+    edge_at: dict[str, str]  # budget -> "top" or "bottom"
+    single_lr: bool
 
 
 class AttackResult(StageResult):
@@ -79,7 +99,9 @@ class AttackResult(StageResult):
     data: AttackData
     metrics_before: dict[str, float]
     per_lr: list[LrRun]
-    best: dict[str, Any]  # the attacker-best curve (`BestCurve.to_dict()`)
+    grid: GridRecord
+    best: dict[str, Any]  # the reported attacker-best curve: the test score of the LR chosen on validation
+    validation_best: dict[str, Any]  # the attacker's own view: the best validation score over LRs at each step
     max_retain_drop: float | None
     snapshots: list[dict[str, Any]]
     area: dict[str, float]
@@ -119,30 +141,52 @@ class Attack(Stage):
     def run(self, job: StageJob) -> AttackResult:
         cfg, a = job.cfg, job.cfg.attack
         # Evaluation during the attack uses `attack.eval_per_cell` items per cell (many evaluations per LR).
-        setting = job.setting(eval_items=a.eval_per_cell)
-        documents, batches = attack_data(cfg, setting)
-        runs = [self.one_lr(job, lr, batches, setting) for lr in a.lrs]
-        forget = {run.lr: Curve.from_dict(run.forget) for run in runs}
-        retain = {run.lr: Curve.from_dict(run.retain) for run in runs}
+        splits = {"validation": job.setting(eval_items=a.eval_per_cell),
+                  "test": job.setting(eval_items=a.eval_per_cell, split="test")}
+        documents, batches = attack_data(cfg, splits["validation"])
+        runs = {lr: self.one_lr(job, lr, batches, splits) for lr in a.lrs}
         capped = a.max_retain_drop is not None
-        best = attacker_best(forget, retain if capped else None, a.max_retain_drop)
+
+        def choose() -> BestCurve:  # the attacker's choice, on validation
+            forget = {lr: Curve.from_dict(run.validation_forget) for lr, run in runs.items()}
+            retain = {lr: Curve.from_dict(run.validation_retain) for lr, run in runs.items()}
+            return attacker_best(forget, retain if capped else None, a.max_retain_drop)
+
+        chosen, extended, added = choose(), [], {"top": 0, "bottom": 0}
+        while edges := grid_edges(chosen, runs, a.budgets):
+            wanted = {side for side in edges.values() if added[side] < a.extend_grid}
+            if not wanted:
+                break
+            for side in sorted(wanted):
+                lr = max(runs) * math.sqrt(10) if side == "top" else min(runs) / math.sqrt(10)
+                console.print(f"[yellow]attack {job.inputs['target'].name}[/]: the best LR is the {side} of the grid; "
+                              f"adding lr={lr:.3g}")
+                runs[lr] = self.one_lr(job, lr, batches, splits)
+                extended.append(lr)
+                added[side] += 1
+            chosen = choose()
+        best = reported_curve(chosen, runs)
         tokens_per_step = a.batch_size * a.grad_accum * cfg.model.context
         flops: Counter[str] = Counter()
-        for run in runs:
+        for run in runs.values():
             flops.update(run.flops)
+        first = runs[a.lrs[0]]
         return AttackResult(
             attack_kind=self.attack_kind, seed=cfg.seed, attack=a.model_dump(mode="json"),
             data=AttackData(key=attack_data_key(cfg), kind=a.data, documents=len(documents),
                             sequences=len(batches.rows), tokens_per_step=tokens_per_step),
-            evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell)),
-            metrics_before={"forget": forget[a.lrs[0]].values[0], "retain": retain[a.lrs[0]].values[0]},
-            per_lr=runs, best=best.to_dict(), max_retain_drop=a.max_retain_drop,
+            evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell).with_split("test")),
+            metrics_before={"forget": first.forget["values"][0], "retain": first.retain["values"][0]},
+            per_lr=[runs[lr] for lr in sorted(runs)],
+            grid=GridRecord(configured=list(a.lrs), extended=extended, searched=sorted(runs),
+                            edge_at=grid_edges(chosen, runs, a.budgets), single_lr=len(runs) == 1),
+            best=best.to_dict(), validation_best=chosen.to_dict(), max_retain_drop=a.max_retain_drop,
             snapshots=[{**row, "tokens": row["budget"] * tokens_per_step} for row in snapshots(best, a.budgets)],
             area={"up_to": max(a.budgets), "value": area_under(best, max(a.budgets))},
-            tokens=sum(run.tokens for run in runs), flops=dict(flops),
-            wall_time_s=round(sum(run.wall_time_s for run in runs), 2))
+            tokens=sum(run.tokens for run in runs.values()), flops=dict(flops),
+            wall_time_s=round(sum(run.wall_time_s for run in runs.values()), 2))
 
-    def one_lr(self, job: StageJob, lr: float, batches: PackedBatches, setting: Setting) -> LrRun:
+    def one_lr(self, job: StageJob, lr: float, batches: PackedBatches, splits: dict[str, Setting]) -> LrRun:
         """Fine-tune a fresh load of the target at one LR in its own folder; a finished LR (done.json) is not redone.
         The curves are read back from its metrics.jsonl."""
         a, target = job.cfg.attack, job.inputs["target"]
@@ -156,14 +200,19 @@ class Attack(Stage):
                           "running this LR again")
         if not distributed.broadcast(main and done.is_file()):
             model = for_training(load_model(target / "model", job.cfg.model), job.cfg.model)
-            check_vocabulary(model, setting.tokenizer, f"the attacked model {target}")
+            check_vocabulary(model, splits["validation"].tokenizer, f"the attacked model {target}")
+
+            def evaluate(model) -> dict[str, float]:
+                test = splits["test"].evaluate(model)
+                return {**splits["validation"].evaluate(model), **{f"test/{k}": v for k, v in test.items()}}
+
             train_cfg = TrainConfig(batch_size=a.batch_size, grad_accum=a.grad_accum,
                                     mixed_precision=a.mixed_precision, lr=lr, schedule="constant", warmup_steps=0,
                                     weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
                                     eval_steps=a.eval_steps, checkpoint_every=max(a.eval_every, 50), log_every=10)
             method = self.method
             result = train(method.prepare(model), method.objective(), batches, train_cfg, a.steps, workdir,
-                           evaluate=setting.evaluate, eval_at_start=True, progress=job.progress,
+                           evaluate=evaluate, eval_at_start=True, progress=job.progress,
                            description=f"attack {target.name} lr={lr:g}", run_key=f"{job.key}:lr={lr!r}",
                            config_keys="attack.lrs")
             if main:
@@ -175,12 +224,38 @@ class Attack(Stage):
         distributed.wait_for_main()  # the others read the curves the main process wrote
         evals = [line for line in read_metrics(workdir / "metrics.jsonl") if line["kind"] == "eval"]
         steps = [line["step"] for line in evals]
-        return LrRun(**json.loads(done.read_text()),
-                     forget=Curve(steps, [line["forget"] for line in evals]).to_dict(),
-                     retain=Curve(steps, [line["retain"] for line in evals]).to_dict())
+        def curve(name: str) -> dict[str, list]:
+            return Curve(steps, [line[name] for line in evals]).to_dict()
+
+        return LrRun(**json.loads(done.read_text()), forget=curve("test/forget"), retain=curve("test/retain"),
+                     validation_forget=curve("forget"), validation_retain=curve("retain"))
 
     def describe(self, result: StageResult) -> str:
         return f"{self.attack_kind} attack done in {result.wall_time_s:.0f}s"
+
+
+def grid_edges(chosen: BestCurve, runs: dict[float, LrRun], budgets: list[int]) -> dict[str, str]:
+    """Budget -> "top"/"bottom" where the attacker's best LR (on validation) is an edge of the grid and strictly
+    beats its neighbour there (a tie means the grid's edge is not what limits the attacker)."""
+    lrs = sorted(runs)
+    if len(lrs) < 2:
+        return {}
+    edges = {}
+    for row in snapshots(chosen, budgets):
+        index = chosen.steps.index(row["step"])
+        for side, edge, neighbour in (("top", lrs[-1], lrs[-2]), ("bottom", lrs[0], lrs[1])):
+            if row["lr"] == edge and row["value"] > runs[neighbour].validation_forget["values"][index]:
+                edges[str(row["budget"])] = side
+    return edges
+
+
+def reported_curve(chosen: BestCurve, runs: dict[float, LrRun]) -> BestCurve:
+    """The test split's forget score of the LR the attacker chose at each step (on validation); where a retain cap
+    left no LR, the model before the attack."""
+    test = {lr: run.forget["values"] for lr, run in runs.items()}
+    first = test[min(runs)][0]
+    values = [first if lr is None else test[lr][i] for i, lr in enumerate(chosen.best_lr)]
+    return BestCurve(steps=chosen.steps, values=values, best_lr=chosen.best_lr, retain_cap=chosen.retain_cap)
 
 
 def finished_lr_damage(workdir: Path) -> str | None:

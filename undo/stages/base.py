@@ -85,8 +85,8 @@ class StageJob:
     workdir: Path
     progress: bool = True
 
-    def setting(self, eval_items: int | None = None) -> Setting:
-        return setting_for(self.cfg, eval_items)
+    def setting(self, eval_items: int | None = None, split: str | None = None) -> Setting:
+        return setting_for(self.cfg, eval_items, split=split)
 
 
 class Stage(ABC):
@@ -204,8 +204,9 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
                 (workdir / "config.yaml").write_text(dump_yaml(cfg))
                 artifact.finish(result.model_dump(mode="json"))
                 console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
-        if stage.makes_model and main:
-            ensure_evaluation(artifact.path, cfg)
+        if stage.makes_model and main:  # the split decisions read, and the one reports read
+            ensure_evaluation(artifact.path, cfg, "decisions")
+            ensure_evaluation(artifact.path, cfg, "report")
     distributed.wait_for_main()  # the artifact is whole before any process goes on
     return artifact.path
 

@@ -1,9 +1,15 @@
 """Distillation (Unlearn-and-Distill, UNDO, oracle matching): a frozen teacher's full next-token distributions are
 matched by a student on a fresh draw of the unlabelled pretraining mixture (forget documents included: no labels are
-read), until the student's retain score comes within `distill.stop_tolerance` of the teacher's."""
+read), until the student's retain score comes within `distill.stop_tolerance` of the teacher's.
+
+The stop is measured, not sampled: the rule is probed on a geometric grid of steps (`probe_steps`), each probe at
+most `distill.stop_resolution` x its step after the previous one, so the reported stop lies within that share of
+the first step that qualified (within `stop_probe_every` steps early on). A probe evaluates the stop metrics alone;
+the student is fully evaluated once, at the end."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +40,17 @@ def stop_metrics(init: DistillInit) -> list[str]:
     return ["retain", "forget"] if init == "model" else ["retain"]
 
 
+def probe_steps(max_steps: int, resolution: float, min_interval: int) -> list[int]:
+    """The steps the stop rule is asked at: each `max(min_interval, floor(resolution x previous))` after the last,
+    and `max_steps`. A stop reported at probe p (previous probe q) means the first qualifying step t lies in
+    (q, p], so p - t < p - q <= resolution x q < resolution x t once q >= min_interval / resolution."""
+    steps, step = [], 0
+    while step < max_steps:
+        step = min(max_steps, step + max(min_interval, math.floor(resolution * step)))
+        steps.append(step)
+    return steps
+
+
 def distill_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedBatches]:
     """A fresh draw of the unlabelled pretraining mixture (every operation) and its shuffled batches."""
     seed = derive_seed(cfg.seed, "distill")
@@ -47,7 +64,9 @@ class StopRuleRecord(BaseModel):
     on: list[str]
     threshold: float | None
     forget_ceiling: float | None
-    eval_every: int
+    resolution: float | None  # probes at most this share of the step apart (None: no stop rule)
+    probe_every: int | None  # the smallest probe interval
+    probes: int  # probes made before the run ended
     max_steps: int | None
 
 
@@ -60,6 +79,7 @@ class DistillResult(StageResult):
     stop_rule: StopRuleRecord
     stopped_early: bool
     stop_step: int | None
+    previous_probe: int | None  # the probe before the stop: the first qualifying step lies in (previous_probe, stop]
     flops_at_stop: int | None
     flops_per_token: int
     parameters: int
@@ -88,6 +108,7 @@ class Distill(Stage):
                 "context": cfg.model.context,
                 "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
                 "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(self.init), "temperature": d.temperature,
+                "stop_probes": [d.stop_resolution, d.stop_probe_every] if d.stop_tolerance is not None else None,
                 "examples": d.examples}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
@@ -135,22 +156,36 @@ class Distill(Stage):
         def stop_rule(step: int, metrics: dict[str, float]) -> bool:
             return metrics["retain"] >= threshold and (not match_forget or metrics["forget"] <= forget_ceiling)
 
-        result = train(student, OBJECTIVES["distill"](teacher, temperature=d.temperature), batches, d.train,
-                       d.train.max_steps, job.workdir, evaluate=setting.evaluate,
-                       stop_rule=stop_rule if ruled else None,
+        train_cfg, evaluate = d.train, setting.evaluate
+        if ruled:  # probes of the stop metrics alone, on the geometric grid; one full evaluation at the end
+            probes = probe_steps(d.train.max_steps, d.stop_resolution, d.stop_probe_every)
+            train_cfg = d.train.model_copy(update={"eval_steps": probes})
+            sides = tuple(stop_metrics(self.init))
+
+            def evaluate(model: torch.nn.Module) -> dict[str, float]:
+                return setting.evaluate_sides(model, sides)
+
+        result = train(student, OBJECTIVES["distill"](teacher, temperature=d.temperature), batches, train_cfg,
+                       d.train.max_steps, job.workdir, evaluate=evaluate, stop_rule=stop_rule if ruled else None,
                        eval_at_start=True, progress=job.progress, description=f"distill {self.init}{self._alpha_part}",
                        run_key=job.key, config_keys="distill.train")
+        final_metrics = setting.evaluate(student) if ruled else result.final_metrics
         save_model(student, job.workdir / "model", setting.tokenizer)
-        write_evaluation(job.workdir, cfg.setting, result.final_metrics)
+        write_evaluation(job.workdir, cfg.setting, final_metrics)
+        probed = [line["step"] for line in result.history if line["kind"] == "eval"]
+        previous = max((s for s in probed if s < result.steps), default=None) if result.stopped_early else None
         flops_total = sum(result.flops.values())
         return DistillResult(
             init=self.init, alpha=self.alpha, beta=d.beta if self.init == "noised" else None, seed=cfg.seed,
-            teacher_metrics=teacher_metrics, final_metrics=result.final_metrics,
+            teacher_metrics=teacher_metrics, final_metrics=final_metrics,
             evaluation_key=evaluation_key(cfg.setting),
             stop_rule=StopRuleRecord(tolerance=d.stop_tolerance, on=stop_metrics(self.init), threshold=threshold,
                                      forget_ceiling=forget_ceiling if match_forget else None,
-                                     eval_every=d.train.eval_every, max_steps=d.train.max_steps),
+                                     resolution=d.stop_resolution if ruled else None,
+                                     probe_every=d.stop_probe_every if ruled else None, probes=len(probed),
+                                     max_steps=d.train.max_steps),
             stopped_early=result.stopped_early, stop_step=result.steps if result.stopped_early else None,
+            previous_probe=previous,
             steps=result.steps, tokens=result.tokens,
             labelled_tokens=0,  # distillation text is the unlabelled mixture
             flops=result.flops, flops_at_stop=flops_total if result.stopped_early else None,

@@ -5,7 +5,8 @@ scores) is an *evaluation*: the setting's `evaluate(model)` under an evaluation 
 and files, `SettingConfig.evaluation_identity`). It is stored as `<artifact>/evaluations/<evaluation key>.json`, so
 a study whose evaluation set changes re-measures every model it reads without retraining any, and never reads a
 number measured on another evaluation set. Teacher selection and the report read evaluations, not the metrics a
-stage happened to log while it trained.
+stage happened to log while it trained: selection the validation split's (`decision_key`), the report the test
+split's (`report_key`), so that no reported number is measured on the items it was chosen on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from transformers import AutoTokenizer
 
@@ -29,11 +31,25 @@ from undo.settings.corpus_store import tokenizer_fingerprint
 FOLDER = "evaluations"
 
 
-def setting_for(cfg: ExperimentConfig, eval_items: int | None = None, *, report: bool = False) -> Setting:
-    """The config's setting (evaluating `eval_items` items per cell/side when given; its full, reported evaluation
-    with `report`), built once per process, with the model's own tokenizer when the model comes from a checkpoint;
-    derived files (a trained tokenizer) are cached in the run directory."""
-    section = cfg.setting.for_report() if report else cfg.setting
+Purpose = Literal["training", "decisions", "report"]
+
+
+def section_for(cfg: ExperimentConfig, purpose: Purpose) -> SettingConfig:
+    """The setting section behind an evaluation: as configured during training (validation split, possibly cut
+    short), the full validation split for decisions, the full test split for the report."""
+    if purpose == "decisions":
+        return cfg.setting.for_decisions()
+    return cfg.setting.for_report() if purpose == "report" else cfg.setting
+
+
+def setting_for(cfg: ExperimentConfig, eval_items: int | None = None, *, purpose: Purpose = "training",
+                split: str | None = None) -> Setting:
+    """The config's setting for `purpose` (evaluating `eval_items` items per cell/side when given; on another
+    `split` when given), built once per process, with the model's own tokenizer when the model comes from a
+    checkpoint; derived files (a trained tokenizer) are cached in the run directory."""
+    section = section_for(cfg, purpose)
+    if split is not None:
+        section = section.with_split(split)
     if eval_items is not None:
         section = section.with_eval_items(eval_items)
     return build_setting(section, Path(cfg.run_dir) / "cache", tokenizer=model_tokenizer(cfg.model),
@@ -60,7 +76,7 @@ def _tokenizer(source: str, revision: str | None, trust_remote_code: bool, ident
 
 
 def evaluation_key(section: SettingConfig) -> str:
-    return stable_hash(section.evaluation_identity())
+    return stable_hash({**section.evaluation_identity(), "split": section.split})
 
 
 def write_evaluation(folder: Path, section: SettingConfig, metrics: dict[str, float]) -> Path:
@@ -73,7 +89,7 @@ def write_evaluation(folder: Path, section: SettingConfig, metrics: dict[str, fl
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"evaluation_key": key, "evaluation": section.evaluation_identity(),
-                               "metrics": metrics}, indent=2) + "\n")
+                               "split": section.split, "metrics": metrics}, indent=2) + "\n")
     tmp.replace(path)
     return path
 
@@ -94,8 +110,13 @@ def read_evaluation(folder: Path, key: str) -> dict[str, float] | None:
 
 
 def report_key(cfg: ExperimentConfig) -> str:
-    """The evaluation identity of every reported number (and of teacher selection)."""
-    return evaluation_key(cfg.setting.for_report())
+    """The evaluation identity of every reported number: the full test split."""
+    return evaluation_key(section_for(cfg, "report"))
+
+
+def decision_key(cfg: ExperimentConfig) -> str:
+    """The evaluation identity of teacher selection: the full validation split."""
+    return evaluation_key(section_for(cfg, "decisions"))
 
 
 def check_tokenizer(folder: Path, setting: Setting) -> None:
@@ -115,16 +136,17 @@ def check_tokenizer(folder: Path, setting: Setting) -> None:
                         "with")
 
 
-def ensure_evaluation(folder: Path, cfg: ExperimentConfig) -> dict[str, float]:
-    """The model in `folder` under the config's reported evaluation: read back if measured, else measured now
-    (inside a dry run, NotComputed instead)."""
-    metrics = read_evaluation(folder, report_key(cfg))
+def ensure_evaluation(folder: Path, cfg: ExperimentConfig, purpose: Purpose = "report") -> dict[str, float]:
+    """The model in `folder` under the config's evaluation for `purpose` ("report": the test split; "decisions":
+    the validation split): read back if measured, else measured now (inside a dry run, NotComputed instead)."""
+    section = section_for(cfg, purpose)
+    metrics = read_evaluation(folder, evaluation_key(section))
     if metrics is not None:
         return metrics
     if is_dry_run():
         raise NotComputed(f"{Path(folder).name} is not evaluated on this evaluation set yet")
-    setting = setting_for(cfg, report=True)
+    setting = setting_for(cfg, purpose=purpose)
     check_tokenizer(folder, setting)
     metrics = setting.evaluate(load_model(Path(folder) / "model", cfg.model))
-    write_evaluation(folder, cfg.setting.for_report(), metrics)
+    write_evaluation(folder, section, metrics)
     return metrics

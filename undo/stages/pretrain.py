@@ -1,5 +1,7 @@
 """Pretraining: the base model on the full stream (retain and forget data), and the data-filtered oracle on the very
-same stream with the forget documents removed (the "perfect data filtering" gold standard)."""
+same stream with the forget documents removed (the "perfect data filtering" gold standard). Under the paper's
+equal-compute budget (`pretrain.oracle_budget: same_compute`) the removed documents are replaced by more
+retain-domain documents and the oracle trains exactly the base model's steps and tokens."""
 
 from __future__ import annotations
 
@@ -37,22 +39,40 @@ class PretrainResult(StageResult):
     kind: Literal["pretrain"] = "pretrain"
     which: Which
     source: str | None = None  # the checkpoint it was loaded from (then it trained 0 steps here)
+    oracle_budget: Literal["same_compute", "same_examples"] | None = None  # an oracle pretrained here: its budget
     flops_per_token: int
     parameters: int
     matmul_parameters: int
     data: dict[str, Any]
 
 
+def equal_compute(cfg: ExperimentConfig, which: Which) -> bool:
+    return which == "oracle" and cfg.pretrain.oracle_budget == "same_compute"
+
+
 def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which) -> tuple[list, PackedBatches]:
-    """The documents of the base (or oracle) stream and their packed, shuffled batches."""
+    """The documents of the base (or oracle) stream and their packed, shuffled batches. An equal-compute oracle's
+    stream is the filtered one plus replacement retain documents, cut to exactly the base stream's rows."""
     documents = setting.pretraining_documents(which, cfg.seed)
     rows = setting.packed_rows(documents, cfg.model.context)
+    if equal_compute(cfg, which):
+        base_rows = len(setting.packed_rows(setting.pretraining_documents("base", cfg.seed), cfg.model.context))
+        removed = len(setting.pretraining_documents("base", cfg.seed)) - len(documents)
+        wanted = max(removed, 1)
+        while True:  # a retain document can be shorter than the forget one it replaces: draw more until it fills
+            replacements = setting.replacement_documents(wanted, cfg.seed)
+            rows = setting.packed_rows(documents + replacements, cfg.model.context)
+            if len(rows) >= base_rows:
+                break
+            wanted *= 2
+        documents, rows = documents + replacements, rows[:base_rows]
     return documents, PackedBatches(rows, cfg.pretrain.train.batch_size, seed=cfg.seed)
 
 
 def pretraining_steps(cfg: ExperimentConfig, setting: Setting, which: Which, batches_per_epoch: int) -> int:
-    """Optimizer steps for `epochs` passes over the packed stream. `max_steps` caps the *base* model; the oracle
-    then trains on the same share of its own (filtered) stream, so it sees as many +/- examples as the base model
+    """Optimizer steps for `epochs` passes over the packed stream. `max_steps` caps the *base* model; an
+    equal-compute oracle trains the base model's steps (its stream has the base's rows); an equal-examples oracle
+    trains on the same share of its own (filtered) stream, so it sees as many retain examples as the base model
     does (in expectation), not more."""
     train_cfg = cfg.pretrain.train
 
@@ -61,7 +81,7 @@ def pretraining_steps(cfg: ExperimentConfig, setting: Setting, which: Which, bat
 
     if not train_cfg.max_steps:
         return full(batches_per_epoch)
-    if which == "base":
+    if which == "base" or equal_compute(cfg, which):
         return min(full(batches_per_epoch), train_cfg.max_steps)
     _, base_batches = pretraining_data(cfg, setting, "base")
     share = min(1.0, train_cfg.max_steps / full(base_batches.batches_per_epoch))
@@ -89,8 +109,9 @@ class Pretrain(Stage):
         checkpoint = self.checkpoint(cfg)
         if checkpoint is not None:
             return {"which": self.which, "loaded": fingerprint(*checkpoint), "model": model_identity(cfg.model)}
+        budget = {"oracle_budget": cfg.pretrain.oracle_budget} if self.which == "oracle" else {}
         return {"which": self.which, "seed": cfg.seed, "data": data_identity(cfg), "model": model_identity(cfg.model),
-                "train": training_fields(cfg.pretrain.train)}
+                "train": training_fields(cfg.pretrain.train), **budget}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
         return self.which
@@ -138,6 +159,7 @@ class Pretrain(Stage):
         write_evaluation(job.workdir, cfg.setting, result.final_metrics)  # the final evaluation is the last eval
         return PretrainResult(
             which=self.which, seed=cfg.seed, steps=result.steps, tokens=result.tokens,
+            oracle_budget=cfg.pretrain.oracle_budget if self.which == "oracle" else None,
             labelled_tokens=0,  # pretraining reads unlabelled text; only unlearning reads labels
             flops=result.flops, flops_per_token=train_flops_per_token(model, cfg.model.context),
             parameters=count_parameters(model), matmul_parameters=matmul_parameters(model),

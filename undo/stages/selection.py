@@ -2,7 +2,7 @@
 
 The rule: the lowest forget score among runs whose retain score keeps `unlearn.selection.min_retain_fraction` of the
 base model's (ties go to the higher retain score); if no run qualifies, none is chosen, and that is recorded. Every
-number the rule reads is an evaluation under the current evaluation identity (`undo.stages.evaluation`), the base
+number the rule reads is an evaluation of the validation split under the current evaluation identity (`undo.stages.evaluation`), the base
 model's included, so a changed evaluation set re-decides the choice instead of reusing numbers measured on another.
 """
 
@@ -61,10 +61,10 @@ def teacher_selection(cfg: ExperimentConfig, runs: Sequence[tuple[SweepPoint, Pa
     """The teacher of each method family among finished unlearning runs, by `cfg.unlearn.selection`, on the
     evaluations of the runs and of the base model under the config's evaluation set."""
     run_dir = Path(cfg.run_dir)
-    base_retain = ensure_evaluation(base, cfg)["retain"]
+    base_retain = ensure_evaluation(base, cfg, "decisions")["retain"]
     families: dict[str, list[Candidate]] = {}
     for point, path in runs:
-        metrics = ensure_evaluation(path, cfg)
+        metrics = ensure_evaluation(path, cfg, "decisions")
         where = Path(path).relative_to(run_dir) if Path(path).is_relative_to(run_dir) else Path(path)
         families.setdefault(point.label, []).append(Candidate(
             name=Path(path).name, path=str(where), lr=point.lr, knobs=dict(point.knobs),

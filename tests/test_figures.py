@@ -1,0 +1,133 @@
+"""The report's figures, built from the committed example results (docs/results): every file is written, curves of
+several seeds have bands and one seed has none, titles name the setting and the seed count, the Pareto key has no
+repeated label and no text sits at data points, and the axes say which way is better in both settings."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.collections import PolyCollection
+
+from undo.report.figures import build_figures, figures
+from undo.report.records import Results
+from undo.study.manifest import Role
+
+matplotlib.use("Agg")
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+KIND = "finetune"
+
+
+def load_results(path: Path) -> Results:
+    """A Results dump; one written before attack kinds existed (a single `attack` per model, robustness not keyed
+    by kind, selection keyed "seed N") is read as one "finetune" attack."""
+    data = json.loads(Path(path).read_text())
+    if "attack_kinds" not in data:
+        data["attack_kinds"] = [KIND]
+        data["selection"] = {int(str(k).split()[-1]): v for k, v in data["selection"].items()}
+        for m in data["models"]:
+            attack = m.pop("attack", None)
+            m["attacks"] = {KIND: {**attack, "kind": KIND}} if attack else {}
+            m["robustness"] = {KIND: m["robustness"]} if m.get("robustness") else {}
+        data["claims"] = {}  # not read by the figures
+    return Results.model_validate(data)
+
+
+def one_seed(results: Results) -> Results:
+    """The same study cut down to its first seed."""
+    seed = results.seeds[0]
+    return results.model_copy(update={"seeds": [seed], "models": [m for m in results.models if m.seed == seed]})
+
+
+@pytest.fixture(scope="module")
+def arithmetic() -> Results:
+    results = load_results(RESULTS / "arithmetic.json")
+    assert len(results.seeds) == 3  # the tests below rely on a multi-seed study
+    return results
+
+
+@pytest.fixture(scope="module")
+def language() -> Results:
+    return load_results(RESULTS / "language.json")
+
+
+def bands(ax) -> int:
+    return sum(isinstance(c, PolyCollection) for c in ax.collections)
+
+
+def legend_labels(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def attacked_groups_with_seeds(results: Results, role: Role, **match) -> int:
+    """How many seeds of this role (matching fields) were attacked: the count a band needs to be at least 2."""
+    return sum(1 for r in results.models if r.role == role and r.artifact and r.attack(KIND)
+               and all(getattr(r, k) == v for k, v in match.items()))
+
+
+def test_every_figure_is_written(tmp_path, arithmetic, language):
+    made = figures(arithmetic, {}, KIND, tmp_path / "a", suffix="_x")
+    assert made == {name: f"{name}_x.png" for name in ("relearning", "undo", "pareto", "oracle_matching")}
+    made_language = figures(language, {}, KIND, tmp_path / "l")
+    assert set(made_language) == {"relearning", "undo", "pareto"}  # no oracle-matching models in that study
+    for folder, files in ((tmp_path / "a", made), (tmp_path / "l", made_language)):
+        for file in files.values():
+            assert (folder / file).stat().st_size > 10_000  # a real PNG, not an empty canvas
+
+
+def test_bands_titles_and_legends(arithmetic, language):
+    figs = build_figures(arithmetic, KIND)
+    try:
+        # Relearning: one band per curve that is a mean over several seeds (teacher, distilled, oracle, base).
+        families = sorted({r.family for r in arithmetic.models if r.role == Role.DISTILLED})
+        axes = figs["relearning"].axes
+        assert len(axes) == len(families)
+        for ax, family in zip(axes, families):
+            expected = sum(attacked_groups_with_seeds(arithmetic, role, **match) >= 2 for role, match in
+                           ((Role.TEACHER, {"family": family}), (Role.DISTILLED, {"family": family}),
+                            (Role.ORACLE, {}), (Role.BASE, {})))
+            assert expected == 4 and bands(ax) == expected, family
+            # The base model's curve (at accuracy 1.0) lies inside the axes, drawn above the others.
+            base = [line for line in ax.lines if line.get_label() == "base (no unlearning)"]
+            assert len(base) == 1 and max(base[0].get_ydata()) < ax.get_ylim()[1]
+            assert base[0].get_zorder() > max(line.get_zorder() for line in ax.lines if line is not base[0])
+        # UNDO's relearning panel: a band per alpha and per comparison curve; its scatter has error bars.
+        alphas = {r.alpha for r in arithmetic.models if r.role == Role.UNDO}
+        left, right = figs["undo"].axes
+        assert bands(right) == len(alphas) + 4
+        assert any(len(c.lines[2]) > 0 for c in left.containers)
+        assert any(len(c.lines[2]) > 0 for c in figs["pareto"].axes[0].containers)
+        for name, fig in figs.items():
+            assert "arithmetic" in fig.get_suptitle() and "3 seeds" in fig.get_suptitle(), name
+            assert "95 % Student-t interval" in fig.get_suptitle(), name
+        # Pareto: a key with each label once (one entry per alpha, not one per point), no text at points.
+        labels = legend_labels(figs["pareto"])
+        assert len(labels) == len(set(labels))
+        assert {f"UNDO α={a:g}" for a in alphas} <= set(labels) and "base (no unlearning)" in labels
+        assert all(not ax.texts for ax in figs["pareto"].axes)
+        # Accuracy: less forget and more retain are better.
+        pareto = figs["pareto"].axes
+        assert all("lower is better" in ax.get_xlabel() for ax in pareto)
+        assert "higher is better" in pareto[0].get_ylabel()
+        assert "lower is better" in figs["relearning"].axes[0].get_ylabel()
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
+
+    for results, setting in ((one_seed(arithmetic), "arithmetic"), (language, "language")):
+        figs = build_figures(results, KIND)
+        try:
+            assert figs
+            for name, fig in figs.items():
+                assert setting in fig.get_suptitle() and "1 seed" in fig.get_suptitle(), name
+                assert all(bands(ax) == 0 for ax in fig.axes), name  # no interval from one seed
+                assert all(len(c.lines[2]) == 0 for ax in fig.axes for c in ax.containers), name
+            if setting == "language":  # cross-entropy: more forget CE and less retain CE are better
+                pareto = figs["pareto"].axes
+                assert all("higher is better" in ax.get_xlabel() for ax in pareto)
+                assert "lower is better" in pareto[0].get_ylabel()
+                assert "higher is better" in figs["relearning"].axes[0].get_ylabel()
+        finally:
+            for fig in figs.values():
+                plt.close(fig)
