@@ -151,7 +151,7 @@ def test_validation_and_test_splits_are_disjoint_and_no_stage_after_pretraining_
     from undo.core.data import derive_seed
     from undo.settings.arithmetic import ArithmeticConfig, heldout_pairs
 
-    cfg = ArithmeticConfig(word_problem_weight=0.3)
+    cfg = ArithmeticConfig(word_problem_weight=0.3, examples=8000)
     validation, test = cfg.build(Path(".")), cfg.with_split("test").build(Path("."))
     items = {split: {(p.op, p.a, p.b) for p in s.eval_problems} for split, s in (("v", validation), ("t", test))}
     assert len(validation.eval_problems) == len(test.eval_problems) == 4 * 2 * cfg.heldout_per_cell
@@ -159,14 +159,14 @@ def test_validation_and_test_splits_are_disjoint_and_no_stage_after_pretraining_
     assert {p.text for p in validation.eval_problems}.isdisjoint(p.text for p in test.eval_problems)
     held = items["v"] | items["t"]
     # Every stream after pretraining: unlearning's labelled data, the mixture (distillation, attack).
-    later = [*validation.labelled_documents("forget", 4000, 1), *validation.labelled_documents("retain", 4000, 1),
-             *validation.mixture_documents(8000, derive_seed(0, "distill"))]
+    later = [*validation.labelled_documents("forget", 3000, 1), *validation.labelled_documents("retain", 3000, 1),
+             *validation.mixture_documents(5000, derive_seed(0, "distill"))]
     assert not {(p.op, p.a, p.b) for p in later} & held
     # Pretraining holds the held-out facts (the capability to remove) unless told not to; never their texts'
     # word-problem templates.
     pretraining = validation.pretraining_documents("base", 0)
     assert {(p.op, p.a, p.b) for p in pretraining} & held
-    strict = ArithmeticConfig(word_problem_weight=0.3, heldout_from_pretraining=True).build(Path("."))
+    strict = ArithmeticConfig(word_problem_weight=0.3, examples=8000, heldout_from_pretraining=True).build(Path("."))
     assert not {(p.op, p.a, p.b) for p in strict.pretraining_documents("base", 0)} & held
     assert not {p.text for p in pretraining} & {p.text for p in validation.eval_problems if p.format == "word"}
     # The attack's smaller evaluation is a prefix of each split, per cell.

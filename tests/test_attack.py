@@ -14,7 +14,7 @@ from undo.core.artifacts import file_sha256, stable_hash
 from undo.cli import main
 from undo.config import validate_config
 from undo.core.engine import read_metrics
-from undo.core.errors import UserError
+from undo.core.errors import TrainingDiverged, UserError
 from undo.analysis.robustness import BestCurve, Curve, area_under, attacker_best, robustness_summary
 from undo.stages.attack import attack
 from undo.stages.base import artifact_key
@@ -118,7 +118,7 @@ def test_attacker_chooses_on_validation_and_the_report_reads_the_test_split(targ
     assert best["retain_cap"] is None and meta["max_retain_drop"] is None
     assert [run["forget"]["values"] for run in meta["per_lr"]] == [test[lr][1] for lr in LRS]
     assert [run["validation_forget"]["values"] for run in meta["per_lr"]] == [validation[lr][1] for lr in LRS]
-    assert meta["grid"] == {"configured": LRS, "extended": [], "searched": LRS, "single_lr": False,
+    assert meta["grid"] == {"configured": LRS, "extended": [], "searched": LRS, "single_lr": False, "diverged": [],
                             "edge_at": meta["grid"]["edge_at"]}
     tokens_per_step = ATTACK["batch_size"] * TINY["model"]["context"]
     assert meta["snapshots"] == [
@@ -300,3 +300,26 @@ def test_grid_extends_at_its_edge_until_the_best_lr_is_inside_or_the_bound(targe
     assert [run["lr"] for run in meta["per_lr"]] == pytest.approx(grid["searched"])
     best_lr = max(grid["searched"]) if peak is None else peak
     assert meta["validation_best"]["best_lr"][-1] == pytest.approx(best_lr)
+
+
+def test_a_diverging_lr_is_left_out_and_recorded_and_the_grid_does_not_extend_past_it(targets, monkeypatch, tmp_path):
+    _, base, _ = targets
+    cfg = config(tmp_path / "runs", extend_grid=2, lrs=SMALL_LRS)
+    real_train = attack_stage.train
+    current = {}
+
+    def spy(model, objective, batches, train_cfg, total_steps, workdir, **kwargs):
+        current["lr"] = train_cfg.lr
+        if train_cfg.lr > 1e-4:  # every LR above the grid diverges
+            raise TrainingDiverged(f"attack: loss became nan at step 3; lower the LR {train_cfg.lr:g}")
+        return real_train(model, objective, batches, train_cfg, total_steps, workdir, **kwargs)
+
+    monkeypatch.setattr(attack_stage, "train", spy)
+    monkeypatch.setattr(arithmetic.ArithmeticSetting, "evaluate",
+                        lambda self, model: {"retain": 1.0, "forget": current["lr"]})  # the top LR is best
+    meta = meta_of(attack(cfg, base, progress=False))
+    grid = meta["grid"]
+    assert grid["searched"] == SMALL_LRS and grid["diverged"] == pytest.approx([1e-4 * 10 ** 0.5])
+    assert grid["extended"] == pytest.approx([1e-4 * 10 ** 0.5])  # tried once; not again beyond it
+    assert grid["edge_at"] == {"2": "top", "6": "top"}  # so the report flags the edge
+    assert [run["lr"] for run in meta["per_lr"]] == SMALL_LRS

@@ -173,5 +173,6 @@ def test_a_setting_and_an_attack_kind_registered_outside_the_package_run_a_whole
 def test_an_unregistered_setting_or_attack_kind_is_a_one_line_error():
     with pytest.raises(UserError, match="setting.name must be one of .*'alphabet'.*got 'algebra'"):
         validate_config({"setting": {"name": "algebra"}})
-    with pytest.raises(UserError, match="attack: kinds: unknown attack kind 'lora'; use one of: finetune, head_only"):
-        validate_config({"attack": {"kinds": ["lora"]}})
+    with pytest.raises(UserError, match="attack: kinds: unknown attack kind 'prefix'; use one of: finetune, head_only, "
+                                        "lora"):
+        validate_config({"attack": {"kinds": ["prefix"]}})

@@ -91,6 +91,19 @@ def test_split_streams_and_eval_are_disjoint_and_oracle_is_filtered(tmp_path):
             == [d.text for d in setting.labelled_documents("forget", 50, seed=1)])
     assert ([d.text for d in setting.labelled_documents("forget", 50, seed=1)]
             != [d.text for d in setting.labelled_documents("forget", 50, seed=2)])
+    # The test split: as many other held-out documents, disjoint from validation and from every training stream.
+    test = setting_for(cfg, split="test")
+    test_texts = {side: {d.text for d in docs} for side, docs in test.heldout.items()}
+    trained = {d.text for d in [*base, *setting.labelled_documents("forget", 200, 1),
+                                *setting.labelled_documents("retain", 200, 1), *setting.mixture_documents(300, 2),
+                                *setting.replacement_documents(50, 0)]}
+    for side in ("retain", "forget"):
+        assert len(test_texts[side]) == 20 and not test_texts[side] & heldout[side]
+        assert not (test_texts[side] | heldout[side]) & trained
+    # The equal-compute oracle's replacements are retain documents the base stream does not hold.
+    replacements = setting.replacement_documents(50, 0)
+    assert {d.component for d in replacements} == {"retain"} and not {d.text for d in replacements} & \
+        {d.text for d in base}
     # The tokenizer round-trips both languages and is saved under the run dir's cache.
     for text in (setting.heldout["retain"][0].text, setting.heldout["forget"][0].text):
         assert setting.tokenizer.decode(setting.tokenizer(text, add_special_tokens=False)["input_ids"]) == text

@@ -70,15 +70,19 @@ def mcq_config(tmp_path: Path, **setting) -> dict:
     }
 
 
-def test_lm_eval_accuracy_is_the_argmax_of_per_choice_log_likelihoods(tmp_path):
+@pytest.mark.parametrize("split,first", [("validation", 0), ("test", 1)])
+def test_lm_eval_accuracy_is_the_argmax_of_per_choice_log_likelihoods_on_its_split(tmp_path, split, first):
+    """Each split scores its own questions (validation: even positions, test: odd ones) exactly as a hand-written
+    argmax over per-choice log-likelihoods does."""
     cfg = validate_config(mcq_config(tmp_path, limit=None))
-    setting = setting_for(cfg)
+    setting = setting_for(cfg, split=split)
+    assert all(indices == list(range(first, 24, 2)) for indices in setting.questions().values())
     model = load_model(Path(cfg.model.pretrained))
     metrics = setting.evaluate(model)
     tokenizer = setting.tokenizer
     for task, kind in (("toy_products", "mul"), ("toy_sums", "add")):
         correct = 0
-        for q in questions(kind, 24):
+        for q in questions(kind, 24)[first::2]:
             context = f"{q['question']}\nA. {q['choices'][0]}\nB. {q['choices'][1]}\nC. {q['choices'][2]}\n" \
                       f"D. {q['choices'][3]}\nAnswer:"
             scores = []
@@ -92,7 +96,7 @@ def test_lm_eval_accuracy_is_the_argmax_of_per_choice_log_likelihoods(tmp_path):
                 scores.append(float(logp[-len(answer):].gather(-1, targets[-len(answer):, None]).sum()))
             correct += max(range(4), key=scores.__getitem__) == q["answer"]
         side = "forget" if kind == "mul" else "retain"
-        assert metrics[f"{side}/{task}"] == pytest.approx(correct / 24)
+        assert metrics[f"{side}/{task}"] == pytest.approx(correct / 12)
     assert metrics["forget"] == metrics["forget/toy_products"] and metrics["retain"] == metrics["retain/toy_sums"]
 
 

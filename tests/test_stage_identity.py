@@ -88,18 +88,19 @@ def test_evaluations_are_cached_beside_the_model_by_what_they_measure(tmp_path):
     cfg = validate_config({**TINY, "run_dir": str(tmp_path / "runs")})
     base = pretrain(cfg, "base", progress=False)
     files = list((base / "evaluations").glob("*.json"))
-    assert len(files) == 1
-    recorded = json.loads(files[0].read_text())
+    assert len(files) == 2  # the validation split (decisions) and the test split (reports)
+    by_split = {json.loads(f.read_text())["split"]: (f, json.loads(f.read_text())) for f in files}
+    path, recorded = by_split["validation"]
     meta = json.loads((base / "meta.json").read_text())
     assert recorded["metrics"] == meta["final_metrics"] and recorded["evaluation_key"] == meta["evaluation_key"]
-    assert recorded["evaluation_key"] == files[0].stem
+    assert recorded["evaluation_key"] == path.stem and by_split["test"][1]["evaluation_key"] != path.stem
     assert recorded["evaluation"]["eval_per_cell"] == TINY["setting"]["eval_per_cell"]
     # A new evaluation set re-measures the complete model beside the first evaluation; the weights are reused.
     stamp = (base / "model" / "model.safetensors").stat().st_mtime_ns
     other = validate_config({**TINY, "run_dir": str(tmp_path / "runs"),
                              "setting": {**TINY["setting"], "eval_per_cell": 2}})
     assert pretrain(other, "base", progress=False) == base
-    assert len(list((base / "evaluations").glob("*.json"))) == 2
+    assert len(list((base / "evaluations").glob("*.json"))) == 4
     assert (base / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     digest = hashlib.sha256((base / "model" / "model.safetensors").read_bytes()).hexdigest()
     assert digest == meta["model_sha256"]

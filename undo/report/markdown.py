@@ -193,9 +193,12 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
              f"{results.seeds}{'' if results.complete else ' (study incomplete: some stages have not run)'}. "
              "Every number below is read from the artifacts' meta.json, metrics.jsonl and evaluations "
              "(`undo report` regenerates this file).", "",
-             f"Conventions: {units}; after an attack, forget = the attacker-best value at the budget (best LR of "
-             "the grid); robustness is normalised between the method's unlearn-only teacher (0) and the oracle (1); "
-             "compute is a share of the oracle's pretraining FLOPs. With several seeds: mean ± 95 % t-interval.", ""]
+             f"Conventions: {units}; every reported number is measured on the setting's **test** split, while "
+             "every choice (teacher selection, the distillation stop rule, the attacker's LR) was made on its "
+             "separate **validation** split; after an attack, forget = the test score of the LR the attacker chose "
+             "(on validation) at the budget; robustness is normalised between the method's unlearn-only teacher (0) "
+             "and the oracle (1); compute is a share of the oracle's pretraining FLOPs. With several seeds: mean ± "
+             "95 % t-interval.", ""]
     if not any(r.role == Role.ORACLE and r.artifact for r in records):
         lines += ["**No data-filtered oracle in this study**: robustness (0 = unlearn-only, 1 = oracle) and compute "
                   "as a share of the oracle's are not computed, not guessed. Compare the attacker-best forget of each "
@@ -219,6 +222,12 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
                 lines += [f"![{caption}]({fig_dir}/{figs[kind][name]})", "", f"*{caption}*", ""]
 
     lines += ["## Pretraining", ""]
+    budget = results.oracle_budget
+    if budget is not None:
+        lines += [f"The oracle's budget: **{budget.replace('_', ' ')}** (" + (
+            "the paper's: as many steps and tokens as the base model, the filtered forget documents replaced by more "
+            "retain-domain documents)" if budget == "same_compute" else
+            "the base stream's retain documents only: fewer steps than the base model)") + ".", ""]
     lines += table(["model", "steps", "tokens", "FLOPs", "retain", "forget", "labelled fraction"], [
         [g[0].id, stat(g, lambda r: r.steps, lambda v: f"{v:,.0f}"),
          stat(g, lambda r: r.accounting.pretraining_tokens if r.role == Role.BASE else None, lambda v: f"{v:,.0f}"),
@@ -239,11 +248,20 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
          stat(g, lambda r: r.accounting.labelled_fraction, lambda v: pct(v, 3))]
         for g in grouped(records, (Role.UNLEARN,)) if g[0].metrics])
 
-    lines += ["## Distillation", ""]
-    lines += table(["student", "steps", "stopped by the rule", "FLOPs % oracle (student + teacher)",
+    lines += ["## Distillation", "",
+              "The stop rule is probed on a geometric grid of steps; a stop at step s was first qualified somewhere in "
+              "(previous probe, s]: the resolution column gives (s - previous probe) / s, the largest error of the "
+              "reported compute (mean over seeds, largest in brackets).", ""]
+
+    def resolution(g: list[ModelRecord]) -> str:
+        shares = [(r.distill.stop_step - r.distill.previous_probe) / r.distill.stop_step for r in g
+                  if r.distill and r.distill.stop_step and r.distill.previous_probe is not None]
+        return f"{pct(sum(shares) / len(shares), 1)} [{pct(max(shares), 1)}]" if shares else "–"
+
+    lines += table(["student", "steps", "stopped by the rule", "stop resolution", "FLOPs % oracle (student + teacher)",
                     "lineage % oracle", "retain", "forget", "teacher retain / forget"], [
         [g[0].id, stat(g, lambda r: r.steps, lambda v: f"{v:,.0f}"),
-         f"{sum(bool(r.distill.stopped_early) for r in g)}/{len(g)}",
+         f"{sum(bool(r.distill.stopped_early) for r in g)}/{len(g)}", resolution(g),
          stat(g, lambda r: r.accounting.stage_fraction_of_oracle, lambda v: pct(v, 2)),
          stat(g, lambda r: r.accounting.lineage_fraction_of_oracle, lambda v: pct(v, 1)),
          stat(g, metric(lambda r: r.metrics["retain"]), shown_fmt),
@@ -272,9 +290,17 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
 
             lrs = sorted({f"{r.attack(kind).at[keys[-1]].lr:g}" for r in attacked
                           if r.attack(kind).at[keys[-1]].lr is not None})
+            edges = sorted({f"{side} @{budget}" for r in attacked for budget, side in r.attack(kind).edge_at.items()})
+            flag = f" **best LR at the grid's edge ({', '.join(edges)}): a stronger attack may exist**" if edges else ""
             rows.append([g[0].id, stat(attacked, metric(lambda r: r.attack(kind).before["forget"]), shown_fmt),
-                         *(cell(k) for k in keys), cell("area"), ", ".join(lrs)])
+                         *(cell(k) for k in keys), cell("area"), ", ".join(lrs) + flag])
         lines += table(header, rows)
+        searched = sorted({lr for r in records if r.attack(kind) for lr in r.attack(kind).lrs_searched})
+        added = sorted({lr for r in records if r.attack(kind) for lr in r.attack(kind).lrs_added})
+        if searched:
+            lines += [f"LR grid searched: {len(searched)} values, {', '.join(f'{lr:.3g}' for lr in searched)}"
+                      + (f" (added at an edge for some models: {', '.join(f'{lr:.3g}' for lr in added)})" if added
+                         else "") + ".", ""]
     if results.skipped:
         lines += ["## Skipped", ""] + [f"- {name}: {why}" for name, why in results.skipped.items()] + [""]
     return "\n".join(lines)

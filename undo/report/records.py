@@ -103,6 +103,7 @@ class Results(BaseModel):
     wall_time_s: dict[str, float]
     models: list[ModelRecord]
     claims: dict[str, dict[str, Any]] = {}  # attack kind -> claim id -> claim
+    oracle_budget: str | None = None  # an oracle pretrained here: same_compute or same_examples
 
 
 def load_json(path: Path) -> dict[str, Any]:
@@ -208,5 +209,6 @@ def gather(run_dir: Path) -> Results:
         run_dir=str(run_dir), config_hash=manifest.config_hash, code_version=code_version(), setting=setting_name,
         score=SETTINGS[setting_name].score.kind, complete=manifest.complete, seeds=manifest.seeds, budgets=budgets,
         attack_kinds=manifest.attack_kinds, selection=manifest.selection, skipped=manifest.skipped,
+        oracle_budget=(shared.get(Role.ORACLE) or {}).get("oracle_budget"),
         wall_time_s={**{k: round(v, 1) for k, v in sorted(wall.items())}, "total": round(sum(wall.values()), 1)},
         models=records)

@@ -29,7 +29,7 @@ from undo.core import distributed
 from undo.core.artifacts import stable_hash
 from undo.core.data import PackedBatches, derive_seed
 from undo.core.engine import read_metrics, train
-from undo.core.errors import UserError
+from undo.core.errors import TrainingDiverged, UserError
 from undo.core.models import check_vocabulary, load_model
 from undo.settings import Setting
 from undo.stages.base import (
@@ -87,7 +87,8 @@ class GridRecord(BaseModel):
 
     configured: list[float]
     extended: list[float]
-    searched: list[float]
+    searched: list[float]  # the LRs whose runs count (a diverged one does not: its loss became NaN/inf)
+    diverged: list[float] = []
     edge_at: dict[str, str]  # budget -> "top" or "bottom"
     single_lr: bool
 
@@ -144,7 +145,21 @@ class Attack(Stage):
         splits = {"validation": job.setting(eval_items=a.eval_per_cell),
                   "test": job.setting(eval_items=a.eval_per_cell, split="test")}
         documents, batches = attack_data(cfg, splits["validation"])
-        runs = {lr: self.one_lr(job, lr, batches, splits) for lr in a.lrs}
+        runs: dict[float, LrRun] = {}
+        diverged: list[float] = []
+
+        def attempt(lr: float) -> None:
+            """One LR; one that diverges is recorded and left out (too large a step is no attack)."""
+            try:
+                runs[lr] = self.one_lr(job, lr, batches, splits)
+            except TrainingDiverged as err:
+                console.print(f"[yellow]attack {job.inputs['target'].name}[/]: {err}; lr={lr:g} is left out")
+                diverged.append(lr)
+
+        for lr in a.lrs:
+            attempt(lr)
+        if not runs:
+            raise UserError(f"attack {job.inputs['target'].name}: every LR of attack.lrs diverged; lower them")
         capped = a.max_retain_drop is not None
 
         def choose() -> BestCurve:  # the attacker's choice, on validation
@@ -154,14 +169,16 @@ class Attack(Stage):
 
         chosen, extended, added = choose(), [], {"top": 0, "bottom": 0}
         while edges := grid_edges(chosen, runs, a.budgets):
-            wanted = {side for side in edges.values() if added[side] < a.extend_grid}
+            # Not past the bound, and not beyond an LR that diverged (a larger one would too).
+            wanted = {side for side in edges.values() if added[side] < a.extend_grid
+                      and not (side == "top" and any(lr > max(runs) for lr in diverged))}
             if not wanted:
                 break
             for side in sorted(wanted):
                 lr = max(runs) * math.sqrt(10) if side == "top" else min(runs) / math.sqrt(10)
                 console.print(f"[yellow]attack {job.inputs['target'].name}[/]: the best LR is the {side} of the grid; "
                               f"adding lr={lr:.3g}")
-                runs[lr] = self.one_lr(job, lr, batches, splits)
+                attempt(lr)
                 extended.append(lr)
                 added[side] += 1
             chosen = choose()
@@ -170,7 +187,7 @@ class Attack(Stage):
         flops: Counter[str] = Counter()
         for run in runs.values():
             flops.update(run.flops)
-        first = runs[a.lrs[0]]
+        first = runs[min(runs)]
         return AttackResult(
             attack_kind=self.attack_kind, seed=cfg.seed, attack=a.model_dump(mode="json"),
             data=AttackData(key=attack_data_key(cfg), kind=a.data, documents=len(documents),
@@ -178,7 +195,7 @@ class Attack(Stage):
             evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell).with_split("test")),
             metrics_before={"forget": first.forget["values"][0], "retain": first.retain["values"][0]},
             per_lr=[runs[lr] for lr in sorted(runs)],
-            grid=GridRecord(configured=list(a.lrs), extended=extended, searched=sorted(runs),
+            grid=GridRecord(configured=list(a.lrs), extended=extended, searched=sorted(runs), diverged=diverged,
                             edge_at=grid_edges(chosen, runs, a.budgets), single_lr=len(runs) == 1),
             best=best.to_dict(), validation_best=chosen.to_dict(), max_retain_drop=a.max_retain_drop,
             snapshots=[{**row, "tokens": row["budget"] * tokens_per_step} for row in snapshots(best, a.budgets)],
