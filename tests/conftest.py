@@ -43,3 +43,15 @@ def interrupt_pretraining(cfg: ExperimentConfig, monkeypatch, at_batch: int = 7)
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, "base", progress=False)
     monkeypatch.setattr(undo.core.data.PackedBatches, "__getitem__", real_getitem)
+
+
+class InterruptedAt:
+    """Batches that raise KeyboardInterrupt (as Ctrl-C would) when the engine asks for batch `index`."""
+
+    def __init__(self, batches, index: int = 3):
+        self.batches, self.index = batches, index
+
+    def __getitem__(self, index):
+        if index == self.index:
+            raise KeyboardInterrupt
+        return self.batches[index]

@@ -9,7 +9,7 @@ import yaml
 import undo.settings.arithmetic as arithmetic
 import undo.stages.attack as attack_stage
 from undo.stages.evaluation import ensure_evaluation
-from tests.conftest import TINY
+from tests.conftest import TINY, InterruptedAt
 from undo.core.artifacts import file_sha256, stable_hash
 from undo.cli import main
 from undo.config import validate_config
@@ -139,19 +139,10 @@ def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_pa
     real_train = attack_stage.train
     calls = []
 
-    class DiesAtStep3:
-        def __init__(self, batches):
-            self.batches = batches
-
-        def __getitem__(self, index):
-            if index == 3:
-                raise KeyboardInterrupt
-            return self.batches[index]
-
     def dies_in_second_lr(model, objective, batches, train_cfg, *args, **kwargs):
         calls.append(train_cfg.lr)
         if train_cfg.lr == LRS[1]:
-            batches = DiesAtStep3(batches)
+            batches = InterruptedAt(batches, 3)
         return real_train(model, objective, batches, train_cfg, *args, **kwargs)
 
     monkeypatch.setattr(attack_stage, "train", dies_in_second_lr)

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.pytorch_utils import Conv1D
 
-from tests.conftest import TINY
+from tests.conftest import TINY, InterruptedAt
 from tests.test_own_model import ARCHITECTURES, checkpoint, own_model_config
 from undo.attacks import ATTACK_KINDS
 from undo.attacks.lora import LoraAttack
@@ -149,18 +149,9 @@ def test_an_interrupted_lora_run_resumes_to_the_same_numbers(tmp_path):
         train(prepared, OBJECTIVES["lm"](), batches, short_run(4, 2), 4, workdir, progress=False)
         return prepared.state_dict()
 
-    class DiesAtBatch3:
-        def __init__(self, batches):
-            self.batches = batches
-
-        def __getitem__(self, index):
-            if index == 3:
-                raise KeyboardInterrupt
-            return self.batches[index]
-
     reference = run(tmp_path / "whole", random_batches(100))
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "resumed", DiesAtBatch3(random_batches(100)))
+        run(tmp_path / "resumed", InterruptedAt(random_batches(100), 3))
     assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
     resumed = run(tmp_path / "resumed", random_batches(100))
     assert all(torch.equal(resumed[name], reference[name]) for name in reference)

@@ -100,6 +100,18 @@ def draw_curve(ax, group: list[ModelRecord], kind: str, score: Score, label: str
                         color=line.get_color(), alpha=BAND_ALPHA, lw=0, zorder=line.get_zorder() - 0.5)
 
 
+
+def draw_references(ax, records: list[ModelRecord], family: str, kind: str, score: Score, oracle_label: str,
+                    base_label: str) -> None:
+    """The curves every relearning panel is read against: the family's unlearn-only teacher (dashed) and its
+    Unlearn-and-Distill student, the oracle and the base model."""
+    draw_curve(ax, finished(records, Role.TEACHER, family=family), kind, score, "unlearn-only",
+               color=color(family), ls="--")
+    draw_curve(ax, finished(records, Role.DISTILLED, family=family), kind, score, "unlearn-and-distill",
+               color=color(family))
+    draw_curve(ax, finished(records, Role.ORACLE), kind, score, oracle_label, **ORACLE_STYLE)
+    draw_curve(ax, finished(records, Role.BASE), kind, score, base_label, **BASE_STYLE)
+
 def better(score: Score, side: str) -> str:
     """Which way is better for a shown number: less forget capability and more retain capability, where a shown
     cross-entropy is minus the score (so the directions flip)."""
@@ -161,12 +173,7 @@ def relearning_figure(results: Results, kind: str, score: Score):
     fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 4.0), squeeze=False,
                              layout="constrained")
     for ax, family in zip(axes[0], families):
-        draw_curve(ax, finished(records, Role.TEACHER, family=family), kind, score, "unlearn-only",
-                   color=color(family), ls="--")
-        draw_curve(ax, finished(records, Role.DISTILLED, family=family), kind, score, "unlearn-and-distill",
-                   color=color(family))
-        draw_curve(ax, finished(records, Role.ORACLE), kind, score, "oracle (data filtering)", **ORACLE_STYLE)
-        draw_curve(ax, finished(records, Role.BASE), kind, score, "base (no unlearning)", **BASE_STYLE)
+        draw_references(ax, records, family, kind, score, "oracle (data filtering)", "base (no unlearning)")
         ax.set_title(family, color=color(family))
         finish_curves(ax, results, score)
     axes[0][0].set_ylabel(forget_axis(score))
@@ -229,12 +236,7 @@ def undo_figure(results: Results, kind: str, score: Score):
     right = axes[0][-1]
     for p in points:
         draw_curve(right, p["group"], kind, score, f"UNDO α={p['alpha']:g}", color=tint[p["alpha"]])
-    draw_curve(right, finished(records, Role.TEACHER, family=family), kind, score, "unlearn-only",
-               color=color(family), ls="--")
-    draw_curve(right, finished(records, Role.DISTILLED, family=family), kind, score, "unlearn-and-distill",
-               color=color(family))
-    draw_curve(right, finished(records, Role.ORACLE), kind, score, "oracle", **ORACLE_STYLE)
-    draw_curve(right, finished(records, Role.BASE), kind, score, "base", **BASE_STYLE)
+    draw_references(right, records, family, kind, score, "oracle", "base")
     right.set_ylabel(forget_axis(score))
     right.set_title("relearning curves per alpha", fontsize=9)
     finish_curves(right, results, score)
