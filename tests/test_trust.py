@@ -289,3 +289,21 @@ def test_an_external_model_saved_twice_is_reused_only_when_identical(tmp_path):
     assert attack(cfg, folder, progress=False) == first  # the same files: the complete attack is reused
     save_model(model, folder / "model", tokenizer)
     assert attack(cfg, folder, progress=False) != first  # other weights: another attack
+
+
+def test_a_swallowed_ctrl_c_still_stops_training_at_the_next_step(tiny_config):
+    """Python prints "Exception ignored" and carries on when SIGINT lands in a finalizer; the remembered request
+    stops the engine at its next step all the same."""
+    from undo.core import interrupts
+    from undo.stages.pretrain import pretrain
+
+    try:
+        try:
+            interrupts._on_sigint(signal.SIGINT, None)  # what the CLI's handler does on Ctrl-C...
+        except KeyboardInterrupt:
+            pass  # ...swallowed, as in a __del__
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(tiny_config, "base", progress=False)
+        assert not (Path(tiny_config.run_dir) / "base" / "meta.json").exists()  # nothing finished by mistake
+    finally:
+        interrupts._requested.clear()

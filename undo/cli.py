@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - older typer uses the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from undo.config import config_hash, dump_yaml, load_config
+from undo.core import interrupts
 from undo.core.errors import UserError
 from undo.core.locks import command_line, run_dir_lock
 
@@ -340,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     quiet_unless_main()
+    interrupts.install()
     hf_logging.disable_progress_bar()  # per-file load/save bars are noise next to our own progress bar
     # Generation past a small model's context (a long word problem) is scored as it comes; the reminder is noise.
     hf_logging.set_verbosity_error()

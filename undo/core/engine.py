@@ -37,7 +37,7 @@ from safetensors.torch import load_model as load_model_weights
 from safetensors.torch import save_model as save_model_weights
 
 from undo.config import TrainConfig
-from undo.core import distributed
+from undo.core import distributed, interrupts
 from undo.core.artifacts import file_sha256
 from undo.core.compute import train_flops_per_token
 from undo.core.errors import TrainingDiverged, UserError
@@ -234,6 +234,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
     window_tokens, window_start = 0, time.perf_counter()
     with bar:
         while state["step"] < total_steps and not state["stopped_early"]:
+            interrupts.stop_if_requested()
             step = state["step"]
             lr = lr_at(step, cfg, total_steps)
             for group in optimizer.param_groups:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
+from undo.core import interrupts
 from undo.core.artifacts import NotComputed
 from undo.core.errors import UserError
 from undo.study.plan import Plan, SkipTask, Task
@@ -37,6 +38,7 @@ class SerialExecutor:
     """Runs each task when it is submitted; its future is already settled."""
 
     def submit(self, task: Task, inputs: dict[str, Any]) -> Future:
+        interrupts.stop_if_requested()
         future: Future = Future()
         try:
             future.set_result(task.run(inputs))
@@ -218,6 +220,7 @@ def execute(plan: Plan, executor: Executor, on_change: Callable[[dict[str, Any],
     running: dict[Future, Task] = {}
     try:
         while waiting or running:
+            interrupts.stop_if_requested()
             progressed = True
             while progressed:  # plan order among the ready; a settled or skipped task may make more ready
                 progressed = False
