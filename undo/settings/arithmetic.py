@@ -314,18 +314,17 @@ class ArithmeticSetting(TokenizedSetting):
 
     def replacement_documents(self, n: int, seed: int) -> list[Problem]:
         """Fresh retain problems (both formats, the base mixture's retain weights) from a stream of their own."""
-        ops = self.cfg.retain
-        only = self.cfg.model_copy(update={"operation_weights": {op: self.cfg.operation_weights.get(op, 1.0)
-                                                                 for op in ops}})
-        return training_problems(only, n, derive_seed(seed, "oracle-replacements"), pretraining=True)
+        return training_problems(self.only("retain"), n, derive_seed(seed, "oracle-replacements"), pretraining=True)
+
+    def only(self, side: Literal["forget", "retain"]) -> ArithmeticConfig:
+        """The config with the mixture cut to one side's operations (at their base weights)."""
+        weights = {op: self.cfg.operation_weights.get(op, 1.0) for op in getattr(self.cfg, side)}
+        return self.cfg.model_copy(update={"operation_weights": weights})
 
     def labelled_documents(self, side: Literal["forget", "retain"], n: int, seed: int) -> list[Problem]:
         """Labelled data for unlearning: `n` problems of the forget (or retain) operations only, in both formats,
         from a stream of their own (not the pretraining stream's documents)."""
-        ops = getattr(self.cfg, side)
-        only = self.cfg.model_copy(update={"operation_weights": {op: self.cfg.operation_weights.get(op, 1.0)
-                                                                 for op in ops}})
-        return training_problems(only, n, derive_seed(seed, "unlearn", side))
+        return training_problems(self.only(side), n, derive_seed(seed, "unlearn", side))
 
     def mixture_documents(self, n: int, seed: int) -> list[Problem]:
         """A fresh draw of `n` problems from the pretraining mixture (every operation)."""

@@ -56,8 +56,8 @@ def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which) -> t
     documents = setting.pretraining_documents(which, cfg.seed)
     rows = setting.packed_rows(documents, cfg.model.context)
     if equal_compute(cfg, which):
-        base_rows = len(setting.packed_rows(setting.pretraining_documents("base", cfg.seed), cfg.model.context))
-        removed = len(setting.pretraining_documents("base", cfg.seed)) - len(documents)
+        base = setting.pretraining_documents("base", cfg.seed)
+        base_rows, removed = len(setting.packed_rows(base, cfg.model.context)), len(base) - len(documents)
         wanted = max(removed, 1)
         while True:  # a retain document can be shorter than the forget one it replaces: draw more until it fills
             replacements = setting.replacement_documents(wanted, cfg.seed)
