@@ -115,7 +115,7 @@ def test_bands_titles_and_legends(arithmetic, language):
         for fig in figs.values():
             plt.close(fig)
 
-    for results, setting in ((one_seed(arithmetic), "arithmetic"), (language, "language")):
+    for results, setting in ((one_seed(arithmetic), "arithmetic"), (one_seed(language), "language")):
         figs = build_figures(results, KIND)
         try:
             assert figs
