@@ -198,7 +198,10 @@ def test_attack_on_a_capable_base_keeps_its_forget_accuracy_and_the_retain_cap_i
     before = ensure_evaluation(base, cfg, "report")  # the test split's, like the reported curve
     assert best[0] == meta["metrics_before"]["forget"] == pytest.approx(before["forget"])
     assert best[0] >= 0.25  # the base model really can multiply and divide small numbers (~0.34 here)
-    assert best[-1] >= best[0] - 0.05  # and fine-tuning on its own pretraining mixture does not take it away
+    # ... and fine-tuning on its own pretraining mixture does not take it away: at most one of the 10 forget test
+    # items (2 operations x 5) may flip, the finest change this split can show (a broken attack loses them all).
+    one_item = 1 / (2 * 5)
+    assert best[-1] >= best[0] - one_item - 1e-9
 
     capped_cfg = validate_config({**raw, "attack": {**raw["attack"], "max_retain_drop": 0.0}})
     capped = meta_of(attack(capped_cfg, base, progress=False))
