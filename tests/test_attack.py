@@ -47,7 +47,7 @@ def eval_curves(metrics_file, metric):
 
 
 def without_wall_time(meta):
-    meta = {k: v for k, v in meta.items() if k != "wall_time_s"}
+    meta = {k: v for k, v in meta.items() if k not in ("wall_time_s", "time_split")}
     meta["per_lr"] = [{k: v for k, v in run.items() if k != "wall_time_s"} for run in meta["per_lr"]]
     return meta
 

@@ -71,6 +71,23 @@ def test_same_seed_same_metrics_and_weights(tmp_path):
     assert [e["step"] for e in result_a.history if e["kind"] == "eval"] == [4, 8, 10]
 
 
+def test_multi_tensor_adamw_gives_the_per_tensor_update_bit_for_bit(tmp_path, monkeypatch):
+    """The engine asks for AdamW's multi-tensor (foreach) update for speed: it must train to the very weights the
+    per-tensor update (torch's CPU default, what every earlier artifact was trained with) gives."""
+    model_fast, _ = run(tmp_path / "foreach")
+    per_tensor = torch.optim.AdamW
+
+    def without_foreach(*args, **kwargs):
+        assert kwargs.pop("foreach") is True  # the engine really asked for it
+        return per_tensor(*args, foreach=False, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", without_foreach)
+    model_slow, _ = run(tmp_path / "per_tensor")
+    for fast, slow in zip(model_fast.parameters(), model_slow.parameters()):
+        assert torch.equal(fast, slow)
+    assert not torch.equal(next(model_fast.parameters()), next(tiny_model().parameters()))  # it trained
+
+
 def test_resume_after_interruption_gives_identical_metrics(tmp_path):
     model_full, full = run(tmp_path / "full")
     with pytest.raises(Interrupted):

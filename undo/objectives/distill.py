@@ -11,6 +11,7 @@ from torch import nn
 from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
 from undo.objectives.base import Objective, register
+from undo.core.timing import phase
 
 
 @register("distill")
@@ -49,7 +50,7 @@ class ForwardKL(Objective):
         counted = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         if self.teacher.training:  # someone switched it back; dropout etc. must stay off
             self.teacher.eval()
-        with torch.no_grad():
+        with torch.no_grad(), phase("reference_forwards"):
             teacher_logits = self.teacher(input_ids=input_ids, attention_mask=attention_mask).logits[counted]
         student_logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[counted]
         if teacher_logits.shape[-1] != student_logits.shape[-1]:

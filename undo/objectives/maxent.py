@@ -12,6 +12,7 @@ from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, RETAIN, cross_entropy, shifted_logits, side
+from undo.core.timing import phase
 
 
 @register("maxent")
@@ -44,7 +45,7 @@ class MaxEnt(Objective):
         if self.retain_loss == "ce":
             return cross_entropy(model, *side(batch, RETAIN))
         logits, _, mask, _ = shifted_logits(model, *side(batch, RETAIN))
-        with torch.no_grad():
+        with torch.no_grad(), phase("reference_forwards"):
             reference, _, _, _ = shifted_logits(self.reference, *side(batch, RETAIN))
         reference_logp = torch.log_softmax(reference, dim=-1)
         kl = (reference_logp.exp() * (reference_logp - torch.log_softmax(logits, dim=-1))).sum(dim=-1)

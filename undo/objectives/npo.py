@@ -10,6 +10,7 @@ from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, sequence_logprob, side, tokens_read, with_optional_retain_term
+from undo.core.timing import phase
 
 
 @register("npo")
@@ -36,7 +37,7 @@ class NPO(Objective):
     def loss(self, model, batch):
         input_ids, attention_mask = side(batch, FORGET)
         logprob, counted = sequence_logprob(model, input_ids, attention_mask)
-        with torch.no_grad():
+        with torch.no_grad(), phase("reference_forwards"):
             reference_logprob, _ = sequence_logprob(self.reference, input_ids, attention_mask)
         npo = -(2 / self.beta) * F.logsigmoid(-self.beta * (logprob - reference_logprob)).mean()
         logs = {"npo": npo.item(), "forget_ce": (-logprob.sum() / counted.sum()).item()}

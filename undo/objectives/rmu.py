@@ -9,6 +9,7 @@ from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, RETAIN, block_outputs, check_blocks, parameters_matching, side
+from undo.core.timing import phase
 
 # Each family's MLP output projection of block {i} (what RMU trains), as a regex over parameter names.
 MLP_OUTPUT = {
@@ -95,7 +96,7 @@ class RMU(Objective):
         forget = self.activations(model, forget_ids, forget_mask)
         target = self.steer * self.direction(forget.shape[-1]).to(forget.device)
         forget_mse = token_mse(forget, target, forget_mask)
-        with torch.no_grad():
+        with torch.no_grad(), phase("reference_forwards"):
             frozen = self.activations(self.reference, retain_ids, retain_mask)
         retain_mse = token_mse(self.activations(model, retain_ids, retain_mask), frozen, retain_mask)
         loss = forget_mse + self.alpha * retain_mse

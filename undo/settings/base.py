@@ -132,8 +132,16 @@ class TokenizedSetting:
         return self.tokenizer.eos_token_id if pad is None else pad
 
     def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids after an end-of-text token (documents are separated by it when packed)."""
         eos = self.tokenizer.eos_token_id
-        return [[eos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and backend.truncation is None and backend.padding is None:
+            # A fast tokenizer's own batch encoder gives the same ids as calling the tokenizer, without
+            # transformers' per-document conversion (most of the time of packing a large corpus).
+            encoded = (encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False))
+        else:
+            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [[eos, *ids] for ids in encoded]
 
     def packed_rows(self, documents: list, context: int):
         """The documents' texts as one token stream cut into rows of `context` tokens (every stage trains on these)."""

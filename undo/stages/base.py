@@ -32,6 +32,7 @@ from undo.core import distributed
 from undo.core.checkpoints import fingerprint
 from undo.core.errors import UserError
 from undo.core.locks import artifact_lock, writable_run_dir
+from undo.core.timing import STOPWATCH
 from undo.settings import Setting
 from undo.stages.evaluation import check_tokenizer, ensure_evaluation, setting_for, tokenizer_identity
 
@@ -69,6 +70,8 @@ class StageResult(BaseModel):
     labelled_tokens: int = 0  # tokens read with a retain/forget label (only unlearning reads labels)
     flops: dict[str, int] = {}
     wall_time_s: float = 0.0
+    # The stage's whole run (loading and saving included) split into phases, in seconds (`undo.core.timing`).
+    time_split: dict[str, float] = {}
     evaluation_key: str | None = None  # the evaluation identity `final_metrics` were measured under
     final_metrics: dict[str, float] = {}
     flops_total: int = 0  # sum of `flops`, set by the runner
@@ -194,9 +197,12 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
             workdir = artifact.start() if main else artifact.partial
             distributed.wait_for_main()
             started = time.perf_counter()
+            STOPWATCH.reset()
             result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
+            elapsed = time.perf_counter() - started
             if not result.wall_time_s:
-                result.wall_time_s = round(time.perf_counter() - started, 2)
+                result.wall_time_s = round(elapsed, 2)
+            result.time_split = STOPWATCH.split(elapsed)
             result.inputs = input_keys
             result.flops_total = sum(result.flops.values())
             result.input_paths = {role: None if path is None else str(path) for role, path in inputs.items()}

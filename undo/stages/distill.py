@@ -24,6 +24,7 @@ from undo.core.engine import train
 from undo.core.errors import UserError
 from undo.core.models import build_model, check_vocabulary, count_parameters, fresh_model, load_model, save_model
 from undo.core.noise import shrink_and_perturb
+from undo.core.timing import phase
 from undo.objectives import OBJECTIVES
 from undo.settings import Setting
 from undo.stages.base import Stage, StageJob, StageResult, data_identity, for_training, run_stage
@@ -146,7 +147,8 @@ class Distill(Stage):
         documents, batches = distill_data(cfg, setting)
         teacher = load_model(teacher_dir / "model", cfg.model).eval().requires_grad_(False)
         check_vocabulary(teacher, setting.tokenizer, f"the teacher {teacher_dir}")
-        teacher_metrics = setting.evaluate(teacher)
+        with phase("evaluation"):
+            teacher_metrics = setting.evaluate(teacher)
         ruled = d.stop_tolerance is not None  # null: no stop rule, the step cap ends the run
         threshold = setting.score.at_least_near(teacher_metrics["retain"], d.stop_tolerance) if ruled else None
         forget_ceiling = setting.score.at_most_near(teacher_metrics["forget"], d.stop_tolerance) if ruled else None
@@ -169,7 +171,8 @@ class Distill(Stage):
                        d.train.max_steps, job.workdir, evaluate=evaluate, stop_rule=stop_rule if ruled else None,
                        eval_at_start=True, progress=job.progress, description=f"distill {self.init}{self._alpha_part}",
                        run_key=job.key, config_keys="distill.train")
-        final_metrics = setting.evaluate(student) if ruled else result.final_metrics
+        with phase("evaluation"):
+            final_metrics = setting.evaluate(student) if ruled else result.final_metrics
         save_model(student, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, final_metrics)
         probed = [line["step"] for line in result.history if line["kind"] == "eval"]

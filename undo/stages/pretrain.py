@@ -17,6 +17,7 @@ from undo.core.compute import matmul_parameters, train_flops_per_token
 from undo.core.data import PackedBatches
 from undo.core.engine import train
 from undo.core.checkpoints import fingerprint
+from undo.core.timing import phase
 from undo.core.models import (
     build_model, check_vocabulary, count_parameters, fresh_model, load_pretrained, pretrained_config, save_model,
 )
@@ -128,7 +129,8 @@ class Pretrain(Stage):
         check_vocabulary(model, setting.tokenizer, role)
         console.print(f"[bold]{self.which}[/]: loaded {source} ({type(model).__name__}, "
                       f"{count_parameters(model):,} parameters)")
-        metrics = setting.evaluate(model)
+        with phase("evaluation"):
+            metrics = setting.evaluate(model)
         save_model(model, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, metrics)
         return PretrainResult(
