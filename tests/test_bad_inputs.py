@@ -108,7 +108,7 @@ CONFIG_VALUES = [
     ("unlearn.methods", [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": []}}], "retain_weight"),
     ("unlearn.methods", [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": NAN}}], "retain_weight"),
     ("unlearn.methods", [{"method": "grad_diff", "lrs": [1e-3], "sam_rho": -1}], "sam_rho"),
-    ("unlearn.methods", [{"method": "grad_diff", "lrs": [1e-3]},
+    ("unlearn.methods", [{"method": "maxent", "lrs": [1e-3]},
                          {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 99}}], "layer"),
     ("unlearn.methods", {"method": "grad_diff", "lrs": [1e-3]}, "methods"),
     ("unlearn.steps", 0, None), ("unlearn.steps", True, None), ("unlearn.batch_size", 0, None),

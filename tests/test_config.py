@@ -103,7 +103,8 @@ def test_user_error_type_for_library_callers():
 
 
 def test_a_layer_knob_past_the_model_fails_at_load_with_the_fix(capsys):
-    code, out = run_main(capsys, "config", "--set", "model.layers=2")  # the demo's RMU steers block 2
+    # The arithmetic study's RMU (its third method) steers block 2.
+    code, out = run_main(capsys, "config", str(ROOT / "configs" / "arithmetic.yaml"), "--set", "model.layers=2")
     assert code == 2
     assert out.err.strip().endswith("unlearn.methods.2: rmu layer 2 is out of range for a 2-block model; set "
                                     "knobs.layer to 0..1")

@@ -44,9 +44,9 @@ def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optio
 @app.command()
 def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
         report: Annotated[bool, typer.Option("--report/--no-report", help="write the report at the end")] = True,
-        workers: Annotated[int, typer.Option(
+        workers: Annotated[Optional[int], typer.Option(
             help="run independent stages at once in this many processes (each gets its share of the CPU "
-                 "threads); 1 = in this process, in order")] = 1,
+                 "threads); 1 = in this process, in order; default: the config's study.workers, else 1")] = None,
         executor: Annotated[str, typer.Option(
             help="local (this machine: --workers processes) or ray (every stage a Ray task with the CPUs/GPUs it "
                  "needs; needs pip install -e \".[ray]\" and a run_dir every node sees)")] = "local",

@@ -295,3 +295,7 @@ class StudyConfig(StrictModel):
                           "every swept family")
     attack_sweep_points: bool = Field(
         False, description="attack every unlearning sweep point (fuller Pareto plots), not only the teachers")
+    workers: int | None = Field(
+        None, ge=1, description="processes `undo run` runs independent stages in when --workers is not given (the "
+                                "embedded demo: 2, both cores of a small machine); null = 1. Ignored by --executor "
+                                "ray and under torchrun, which schedule stages themselves")

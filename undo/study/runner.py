@@ -54,10 +54,14 @@ def execute_plan(plan: Plan, executor: Executor) -> dict[str, Any]:
     return execute(plan, executor, write)
 
 
-def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int = 1,
+def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int | None = None,
               executor: str = "local", address: str | None = None) -> Path:
-    """Build the plan, execute it (`executor` "local": in this process, or in `workers` processes; "ray": as Ray
-    tasks on the cluster at `address`, a local Ray when None), then write the report. Returns the run directory."""
+    """Build the plan, execute it (`executor` "local": in this process, or in `workers` processes, by default the
+    config's `study.workers`; "ray": as Ray tasks on the cluster at `address`, a local Ray when None), then write
+    the report. Returns the run directory."""
+    if workers is None:  # the study's own default applies where this process schedules the stages
+        local = executor == "local" and not distributed.launched()
+        workers = (cfg.study.workers or 1) if local else 1
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
     if executor not in ("local", "ray"):
