@@ -38,10 +38,10 @@ from safetensors.torch import save_model as save_model_weights
 
 from undo.config import TrainConfig
 from undo.core import distributed, interrupts
-from undo.core.timing import phase
 from undo.core.artifacts import file_sha256
 from undo.core.compute import train_flops_per_token
 from undo.core.errors import TrainingDiverged, UserError
+from undo.core.timing import phase
 from undo.objectives import Objective
 
 console = Console(stderr=True, soft_wrap=True)

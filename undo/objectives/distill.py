@@ -10,8 +10,8 @@ from torch import nn
 
 from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
-from undo.objectives.base import Objective, register
 from undo.core.timing import phase
+from undo.objectives.base import Objective, register
 
 
 @register("distill")

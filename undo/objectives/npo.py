@@ -8,9 +8,9 @@ from torch import nn
 
 from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
+from undo.core.timing import phase
 from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, sequence_logprob, side, tokens_read, with_optional_retain_term
-from undo.core.timing import phase
 
 
 @register("npo")

@@ -7,9 +7,9 @@ from torch import nn
 
 from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
+from undo.core.timing import phase
 from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, RETAIN, block_outputs, check_blocks, parameters_matching, side
-from undo.core.timing import phase
 
 # Each family's MLP output projection of block {i} (what RMU trains), as a regex over parameter names.
 MLP_OUTPUT = {

@@ -70,7 +70,8 @@ class StageResult(BaseModel):
     labelled_tokens: int = 0  # tokens read with a retain/forget label (only unlearning reads labels)
     flops: dict[str, int] = {}
     wall_time_s: float = 0.0
-    # The stage's whole run (loading and saving included) split into phases, in seconds (`undo.core.timing`).
+    # This process's run of the stage (loading and saving included; a resumed stage: since the resume) split into
+    # phases, in seconds (`undo.core.timing`).
     time_split: dict[str, float] = {}
     evaluation_key: str | None = None  # the evaluation identity `final_metrics` were measured under
     final_metrics: dict[str, float] = {}
