@@ -88,18 +88,27 @@ def report_command(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDi
 
 @app.command()
 def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-             only: Annotated[Optional[str], typer.Option(help="train only 'base' or 'oracle'")] = None,
+             only: Annotated[Optional[str], typer.Option(
+                 help="train only 'base', 'oracle' or 'filtered' (the oracles of pretrain.filter_recalls)")] = None,
              progress: ProgressOpt = True) -> None:
-    """Pretrain the base model (all operations) and the data-filtered oracle (retain operations only)."""
+    """Pretrain the base model (all operations), the data-filtered oracle (retain operations only) and the
+    oracle of each imperfect filter in pretrain.filter_recalls."""
     from undo.stages.evaluation import ensure_evaluation
     from undo.stages.pretrain import pretrain as run_pretrain
 
     cfg = _load(config, set_, run_dir)
-    if only not in (None, "base", "oracle"):
-        raise UserError(f"--only takes 'base' or 'oracle', got {only!r}")
-    which = [only] if only else (["base", "oracle"] if cfg.oracle_source else ["base"])
+    if only not in (None, "base", "oracle", "filtered"):
+        raise UserError(f"--only takes 'base', 'oracle' or 'filtered', got {only!r}")
+    if only == "filtered" and not cfg.pretrain.filter_recalls:
+        raise UserError("--only filtered: the config has no pretrain.filter_recalls (e.g. --set "
+                        "'pretrain.filter_recalls=[0.9, 0.99]')")
+    models = [("base", None)] if only in (None, "base") else []
+    if only == "oracle" or (only is None and cfg.oracle_source):
+        models.append(("oracle", None))
+    if only in (None, "filtered"):
+        models += [("oracle", recall) for recall in cfg.pretrain.filter_recalls]
     with run_dir_lock(Path(cfg.run_dir), command_line()):
-        paths = [run_pretrain(cfg, w, progress=progress) for w in which]
+        paths = [run_pretrain(cfg, which, recall=recall, progress=progress) for which, recall in models]
     for path in paths:  # the metrics of the current evaluation set (a reused model may have been measured on another)
         meta = {**json.loads((path / "meta.json").read_text()), "final_metrics": ensure_evaluation(path, cfg)}
         _print_metrics(cfg, meta, title=str(path))

@@ -74,7 +74,8 @@ def account(meta: dict[str, Any], metas: dict[str, dict[str, Any]], *, oracle: d
     chain = lineage(meta, metas)
     stage_flops = sum(meta["flops"].values())
     lineage_flops = sum(sum(m["flops"].values()) for m in chain)
-    if oracle is not None and meta.get("key") == oracle.get("key"):
+    filtered = meta.get("kind") == "pretrain" and meta.get("filtering") is not None  # an imperfect filter's oracle
+    if filtered or (oracle is not None and meta.get("key") == oracle.get("key")):
         labelled = pretraining_tokens  # data filtering classifies every document of the base model's corpus
     else:
         labelled = sum(m.get("labelled_tokens", 0) for m in chain)
@@ -88,7 +89,8 @@ def account(meta: dict[str, Any], metas: dict[str, dict[str, Any]], *, oracle: d
 
 
 def _pretrained(metas: dict[str, dict[str, Any]], which: str) -> dict[str, Any] | None:
-    found = [m for m in metas.values() if m.get("kind") == "pretrain" and m.get("which") == which]
+    found = [m for m in metas.values() if m.get("kind") == "pretrain" and m.get("which") == which
+             and m.get("filtering") is None]  # the perfect oracle, not an imperfect filter's
     return found[0] if len(found) == 1 else None
 
 

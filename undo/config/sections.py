@@ -98,6 +98,20 @@ class PretrainConfig(StrictModel):
         None, description="pretrain the data-filtered oracle here (retain data only); null = yes for a model built "
                           "here, no for `model.pretrained` (name one in oracle.pretrained, or set true to pretrain "
                           "one of its architecture from scratch: small models only)")
+    filter_recalls: list[float] = Field(
+        default_factory=list, description="imperfect data filters: for each recall r, an oracle pretrained like the "
+                                          "oracle (same budget) on the base stream with each forget document removed "
+                                          "with probability r (the rest kept; no retain document removed), e.g. "
+                                          "[0.9, 0.99, 0.999]; the study attacks each like the oracle")
+
+    @model_validator(mode="after")
+    def _recalls_are_imperfect(self) -> "PretrainConfig":
+        bad = [r for r in self.filter_recalls if not 0.0 <= r < 1.0]
+        if bad:
+            raise ValueError(f"filter_recalls must each be in [0, 1) (1 is the oracle itself), got {bad}")
+        if len(set(self.filter_recalls)) != len(self.filter_recalls):
+            raise ValueError(f"filter_recalls must not repeat, got {self.filter_recalls}")
+        return self
 
 
 class OracleConfig(StrictModel):

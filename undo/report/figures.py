@@ -29,6 +29,7 @@ BAND_ALPHA = 0.18
 INTERVAL = "95 % Student-t interval over seeds"
 # Pareto markers of the roles that are not a method family's (those are coloured by family or alpha).
 SPECIAL = {Role.ORACLE: ("X", "black", "data filtering (oracle)"),
+           Role.FILTERED: ("P", "dimgray", "imperfect data filter (recall < 1)"),
            Role.BASE: ("^", "0.35", "base (no unlearning)"),
            Role.ORACLE_MATCH_BASE: ("v", "goldenrod", "base distilled toward the oracle"),
            Role.ORACLE_MATCH_RANDOM: ("D", "slateblue", "random init distilled from the oracle")}

@@ -228,14 +228,21 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
             "the paper's: as many steps and tokens as the base model, the filtered forget documents replaced by more "
             "retain-domain documents)" if budget == "same_compute" else
             "the base stream's retain documents only: fewer steps than the base model)") + ".", ""]
-    lines += table(["model", "steps", "tokens", "FLOPs", "retain", "forget", "labelled fraction"], [
+    if any(r.role == Role.FILTERED for r in records):
+        lines += ["Imperfect filters: each `filter recall r` model is pretrained like the oracle on the base stream "
+                  "after a filter that removed each forget document with probability r (the share it removed is "
+                  "given; no retain document is removed); a filter still classifies every document.", ""]
+    lines += table(["model", "steps", "tokens", "FLOPs", "retain", "forget", "labelled fraction",
+                    "forget documents removed"], [
         [g[0].id, stat(g, lambda r: r.steps, lambda v: f"{v:,.0f}"),
          stat(g, lambda r: r.accounting.pretraining_tokens if r.role == Role.BASE else None, lambda v: f"{v:,.0f}"),
          stat(g, lambda r: r.accounting.stage_flops_total, lambda v: f"{v:.3g}"),
          stat(g, metric(lambda r: r.metrics["retain"]), shown_fmt),
          stat(g, metric(lambda r: r.metrics["forget"]), shown_fmt),
-         stat(g, lambda r: r.accounting.labelled_fraction)]
-        for g in ([group[0]] for group in grouped(records, (Role.BASE, Role.ORACLE)))])  # one artifact, all seeds
+         stat(g, lambda r: r.accounting.labelled_fraction),
+         {Role.BASE: pct(0.0), Role.ORACLE: pct(1.0)}.get(g[0].role) or stat(g, lambda r: r.filter_removed,
+                                                                             lambda v: pct(v, 2))]
+        for g in ([group[0]] for group in grouped(records, (Role.BASE, Role.ORACLE, Role.FILTERED)))])  # all seeds
 
     lines += [f"## Unlearning (every sweep point; the teacher is the most forgotten ({S.label('forget')}) that keeps "
               "the selection rule's share of the base model's retain performance)", ""]

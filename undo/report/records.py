@@ -23,6 +23,7 @@ from undo.settings import SETTINGS, Score
 from undo.stages.attack import AttackResult
 from undo.stages.distill import DistillResult
 from undo.stages.evaluation import read_evaluation
+from undo.stages.pretrain import FilterRecord
 from undo.stages.selection import TeacherChoice
 from undo.study.manifest import Manifest, ModelEntry, Role
 
@@ -74,6 +75,8 @@ class ModelRecord(BaseModel):
     beta: float | None = None
     lr: float | None = None
     knobs: dict[str, Any] | None = None
+    filter_recall: float | None = None  # an imperfect filter's oracle: its configured recall
+    filter_removed: float | None = None  # ... and the share of the base stream's forget documents it removed
     skipped: str | None = None
     artifact: str | None = None
     metrics: dict[str, float] | None = None  # under the study's evaluation set
@@ -132,7 +135,7 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
                  metas: dict[str, dict[str, Any]], base: dict | None, oracle: dict | None,
                  pretraining_tokens: int | None) -> ModelRecord:
     record = ModelRecord(**entry.model_dump(include={"id", "role", "seed", "family", "alpha", "beta", "lr", "knobs",
-                                                     "skipped"}))
+                                                     "filter_recall", "skipped"}))
     if entry.artifact:
         folder = run_dir / entry.artifact
         meta = load_json(folder / "meta.json")
@@ -141,6 +144,9 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
         record.wall_time_s = meta.get("wall_time_s")
         record.steps = meta.get("steps")
         record.accounting = account(meta, metas, oracle=oracle, base=base, pretraining_tokens=pretraining_tokens)
+        if meta.get("filtering"):
+            filtering = FilterRecord.model_validate(meta["filtering"])
+            record.filter_removed = filtering.measured_recall
         if meta["kind"] == "distill":
             d = DistillResult.model_validate(meta)
             record.distill = DistillSummary(init=d.init, stopped_early=d.stopped_early, stop_step=d.stop_step,

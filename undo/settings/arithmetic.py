@@ -312,6 +312,9 @@ class ArithmeticSetting(TokenizedSetting):
             problems = [p for p in problems if p.op in self.cfg.retain]
         return problems
 
+    def is_forget(self, document: Problem) -> bool:
+        return document.op in self.cfg.forget
+
     def replacement_documents(self, n: int, seed: int) -> list[Problem]:
         """Fresh retain problems (both formats, the base mixture's retain weights) from a stream of their own."""
         return training_problems(self.only("retain"), n, derive_seed(seed, "oracle-replacements"), pretraining=True)

@@ -90,6 +90,9 @@ class Setting(Protocol):
         """`n` retain-domain documents that are not in the base stream: what an equal-compute oracle trains on in
         place of the forget documents filtered out."""
 
+    def is_forget(self, document) -> bool:
+        """Whether a pretraining document belongs to the forget domain (what a perfect data filter removes)."""
+
     def labelled_documents(self, side: Literal["forget", "retain"], n: int, seed: int) -> list:
         """Forget- or retain-only documents, for unlearning (and a forget-data attack)."""
 

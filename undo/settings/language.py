@@ -191,6 +191,9 @@ class LanguageSetting(TokenizedSetting):
             stream = [d for d in stream if d.component == "retain"]
         return stream
 
+    def is_forget(self, document: Document) -> bool:
+        return document.component == "forget"
+
     def replacement_documents(self, n: int, seed: int) -> list[Document]:
         """The retain pool's documents after the base stream's `retain_documents` (more retain text, never in the base
         stream), in the pool's seeded order."""

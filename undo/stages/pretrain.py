@@ -1,7 +1,11 @@
 """Pretraining: the base model on the full stream (retain and forget data), and the data-filtered oracle on the very
 same stream with the forget documents removed (the "perfect data filtering" gold standard). Under the paper's
 equal-compute budget (`pretrain.oracle_budget: same_compute`) the removed documents are replaced by more
-retain-domain documents and the oracle trains exactly the base model's steps and tokens."""
+retain-domain documents and the oracle trains exactly the base model's steps and tokens.
+
+Imperfect filters (`pretrain.filter_recalls`): an oracle whose filter has recall r removes each forget document of
+the base stream with probability r (independent seeded draws) and keeps every retain document, under the same
+budget as the oracle; it lands in `<run_dir>/oracle_recall<r>/`."""
 
 from __future__ import annotations
 
@@ -10,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from pydantic import BaseModel
 
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core.compute import matmul_parameters, train_flops_per_token
-from undo.core.data import PackedBatches
+from undo.core.data import PackedBatches, derive_seed
+from undo.core.errors import UserError
 from undo.core.engine import train
 from undo.core.checkpoints import fingerprint
 from undo.core.timing import phase
@@ -36,11 +43,24 @@ def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
     return train_cfg.model_dump(mode="json", exclude={"eval_every", "eval_steps", "checkpoint_every", "log_every"})
 
 
+class FilterRecord(BaseModel):
+    """What an imperfect filter did to the base stream."""
+
+    recall: float  # the filter's configured recall
+    forget_documents: int  # in the base stream
+    removed: int  # forget documents it removed (retain documents are never removed)
+
+    @property
+    def measured_recall(self) -> float:
+        return self.removed / self.forget_documents if self.forget_documents else 1.0
+
+
 class PretrainResult(StageResult):
     kind: Literal["pretrain"] = "pretrain"
     which: Which
     source: str | None = None  # the checkpoint it was loaded from (then it trained 0 steps here)
     oracle_budget: Literal["same_compute", "same_examples"] | None = None  # an oracle pretrained here: its budget
+    filtering: FilterRecord | None = None  # an imperfect filter's oracle: what its filter removed
     flops_per_token: int
     parameters: int
     matmul_parameters: int
@@ -51,10 +71,25 @@ def equal_compute(cfg: ExperimentConfig, which: Which) -> bool:
     return which == "oracle" and cfg.pretrain.oracle_budget == "same_compute"
 
 
-def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which) -> tuple[list, PackedBatches]:
-    """The documents of the base (or oracle) stream and their packed, shuffled batches. An equal-compute oracle's
-    stream is the filtered one plus replacement retain documents, cut to exactly the base stream's rows."""
-    documents = setting.pretraining_documents(which, cfg.seed)
+def imperfect_filter(setting: Setting, documents: list, recall: float, seed: int) -> tuple[list, FilterRecord]:
+    """The stream with each forget document removed with probability `recall`, every retain document kept, in the
+    stream's order. The draws depend on the seed and the recall only, one per forget document in stream order."""
+    forget = [setting.is_forget(document) for document in documents]
+    draws = iter(np.random.default_rng(derive_seed(seed, "imperfect-filter", repr(recall))).random(sum(forget)))
+    removed = [is_forget and next(draws) < recall for is_forget in forget]
+    kept = [document for document, gone in zip(documents, removed) if not gone]
+    return kept, FilterRecord(recall=recall, forget_documents=sum(forget), removed=sum(removed))
+
+
+def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which,
+                     recall: float | None = None) -> tuple[list, PackedBatches]:
+    """The documents of the base (or oracle) stream and their packed, shuffled batches; with `recall`, the oracle
+    of that imperfect filter. An equal-compute oracle's stream is the filtered one plus replacement retain
+    documents, cut to exactly the base stream's rows."""
+    if recall is None:
+        documents = setting.pretraining_documents(which, cfg.seed)
+    else:
+        documents, _ = imperfect_filter(setting, setting.pretraining_documents("base", cfg.seed), recall, cfg.seed)
     rows = setting.packed_rows(documents, cfg.model.context)
     if equal_compute(cfg, which):
         base = setting.pretraining_documents("base", cfg.seed)
@@ -95,13 +130,14 @@ class Pretrain(Stage):
     checkpoint the config names (`model.pretrained` for the base, `oracle.pretrained` for the oracle)."""
 
     which: Which
+    recall: float | None = None  # an oracle of an imperfect filter with this recall (None: the perfect one)
     kind = "pretrain"
 
     def checkpoint(self, cfg: ExperimentConfig) -> tuple[str, str | None] | None:
-        """(source, revision) when this model is loaded rather than trained."""
+        """(source, revision) when this model is loaded rather than trained (never an imperfect filter's oracle)."""
         if self.which == "base" and cfg.model.pretrained is not None:
             return cfg.model.pretrained, cfg.model.revision
-        if self.which == "oracle" and cfg.oracle.pretrained is not None:
+        if self.which == "oracle" and self.recall is None and cfg.oracle.pretrained is not None:
             return cfg.oracle.pretrained, cfg.oracle.revision
         return None
 
@@ -111,11 +147,22 @@ class Pretrain(Stage):
         if checkpoint is not None:
             return {"which": self.which, "loaded": fingerprint(*checkpoint), "model": model_identity(cfg.model)}
         budget = {"oracle_budget": cfg.pretrain.oracle_budget} if self.which == "oracle" else {}
+        recall = {"filter_recall": self.recall} if self.recall is not None else {}  # the oracle's key stays as it was
         return {"which": self.which, "seed": cfg.seed, "data": data_identity(cfg), "model": model_identity(cfg.model),
-                "train": training_fields(cfg.pretrain.train), **budget}
+                "train": training_fields(cfg.pretrain.train), **budget, **recall}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
-        return self.which
+        return self.which if self.recall is None else f"{self.which}_recall{self.recall:g}"
+
+    @property
+    def label(self) -> str:
+        return self.which if self.recall is None else f"{self.which} (filter recall {self.recall:g})"
+
+    def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
+        if self.recall is not None and self.which != "oracle":
+            raise UserError("a filter recall applies to the oracle only")
+        if self.recall is not None and not 0.0 <= self.recall < 1.0:
+            raise UserError(f"filter recall {self.recall} is out of range: it must be in [0, 1) (1 is the oracle)")
 
     def run(self, job: StageJob) -> PretrainResult:
         checkpoint = self.checkpoint(job.cfg)
@@ -149,13 +196,19 @@ class Pretrain(Stage):
 
     def train(self, job: StageJob) -> PretrainResult:
         cfg, setting = job.cfg, job.setting()
-        documents, batches = pretraining_data(cfg, setting, self.which)
+        documents, batches = pretraining_data(cfg, setting, self.which, self.recall)
         total_steps = pretraining_steps(cfg, setting, self.which, batches.batches_per_epoch)
         model = for_training(self.fresh(cfg, setting), cfg.model)
-        console.print(f"[bold]{self.which}[/]: {len(documents):,} documents -> {len(batches.rows):,} sequences of "
-                      f"{cfg.model.context} tokens; {total_steps:,} steps; {count_parameters(model):,} parameters")
+        filtered = None
+        if self.recall is not None:  # recount what the filter removed (cheap next to training), for the record
+            _, filtered = imperfect_filter(setting, setting.pretraining_documents("base", cfg.seed), self.recall,
+                                           cfg.seed)
+        console.print(f"[bold]{self.label}[/]: {len(documents):,} documents -> {len(batches.rows):,} sequences of "
+                      f"{cfg.model.context} tokens; {total_steps:,} steps; {count_parameters(model):,} parameters"
+                      + (f"; the filter removed {filtered.removed:,} of {filtered.forget_documents:,} forget "
+                         "documents" if filtered else ""))
         result = train(model, OBJECTIVES["lm"](), batches, cfg.pretrain.train, total_steps, job.workdir,
-                       evaluate=setting.evaluate, progress=job.progress, description=f"pretrain {self.which}",
+                       evaluate=setting.evaluate, progress=job.progress, description=f"pretrain {self.label}",
                        run_key=job.key, config_keys="pretrain.train")
         save_model(model, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, result.final_metrics)  # the final evaluation is the last eval
@@ -166,14 +219,15 @@ class Pretrain(Stage):
             flops=result.flops, flops_per_token=train_flops_per_token(model, cfg.model.context),
             parameters=count_parameters(model), matmul_parameters=matmul_parameters(model),
             wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting),
-            final_metrics=result.final_metrics,
+            final_metrics=result.final_metrics, filtering=filtered,
             data={**setting.data_summary(documents), "sequences": len(batches.rows)})
 
 
-def pretrain(cfg: ExperimentConfig, which: Which, *, progress: bool = True) -> Path:
-    """Pretrain the base model or the oracle into `<run_dir>/<which>/`; a complete artifact is reused."""
-    return run_stage(Pretrain(which), cfg, progress=progress)
+def pretrain(cfg: ExperimentConfig, which: Which, *, recall: float | None = None, progress: bool = True) -> Path:
+    """Pretrain the base model or the oracle into `<run_dir>/<which>/` (with `recall`: the oracle of that imperfect
+    filter, into `<run_dir>/oracle_recall<recall>/`); a complete artifact is reused."""
+    return run_stage(Pretrain(which, recall), cfg, progress=progress)
 
 
-def pretrain_key(cfg: ExperimentConfig, which: Which) -> str:
-    return stage_key(Pretrain(which), cfg, {})
+def pretrain_key(cfg: ExperimentConfig, which: Which, recall: float | None = None) -> str:
+    return stage_key(Pretrain(which, recall), cfg, {})

@@ -24,6 +24,7 @@ class Role(str, Enum):
 
     BASE = "base"  # pretrained on retain + forget data
     ORACLE = "oracle"  # pretrained on retain data only: perfect data filtering
+    FILTERED = "filtered"  # pretrained on the base stream after an imperfect filter (a recall below 1)
     UNLEARN = "unlearn"  # one unlearning sweep point
     TEACHER = "teacher"  # the sweep point chosen for its family: the unlearn-only model
     DISTILLED = "distilled"  # Unlearn-and-Distill: the teacher distilled into a random init
@@ -33,7 +34,7 @@ class Role(str, Enum):
 
     @property
     def stage_kind(self) -> str:
-        return {Role.BASE: "pretrain", Role.ORACLE: "pretrain", Role.UNLEARN: "unlearn",
+        return {Role.BASE: "pretrain", Role.ORACLE: "pretrain", Role.FILTERED: "pretrain", Role.UNLEARN: "unlearn",
                 Role.TEACHER: "unlearn"}.get(self, "distill")
 
 
@@ -48,6 +49,7 @@ class ModelSpec(BaseModel):
     beta: float | None = None
     lr: float | None = None
     knobs: dict[str, Any] | None = None
+    filter_recall: float | None = None  # an imperfect filter's oracle: its recall
 
 
 class ModelEntry(ModelSpec):

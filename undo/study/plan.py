@@ -1,6 +1,6 @@
 """A study as a graph of tasks: `undo run STUDY.yaml`. The plan reads like the paper:
 
-    pretrain base, oracle
+    pretrain base, oracle (and an oracle per imperfect filter of pretrain.filter_recalls)
       -> per seed: unlearn every sweep point -> choose each method's teacher
            -> Unlearn-and-Distill (random-init student) for study.distill_methods
            -> UNDO (shrink-and-perturb student) for each alpha, from study.undo_method's teacher
@@ -97,8 +97,8 @@ def _folder(cfg: ExperimentConfig, artifact: str) -> Path:
     return Path(cfg.run_dir) / artifact  # an absolute artifact path stays itself
 
 
-def pretrain_task(cfg: ExperimentConfig, *, which: str, progress: bool) -> str:
-    return _relative(cfg, pretrain(cfg, which, progress=progress))
+def pretrain_task(cfg: ExperimentConfig, *, which: str, progress: bool, recall: float | None = None) -> str:
+    return _relative(cfg, pretrain(cfg, which, recall=recall, progress=progress))
 
 
 def unlearn_task(cfg: ExperimentConfig, base: str, *, point: SweepPoint, progress: bool) -> str:
@@ -142,6 +142,10 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
     if cfg.oracle_source is not None:
         oracle = plan.add("pretrain oracle", pretrain_task, cfg, params={"which": "oracle", **quiet},
                           resources=Pretrain.resources, model=ModelSpec(id="oracle", role=Role.ORACLE))
+    filtered = [plan.add(f"pretrain oracle, filter recall {recall:g}", pretrain_task, cfg,
+                         params={"which": "oracle", "recall": recall, **quiet}, resources=Pretrain.resources,
+                         model=ModelSpec(id=f"filter recall {recall:g}", role=Role.FILTERED, filter_recall=recall))
+                for recall in cfg.pretrain.filter_recalls]
 
     for seed in cfg.seeds:
         scfg = cfg.model_copy(update={"seed": seed})
@@ -186,7 +190,7 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
         # Distilled teachers are always attacked: their students are compared with them.
         attacked_teachers += [teachers[f] for f in [*cfg.distilled_families, cfg.undo_family]
                               if f is not None and teachers[f] not in attacked_teachers]
-        targets = [base, *([oracle] if oracle else []), *attacked_teachers, *students]
+        targets = [base, *([oracle] if oracle else []), *filtered, *attacked_teachers, *students]
         if cfg.study.attack_sweep_points:
             targets += unlearned
         for kind in cfg.attack.kinds:
