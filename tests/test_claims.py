@@ -12,7 +12,7 @@ from undo.analysis.robustness import BestCurve, area_under
 from undo.analysis.stats import verdict_from_interval
 from undo.report.claims import all_of, claims
 from undo.report.markdown import claim_lines
-from undo.report.records import AttackRecord, ModelRecord, Results, Snapshot
+from undo.report.records import AttackRecord, ClassifierSummary, ModelRecord, Results, Snapshot
 from undo.settings import score_of
 from undo.study.manifest import Role
 
@@ -317,6 +317,47 @@ def test_r6_against_one_percent_and_the_papers_hundredth_of_a_percent(labelled, 
 def test_r6_not_measured_without_a_pretraining_token_count():
     c = claims(results([undo_model(0, 0.5, None, None, labelled=None)]), KIND)["R6"]
     assert c["verdict"] == "not measured" and "pretraining_tokens" in c["why"]
+
+
+# R7: UNDO against the data filter trained on the same labels.
+
+def r7_models(filter_forget: list[tuple[float, float]], undo_forget: dict[float, list[tuple[float, float]]]):
+    """Per seed, the budget-matched filter's oracle and UNDO per alpha, each with its attacker-best forget."""
+    models = [model(Role.FILTERED, seed, f, id="classifier filter", accounting=accounting(1.02, 0.004),
+                    classifier=ClassifierSummary(training_documents=40, precision=0.9, recall=0.6),
+                    filter_removed=0.6) for seed, f in enumerate(filter_forget)]
+    models += [model(Role.UNDO, seed, f, id=f"UNDO a={a:g}", alpha=a, family="maxent",
+                     accounting=accounting(0.3 * a, 0.004))
+               for a, forgets in undo_forget.items() for seed, f in enumerate(forgets)]
+    return models
+
+
+def test_r7_says_at_which_budgets_each_alpha_beats_the_budget_matched_filter():
+    # The filter relearns to 0.5/0.7. Alpha 0.8 stays far below on every seed; alpha 0.2 is below at budget 2 but
+    # above it at budget 6 on every seed, and below it on the area (0.45 against 0.48 on seed 0).
+    models = r7_models([(0.5, 0.7), (0.55, 0.7), (0.5, 0.75)],
+                       {0.8: [(0.1, 0.2), (0.1, 0.25), (0.15, 0.2)], 0.2: [(0.3, 0.9), (0.35, 0.9), (0.3, 0.95)]})
+    c = claims(results(models), KIND)["R7"]
+    strong, weak = c["by_alpha"]["0.8"], c["by_alpha"]["0.2"]
+    assert strong["verdict"] == "held" and strong["beats_at"] == ["2", "6", "area"] and strong["loses_at"] == []
+    assert weak["beats_at"] == ["2", "area"] and weak["loses_at"] == ["6"] and weak["verdict"] == "inconclusive"
+    assert strong["numbers"]["2"]["difference"]["mean"] == pytest.approx((0.4 + 0.45 + 0.35) / 3)
+    assert c["verdict"] == "held" and list(c["by_alpha"]) == ["0.2", "0.8"]
+    assert c["filter"]["precision"] == pytest.approx(0.9) and c["filter"]["labelled_fraction"] == pytest.approx(0.004)
+    line = next(x for x in claim_lines(claims(results(models), KIND), score_of("arithmetic").format)
+                if x.startswith("- **R7**"))
+    assert "a=0.8 (24.0% of the oracle's FLOPs" in line and "UNDO relearns less at @2, @6, area, more at no budget" in line
+    assert "a=0.2" in line and "more at @6" in line
+
+
+def test_r7_does_not_hold_when_every_alpha_relearns_more_than_the_filter_and_needs_the_filter():
+    models = r7_models([(0.1, 0.2)] * 3, {0.5: [(0.5, 0.7), (0.55, 0.75), (0.6, 0.7)]})
+    assert claims(results(models), KIND)["R7"]["verdict"] == "did not hold"
+    one_seed = r7_models([(0.1, 0.2)], {0.5: [(0.5, 0.7)]})
+    c = claims(results(one_seed), KIND)["R7"]
+    assert c["verdict"] == "inconclusive" and "single seed" in c["why"]
+    without_filter = [m for m in models if m.role != Role.FILTERED]
+    assert "R7" not in claims(results(without_filter), KIND)
 
 
 # The report's lines and results.json.

@@ -11,7 +11,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from undo.report.figures import build_figures, figures
-from undo.report.records import Results
+from undo.report.records import ClassifierSummary, Results
 from undo.study.manifest import Role
 
 matplotlib.use("Agg")
@@ -68,9 +68,9 @@ def attacked_groups_with_seeds(results: Results, role: Role, **match) -> int:
 
 def test_every_figure_is_written(tmp_path, arithmetic, language):
     made = figures(arithmetic, {}, KIND, tmp_path / "a", suffix="_x")
-    assert made == {name: f"{name}_x.png" for name in ("relearning", "undo", "pareto", "oracle_matching")}
+    assert made == {name: f"{name}_x.png" for name in ("relearning", "undo", "budgets", "pareto", "oracle_matching")}
     made_language = figures(language, {}, KIND, tmp_path / "l")
-    assert set(made_language) == {"relearning", "undo", "pareto"}  # no oracle-matching models in that study
+    assert set(made_language) == {"relearning", "undo", "budgets", "pareto"}  # no oracle-matching models there
     for folder, files in ((tmp_path / "a", made), (tmp_path / "l", made_language)):
         for file in files.values():
             assert (folder / file).stat().st_size > 10_000  # a real PNG, not an empty canvas
@@ -131,3 +131,46 @@ def test_bands_titles_and_legends(arithmetic, language):
         finally:
             for fig in figs.values():
                 plt.close(fig)
+
+
+def with_filters(results: Results) -> Results:
+    """The study with two data filters' oracles per seed (copies of its oracle records, given a filter's
+    identity, robustness, labels and compute): a recall-0.9 filter and a classifier trained on the unlearning
+    labels."""
+    teacher_labels = next(r.accounting.labelled_fraction for r in results.models if r.role == Role.TEACHER)
+    added = []
+    for oracle in (r for r in results.models if r.role == Role.ORACLE):
+        for update in ({"id": "filter recall 0.9", "filter_recall": 0.9, "labelled": 1.0, "robust": 0.4},
+                       {"id": "classifier filter", "classifier": ClassifierSummary(training_documents=10, precision=0.8,
+                                                                                  recall=0.7),
+                        "labelled": teacher_labels, "robust": 0.2}):
+            accounting = oracle.accounting.model_copy(update={"labelled_fraction": update.pop("labelled"),
+                                                              "lineage_fraction_of_oracle": 1.01})
+            robustness = {KIND: {"area": update.pop("robust")}}
+            added.append(oracle.model_copy(update={**update, "role": Role.FILTERED, "accounting": accounting,
+                                                   "robustness": robustness, "artifact": update["id"]}))
+    return results.model_copy(update={"models": results.models + added})
+
+
+def test_the_budgets_figure_places_each_filter_at_its_compute_and_labels(arithmetic):
+    figs = build_figures(with_filters(arithmetic), KIND)
+    try:
+        compute, labels = figs["budgets"].axes
+        for ax in (compute, labels):
+            assert ax.get_xscale() == "log" and "lower is better" in ax.get_xlabel()
+            notes = {t.get_text(): t.xy for t in ax.texts}
+            assert notes["r=0.9"][1] == pytest.approx(0.4) and notes["classifier"][1] == pytest.approx(0.2)
+        assert compute.texts and "higher is better" in compute.get_ylabel()
+        # Compute: each filter at its whole lineage (101 % of the oracle's FLOPs); labels: the recall filter
+        # classified everything (100 %), the classifier learnt from the unlearning step's labels only.
+        assert {t.get_text(): t.xy[0] for t in compute.texts}["classifier"] == pytest.approx(101)
+        by_labels = {t.get_text(): t.xy[0] for t in labels.texts}
+        assert by_labels["r=0.9"] == pytest.approx(100)
+        assert by_labels["classifier"] == pytest.approx(by_labels["α=0.5"]) and by_labels["classifier"] < 10
+        legend = legend_labels(figs["budgets"])
+        assert "data filter trained on the unlearning labels" in legend
+        assert "imperfect data filter (recall < 1)" in legend and len(legend) == len(set(legend))
+        assert "data filter trained on the unlearning labels" in legend_labels(figs["pareto"])
+    finally:
+        for fig in figs.values():
+            plt.close(fig)

@@ -111,3 +111,121 @@ def test_undo_pretrain_makes_the_filtered_oracles_and_refuses_only_filtered_with
     assert exit_info.value.code in (0, None)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")) == [
         "oracle_recall0.5", "oracle_recall0.9"]
+
+
+# ---- the label-budget-matched classifier filter ----------------------------------------------------------------
+
+CLASSIFIED = {**TINY, "pretrain": {**TINY["pretrain"], "classifier_filter": {"heldout_per_side": 200}},
+              "unlearn": {"steps": 5, "batch_size": 4, "eval_every": 5, "examples": 300,
+                          "methods": [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": 1.0}}]}}
+
+
+def test_the_classifier_sees_exactly_the_documents_an_unlearning_run_reads(tmp_path, monkeypatch):
+    import undo.core.data
+    import undo.stages.filter as filter_stage
+    from undo.stages.filter import train_filter
+    from undo.stages.labels import unlearning_data
+    from undo.stages.unlearn import sweep_points, unlearn
+
+    cfg = validate_config({**CLASSIFIED, "run_dir": str(tmp_path / "runs")})
+    base = pretrain(cfg, "base", progress=False)
+    # Record the rows a real unlearning run asks its forget and retain streams for.
+    asked: dict[int, set[int]] = {}
+    real_rows = undo.core.data.PackedBatches.row_indices
+
+    def recording(self, index):
+        rows = real_rows(self, index)
+        asked.setdefault(id(self), set()).update(int(r) for r in rows)
+        return rows
+
+    monkeypatch.setattr(undo.core.data.PackedBatches, "row_indices", recording)
+    unlearn(cfg, sweep_points(cfg)[0], base, progress=False)
+    monkeypatch.setattr(undo.core.data.PackedBatches, "row_indices", real_rows)
+    assert len(asked) == 2  # one forget stream, one retain stream
+    # The documents behind those rows, worked out here from the token stream itself.
+    setting = setting_for(cfg)
+    documents, _ = unlearning_data(cfg, setting)
+    expected = []
+    for side, rows in zip(("forget", "retain"), asked.values()):  # PairedBatches builds forget first
+        spans, start = [], 0
+        for ids in setting.encode_documents([d.text for d in documents[side]]):
+            spans.append((start, start + len(ids)))
+            start += len(ids)
+        c = cfg.model.context
+        expected += [d.text for d, (a, b) in zip(documents[side], spans)
+                     if any(a < (r + 1) * c and b > r * c for r in rows)]
+    seen = []
+    real_features = filter_stage.DocumentClassifier.features
+    monkeypatch.setattr(filter_stage.DocumentClassifier, "features",
+                        lambda self, texts: seen.append(list(texts)) or real_features(self, texts))
+    meta = json.loads((train_filter(cfg, progress=False) / "meta.json").read_text())
+    assert seen[0] == expected  # trained on those documents and no other
+    assert sum(meta["training_documents"].values()) == len(expected) < 2 * cfg.unlearn.examples
+    held = meta["heldout"]
+    assert held["documents"] == 200 and 0 <= held["precision"] <= 1 and held["recall"] > 0.5  # it learned something
+
+
+def test_the_classifier_oracle_filters_the_corpus_and_counts_only_its_labels(tmp_path):
+    from undo.analysis.accounting import accounting
+    from undo.stages.filter import train_filter
+
+    cfg = validate_config({**CLASSIFIED, "run_dir": str(tmp_path / "runs")})
+    base = json.loads((pretrain(cfg, "base", progress=False) / "meta.json").read_text())
+    classifier = train_filter(cfg, progress=False)
+    folder = pretrain(cfg, "oracle", classifier=classifier, progress=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert folder.name.startswith("oracle_classifier_") and meta["steps"] == base["steps"]  # the oracle's budget
+    record = meta["filtering"]
+    assert record["method"] == "classifier" and record["forget_documents"] > 0
+    assert record["removed"] > record["forget_documents"] / 2  # char n-grams tell x and / from + and -
+    assert meta["flops"]["filter"] > 0  # classifying the corpus counts
+    labelled = accounting(meta, tmp_path / "runs")
+    filter_tokens = json.loads((classifier / "meta.json").read_text())["labelled_tokens"]
+    assert labelled["labelled_tokens"] == filter_tokens  # its classifier's labels, not the whole corpus
+    assert 0 < labelled["labelled_fraction"] < 1
+
+
+def test_a_study_with_the_classifier_filter_attacks_one_per_seed_and_sets_it_beside_undo(tmp_path):
+    raw = study_config(tmp_path / "runs", study={"seeds": [0, 1], "attack_sweep_points": False},
+                       pretrain={"classifier_filter": {"heldout_per_side": 100}, "filter_recalls": [0.5]})
+    run_dir = run_study(validate_config(raw), progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    filtered = [m for m in results["models"] if m["role"] == "filtered" and m["classifier"]]
+    assert sorted(m["seed"] for m in filtered) == [0, 1] and all(m["attacks"]["finetune"]["at"] for m in filtered)
+    # Every filter's robustness is measured on UNDO's scale (its teacher 0, the oracle 1), per seed (undefined in
+    # this tiny study, where the teacher and the oracle relearn alike; tests/test_figures.py draws real values).
+    assert all("area" in m["robustness"]["finetune"] for m in results["models"] if m["role"] == "filtered")
+    r7 = results["claims"]["finetune"]["R7"]
+    assert sorted(r7["by_alpha"]) == sorted(f"{a:g}" for a in raw["distill"]["alphas"])
+    assert all(set(a["numbers"]) == {"2", "6", "area"} for a in r7["by_alpha"].values())
+    assert "- **R7** (UNDO vs a data filter trained on the same labels)" in (run_dir / "report.md").read_text()
+    assert len({m["artifact"] for m in filtered}) == 2  # each seed's own classifier, so its own oracle
+    assert all(m["classifier"]["training_documents"] > 0 and 0 <= m["classifier"]["recall"] <= 1 for m in filtered)
+    assert all(0 < m["accounting"]["labelled_fraction"] < 1 for m in filtered)
+    report = (run_dir / "report.md").read_text()
+    pretraining = report[report.index("## Pretraining"):report.index("## Unlearning")]
+    # One row for the model, its two seeds' own oracles pooled (mean and interval), each seed's classifier described.
+    assert pretraining.count("| classifier filter |") == 1 and "seed 0: " in pretraining and "seed 1: " in pretraining
+
+
+def test_undo_pretrain_only_classified_trains_the_classifier_then_its_oracle(tmp_path, capsys):
+    import yaml
+
+    from undo.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    without = {key: value for key, value in CLASSIFIED.items() if key != "pretrain"}
+    config.write_text(yaml.safe_dump({**without, "pretrain": TINY["pretrain"], "run_dir": str(tmp_path / "runs")}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", str(config), "--only", "classified", "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pretrain.classifier_filter" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", str(config), "--only", "classified", "--set", "pretrain.classifier_filter={}",
+              "--no-progress"])
+    assert exit_info.value.code in (0, None)
+    made = sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
+    assert [name.split("_")[:2] for name in made] == [["filter", "classifier"], ["oracle", "classifier"]]
+    meta = json.loads((tmp_path / "runs" / made[1] / "meta.json").read_text())
+    assert meta["filtering"]["method"] == "classifier" and meta["inputs"]["filter"]

@@ -89,26 +89,37 @@ def report_command(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDi
 @app.command()
 def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
              only: Annotated[Optional[str], typer.Option(
-                 help="train only 'base', 'oracle' or 'filtered' (the oracles of pretrain.filter_recalls)")] = None,
+                 help="train only 'base', 'oracle', 'filtered' (the oracles of pretrain.filter_recalls) or "
+                      "'classified' (pretrain.classifier_filter: the classifier of the config's seed and the oracle "
+                      "of what it keeps)")] = None,
              progress: ProgressOpt = True) -> None:
-    """Pretrain the base model (all operations), the data-filtered oracle (retain operations only) and the
-    oracle of each imperfect filter in pretrain.filter_recalls."""
+    """Pretrain the base model (all operations), the data-filtered oracle (retain operations only), the oracle of
+    each imperfect filter in pretrain.filter_recalls and, with pretrain.classifier_filter, the oracle of a
+    classifier trained on the unlearning step's labels."""
     from undo.stages.evaluation import ensure_evaluation
+    from undo.stages.filter import train_filter
     from undo.stages.pretrain import pretrain as run_pretrain
 
     cfg = _load(config, set_, run_dir)
-    if only not in (None, "base", "oracle", "filtered"):
-        raise UserError(f"--only takes 'base', 'oracle' or 'filtered', got {only!r}")
+    if only not in (None, "base", "oracle", "filtered", "classified"):
+        raise UserError(f"--only takes 'base', 'oracle', 'filtered' or 'classified', got {only!r}")
     if only == "filtered" and not cfg.pretrain.filter_recalls:
         raise UserError("--only filtered: the config has no pretrain.filter_recalls (e.g. --set "
                         "'pretrain.filter_recalls=[0.9, 0.99]')")
+    if only == "classified" and cfg.pretrain.classifier_filter is None:
+        raise UserError("--only classified: the config has no pretrain.classifier_filter (e.g. --set "
+                        "'pretrain.classifier_filter={}')")
     models = [("base", None)] if only in (None, "base") else []
     if only == "oracle" or (only is None and cfg.oracle_source):
         models.append(("oracle", None))
     if only in (None, "filtered"):
         models += [("oracle", recall) for recall in cfg.pretrain.filter_recalls]
+    classified = only in (None, "classified") and cfg.pretrain.classifier_filter is not None
     with run_dir_lock(Path(cfg.run_dir), command_line()):
         paths = [run_pretrain(cfg, which, recall=recall, progress=progress) for which, recall in models]
+        if classified:  # the classifier reads the unlearning step's labels: no model is needed to train it
+            paths.append(run_pretrain(cfg, "oracle", classifier=train_filter(cfg, progress=progress),
+                                      progress=progress))
     for path in paths:  # the metrics of the current evaluation set (a reused model may have been measured on another)
         meta = {**json.loads((path / "meta.json").read_text()), "final_metrics": ensure_evaluation(path, cfg)}
         _print_metrics(cfg, meta, title=str(path))

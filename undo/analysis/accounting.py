@@ -74,8 +74,11 @@ def account(meta: dict[str, Any], metas: dict[str, dict[str, Any]], *, oracle: d
     chain = lineage(meta, metas)
     stage_flops = sum(meta["flops"].values())
     lineage_flops = sum(sum(m["flops"].values()) for m in chain)
-    filtered = meta.get("kind") == "pretrain" and meta.get("filtering") is not None  # an imperfect filter's oracle
-    if filtered or (oracle is not None and meta.get("key") == oracle.get("key")):
+    # An imperfect filter of a given recall still classified everything; a trained classifier's labels are its own
+    # (its training documents, in its lineage).
+    filtering = meta.get("filtering") if meta.get("kind") == "pretrain" else None
+    by_recall = filtering is not None and filtering.get("method", "recall") == "recall"
+    if by_recall or (oracle is not None and meta.get("key") == oracle.get("key")):
         labelled = pretraining_tokens  # data filtering classifies every document of the base model's corpus
     else:
         labelled = sum(m.get("labelled_tokens", 0) for m in chain)

@@ -87,6 +87,24 @@ class TrainConfig(StrictModel):
         return self
 
 
+class FilterClassifierConfig(StrictModel):
+    """The label-budget-matched data filter: a classifier on hashed character n-grams (scikit-learn) trained on
+    exactly the labelled documents the unlearning step reads."""
+
+    ngram_range: tuple[int, int] = Field((1, 4), description="character n-gram lengths (within word boundaries)")
+    features: int = Field(2 ** 18, ge=16, description="hashed feature dimension")
+    regularisation: float = Field(1.0, gt=0, description="the logistic regression's inverse L2 strength C")
+    heldout_per_side: int = Field(1000, ge=1, description="fresh labelled documents per side for its precision "
+                                                          "and recall")
+
+    @model_validator(mode="after")
+    def _ngrams(self) -> "FilterClassifierConfig":
+        low, high = self.ngram_range
+        if not 1 <= low <= high:
+            raise ValueError(f"ngram_range must be (low, high) with 1 <= low <= high, got {list(self.ngram_range)}")
+        return self
+
+
 class PretrainConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     oracle_budget: Literal["same_compute", "same_examples"] = Field(
@@ -103,6 +121,11 @@ class PretrainConfig(StrictModel):
                                           "oracle (same budget) on the base stream with each forget document removed "
                                           "with probability r (the rest kept; no retain document removed), e.g. "
                                           "[0.9, 0.99, 0.999]; the study attacks each like the oracle")
+
+    classifier_filter: FilterClassifierConfig | None = Field(
+        None, description="the label-budget-matched filter: per seed, a classifier trained on that seed's unlearning "
+                          "labels filters the pretraining corpus for one more oracle (same budget as the oracle); "
+                          "null = none")
 
     @model_validator(mode="after")
     def _recalls_are_imperfect(self) -> "PretrainConfig":

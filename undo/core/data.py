@@ -53,12 +53,15 @@ class PackedBatches:
         self._epoch, self._order = -1, None
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.rows[self.row_indices(index)]}
+
+    def row_indices(self, index: int) -> torch.Tensor:
+        """Which rows batch `index` holds."""
         epoch, within = divmod(index, self.batches_per_epoch)
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._order = epoch, torch.randperm(len(self.rows), generator=generator)
-        picked = self._order[within * self.batch_size : (within + 1) * self.batch_size]
-        return {"input_ids": self.rows[picked]}
+        return self._order[within * self.batch_size : (within + 1) * self.batch_size]
 
 
 class PairedBatches:

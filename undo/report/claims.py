@@ -1,4 +1,4 @@
-"""The paper's claims R1-R6, decided from a study's records under one attack kind, with their uncertainty over seeds.
+"""The paper's claims R1-R6 (and R7, UNDO against a data filter trained on its labels), decided from a study's records under one attack kind, with their uncertainty over seeds.
 
 Every claim is a JSON-ready dict with the claim in words ("claim"), its decision rule ("rule", stated before any
 number), a "verdict" (`Verdict`: "held", "did not hold", "inconclusive" or "not measured"), "why" where the
@@ -96,6 +96,19 @@ def all_of(verdicts: list[Verdict]) -> Verdict:
     if all(v == "held" for v in verdicts):
         return "held"
     if "did not hold" in verdicts and "held" not in verdicts:
+        return "did not hold"
+    return "inconclusive"
+
+
+def any_of(verdicts: list[Verdict]) -> Verdict:
+    """Alternatives (UNDO's alphas) into one verdict: held when some alternative held; did not hold when every
+    measured one did not hold; not measured when none was; else inconclusive."""
+    measured = [v for v in verdicts if v != "not measured"]
+    if not measured:
+        return "not measured"
+    if "held" in measured:
+        return "held"
+    if all(v == "did not hold" for v in measured):
         return "did not hold"
     return "inconclusive"
 
@@ -218,7 +231,12 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
     # R6: labels.
     if points:
         out["R6"] = r6(undo_models, points)
-    return dict(sorted(out.items()))  # R1 to R6
+    # R7: UNDO against the data filter trained on the same labels.
+    budget_matched = [r for r in group_of(records, Role.FILTERED) if r.classifier]
+    if points and budget_matched:
+        out["R7"] = r7(records, budget_matched, kind, keys, score, results.score, floor_note, units,
+                       not_attacked)
+    return dict(sorted(out.items()))  # R1 to R7
 
 
 def r3(undo_models: list[ModelRecord], kind: str, points: list[dict[str, Any]], unanchored: str) -> dict[str, Any]:
@@ -336,3 +354,38 @@ def r6(undo_models: list[ModelRecord], points: list[dict[str, Any]]) -> dict[str
                 "why": "the base model's pretraining tokens are unknown (set model.pretraining_tokens)"}
     return {**claim, "verdict": "held" if largest < OUR_LABELLED_FRACTION else "did not hold",
             "below_ours": largest < OUR_LABELLED_FRACTION, "below_paper": largest < PAPER_LABELLED_FRACTION}
+
+
+def r7(records: list[ModelRecord], budget_matched: list[ModelRecord], kind: str, keys: list[str], score: Score,
+       score_name: str, floor_note: str, units: str, not_attacked: str) -> dict[str, Any]:
+    """Per UNDO alpha, at each attack budget and for the area: does UNDO relearn less than the oracle of a data
+    filter whose classifier was trained on exactly that seed's unlearning labels? With each side's compute and
+    labelled fraction, so the budgets where UNDO wins can be read off."""
+    by_alpha = {}
+    for group in per_id(records, Role.UNDO).values():
+        numbers = compared(budget_matched, group, ("budget_matched_filter", "undo"), keys + ["area"], kind, score)
+        verdict, why = verdict_of_keys(numbers, not_attacked)
+        by_alpha[f"{group[0].alpha:g}"] = with_reason({
+            "verdict": verdict, "numbers": numbers,
+            "beats_at": [k for k, n in numbers.items() if n["verdict"] == "held"],
+            "loses_at": [k for k, n in numbers.items() if n["verdict"] == "did not hold"],
+            "compute": seed_mean(group, lambda r: r.compute),
+            "labelled_fraction": seed_mean(group, lambda r: r.accounting.labelled_fraction)}, why)
+    by_alpha = dict(sorted(by_alpha.items(), key=lambda item: float(item[0])))
+    verdict = any_of([a["verdict"] for a in by_alpha.values()])
+    return with_reason({
+        "claim": "UNDO relearns less than a data filter trained on the same labels (a classifier fitted on exactly "
+                 "the documents the unlearning step read, run on the whole pretraining corpus, and the oracle of "
+                 "what it kept)",
+        "rule": f"per seed and alpha, the attacker-best forget score{floor_note} of the budget-matched filter's "
+                f"oracle minus UNDO's (in {units}; claimed above 0: UNDO relearned less), at each budget and for the "
+                f"area (the keys); each key, on its {INTERVAL_RULE}; an alpha: " + ALL_OF_RULE.format(part="key")
+                + "; R7 overall: held when some alpha held, did not hold when every alpha did not hold, else "
+                  "inconclusive",
+        "score": score_name, "verdict": verdict, "by_alpha": by_alpha,
+        "filter": {"compute": seed_mean(budget_matched, lambda r: r.compute),
+                   "labelled_fraction": seed_mean(budget_matched, lambda r: r.accounting.labelled_fraction),
+                   "precision": seed_mean(budget_matched, lambda r: r.classifier.precision),
+                   "recall": seed_mean(budget_matched, lambda r: r.classifier.recall),
+                   "forget_removed": seed_mean(budget_matched, lambda r: r.filter_removed)}},
+        reason(verdict, [n["difference"] for a in by_alpha.values() for n in a["numbers"].values()], not_attacked))

@@ -1,5 +1,5 @@
 """The report's figures (matplotlib, PNG), for one attack kind: relearning curves, UNDO's compute against robustness,
-Pareto plots, oracle matching.
+robustness against compute and labels beside the data filters, Pareto plots, oracle matching.
 
 Every curve is the mean over seeds with a shaded 95 % Student-t interval (`undo.analysis.stats.mean_ci`, the
 interval the report's tables give); every scatter point is a seed mean with error bars of the same interval. With
@@ -33,6 +33,8 @@ SPECIAL = {Role.ORACLE: ("X", "black", "data filtering (oracle)"),
            Role.BASE: ("^", "0.35", "base (no unlearning)"),
            Role.ORACLE_MATCH_BASE: ("v", "goldenrod", "base distilled toward the oracle"),
            Role.ORACLE_MATCH_RANDOM: ("D", "slateblue", "random init distilled from the oracle")}
+# A data filter whose classifier was trained on the unlearning step's labels (a FILTERED model with a classifier).
+CLASSIFIER_FILTER = ("d", "saddlebrown", "data filter trained on the unlearning labels")
 
 
 def color(name: str | None) -> str:
@@ -254,8 +256,72 @@ def undo_figure(results: Results, kind: str, score: Score):
     return fig
 
 
+def budgets_figure(results: Results, kind: str):
+    """Robustness (area) against compute (left) and against the labelled fraction (right), both on log axes: UNDO
+    per alpha, Unlearn-and-Distill and unlearn-only of UNDO's family, the oracle and every data filter. Drawn when
+    UNDO's robustness is anchored (an oracle and the teacher attacked)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    points = [p for p in undo_points(results, kind) if p["robustness"][0] is not None]
+    if not points:
+        return None
+    records, family = results.models, points[0]["group"][0].family
+    tint = alpha_colors([p["alpha"] for p in points])
+    # (group, marker style, annotation): everything measured against UNDO's teacher and the oracle.
+    placed = [(p["group"], {"fmt": "*", "ms": 13, "color": tint[p["alpha"]], "mec": "black", "mew": 0.5},
+               f"α={p['alpha']:g}") for p in points]
+    placed += [(finished(records, Role.DISTILLED, family=family), {"fmt": "s", "ms": 7, "color": color(family)}, ""),
+               (finished(records, Role.TEACHER, family=family), {"fmt": "o", "ms": 7, "color": color(family)}, "")]
+    for group in by_id(finished(records, Role.FILTERED)).values():
+        marker, c, _ = CLASSIFIER_FILTER if group[0].classifier else SPECIAL[Role.FILTERED]
+        note = "classifier" if group[0].classifier else f"r={group[0].filter_recall:g}"
+        placed.append((group, {"fmt": marker, "ms": 9, "color": c}, note))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 5.2), squeeze=False, sharey=True, layout="constrained")
+    for ax, get, xlabel in (
+            (axes[0][0], lambda r: 100 * r.compute, "compute, % of the oracle's pretraining FLOPs (log)"),
+            (axes[0][1], lambda r: 100 * r.accounting.labelled_fraction,
+             "labelled, % of the pretraining tokens (log)")):
+        for group, style, note in placed:
+            teacher = group[0].role == Role.TEACHER  # robustness 0 by definition: its own anchor
+            (x, dx) = interval(group, get)
+            (y, dy) = (0.0, None) if teacher else interval(group, lambda r: r.robustness[kind]["area"])
+            if x is None or y is None or x <= 0:  # not measured (or nothing to place on a log axis)
+                continue
+            ax.errorbar(x, y, xerr=dx, yerr=dy, elinewidth=1, capsize=2, zorder=4, **style)
+            if note:
+                ax.annotate(note, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.plot([100], [1], "X", ms=9, color="black", zorder=5)  # the oracle: 100 % of both and robustness 1
+        ax.axhline(0, color="0.6", lw=0.8, ls="--", zorder=0)
+        ax.axhline(1, color="0.6", lw=0.8, ls=":", zorder=0)
+        ax.set_xscale("log")
+        ax.set_xlabel(with_direction(xlabel, "lower"))
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(with_direction(f"robustness, area to {max(results.budgets)} steps\n"
+                                         f"(0 = unlearn-only {family}, 1 = oracle)", "higher"))
+    axes[0][0].set_title("robustness against compute", fontsize=9)
+    axes[0][1].set_title("robustness against labels", fontsize=9)
+    handles = [Line2D([], [], color=tint[p["alpha"]], marker="*", ls="", ms=10, mec="black", mew=0.5,
+                      label=f"UNDO ({family}) α={p['alpha']:g}") for p in points]
+    handles += [Line2D([], [], color=color(family), marker="s", ls="", label=f"unlearn-and-distill ({family})"),
+                Line2D([], [], color=color(family), marker="o", ls="", label=f"unlearn-only ({family})"),
+                Line2D([], [], marker="X", ls="", ms=8, color="black", label="data filtering (oracle)")]
+    filtered = finished(records, Role.FILTERED)
+    for marker, c, label in ([SPECIAL[Role.FILTERED]] if any(not r.classifier for r in filtered) else []) + \
+            ([CLASSIFIER_FILTER] if any(r.classifier for r in filtered) else []):
+        handles.append(Line2D([], [], marker=marker, ls="", ms=8, color=c, label=label))
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(title(results, kind, "Robustness against compute and labels: UNDO beside data filtering",
+                       banded="error bars"), fontsize=10)
+    return fig
+
+
 def pareto_style(r: ModelRecord, tint: dict[float, tuple]) -> dict:
     """Marker, colour and fill of a model's Pareto point: shape by stage, colour by family (UNDO: by alpha)."""
+    if r.role == Role.FILTERED and r.classifier:
+        marker, c, _ = CLASSIFIER_FILTER
+        return {"fmt": marker, "color": c, "ms": 9, "mec": c, "zorder": 4}
     if r.role in SPECIAL:
         marker, c, _ = SPECIAL[r.role]
         big = r.role == Role.BASE  # the reference everything is compared with: larger, black-edged, on top
@@ -323,7 +389,11 @@ def pareto_figure(results: Results, kind: str, score: Score):
     handles += [Line2D([], [], marker="*", ls="", ms=11, color=c, mec="black", mew=0.5, label=f"UNDO α={a:g}")
                 for a, c in tint.items()]
     handles += [Line2D([], [], marker=SPECIAL[role][0], ls="", ms=8, color=SPECIAL[role][1], label=SPECIAL[role][2])
-                for role in SPECIAL if role in roles]
+                for role in SPECIAL if role in roles
+                and (role != Role.FILTERED or any(r.role == role and not r.classifier for r in shown))]
+    if any(r.role == Role.FILTERED and r.classifier for r in shown):
+        handles.append(Line2D([], [], marker=CLASSIFIER_FILTER[0], ls="", ms=8, color=CLASSIFIER_FILTER[1],
+                              label=CLASSIFIER_FILTER[2]))
     if Role.BASE in roles:
         handles.append(Line2D([], [], **{**BASE_STYLE, "lw": 1}, label="base model's forget level"))
     if score.chance is not None:
@@ -369,6 +439,7 @@ def build_figures(results: Results, kind: str) -> dict:
     matplotlib.use("Agg")
     score = score_of(results.setting)
     made = {"relearning": relearning_figure(results, kind, score), "undo": undo_figure(results, kind, score),
+            "budgets": budgets_figure(results, kind),
             "pareto": pareto_figure(results, kind, score),
             "oracle_matching": oracle_matching_figure(results, kind, score)}
     return {name: fig for name, fig in made.items() if fig is not None}

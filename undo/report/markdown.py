@@ -166,6 +166,24 @@ def claim_lines(c: dict[str, Any], fmt) -> list[str]:
             line += (f". Largest {pct(r6['largest'], 3)}: {'below' if r6['below_ours'] else 'not below'} our 1 %, "
                      f"{'below' if r6['below_paper'] else 'not below'} the paper's 0.01 %")
     lines.append(line)
+
+    r7 = c.get("R7")
+    if r7:  # only a study with pretrain.classifier_filter speaks to it
+        f = r7["filter"]
+        line = headline("R7", "UNDO vs a data filter trained on the same labels", r7)
+        diffs = [n["difference"] for a in r7["by_alpha"].values() for n in a["numbers"].values()]
+        line += (f". The filter: {pct(f['labelled_fraction'], 3)} of the pretraining tokens labelled, held-out "
+                 f"precision {num(f['precision'], 3)} and recall {num(f['recall'], 3)}, removed "
+                 f"{pct(f['forget_removed'], 1)} of the forget documents, {pct(f['compute'], 1)} of the oracle's "
+                 f"FLOPs. Attacker-best forget, filter vs UNDO (seed means), then their per-seed difference (mean ± "
+                 f"half-width, {seeds_of(diffs)}):")
+        for alpha, a in r7["by_alpha"].items():
+            beats = ", ".join(key_name(k) for k in a["beats_at"]) or "no budget"
+            loses = ", ".join(key_name(k) for k in a["loses_at"]) or "no budget"
+            line += (f"\n  - a={alpha} ({pct(a['compute'], 1)} of the oracle's FLOPs, {pct(a['labelled_fraction'], 3)} "
+                     f"labelled): {verdict(a)}; UNDO relearns less at {beats}, more at {loses}; "
+                     + compared_numbers(a["numbers"], "budget_matched_filter", "undo", fmt, r7["score"]))
+        lines.append(line)
     return [line if line.endswith(".") else line + "." for line in lines] + [""]
 
 
@@ -214,6 +232,8 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
                                f"(attacker-best {S.label('forget')}; grey lines mark the budgets)."),
                 ("undo", "UNDO: compute against robustness, one point per alpha (left); relearning curves per alpha "
                          "(right)."),
+                ("budgets", "Robustness after the attack against compute (left) and against labels (right): UNDO, "
+                            "Unlearn-and-Distill, unlearn-only and every data filter, each at its cost."),
                 ("pareto", f"Retain ({S.label('retain')}) as shipped against forget before the attack and after "
                            "each budget, every attacked model."),
                 ("oracle_matching", "Oracle matching: the base model distilled toward the oracle vs a random init "
@@ -228,10 +248,20 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
             "the paper's: as many steps and tokens as the base model, the filtered forget documents replaced by more "
             "retain-domain documents)" if budget == "same_compute" else
             "the base stream's retain documents only: fewer steps than the base model)") + ".", ""]
-    if any(r.role == Role.FILTERED for r in records):
+    if any(r.role == Role.FILTERED and r.filter_recall is not None for r in records):
         lines += ["Imperfect filters: each `filter recall r` model is pretrained like the oracle on the base stream "
                   "after a filter that removed each forget document with probability r (the share it removed is "
                   "given; no retain document is removed); a filter still classifies every document.", ""]
+    if any(r.classifier for r in records):
+        lines += ["The classifier filter (per seed): a logistic regression on hashed character n-grams trained on "
+                  "exactly the labelled documents that seed's unlearning step read, then run on every pretraining "
+                  "document; the oracle of what it kept, under the oracle's budget. Its labelled fraction is its "
+                  "training documents' share of the corpus (the unlearning step's own); held-out precision and "
+                  "recall (forget = positive) on fresh labelled documents: "
+                  + "; ".join(f"seed {r.seed}: {r.classifier.training_documents:,} training documents, precision "
+                              f"{r.classifier.precision:.3f}, recall {r.classifier.recall:.3f}, retain documents "
+                              f"removed {pct(r.filter_retain_removed, 2)}"
+                              for r in records if r.classifier and r.artifact) + ".", ""]
     lines += table(["model", "steps", "tokens", "FLOPs", "retain", "forget", "labelled fraction",
                     "forget documents removed"], [
         [g[0].id, stat(g, lambda r: r.steps, lambda v: f"{v:,.0f}"),
@@ -242,7 +272,9 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
          stat(g, lambda r: r.accounting.labelled_fraction),
          {Role.BASE: pct(0.0), Role.ORACLE: pct(1.0)}.get(g[0].role) or stat(g, lambda r: r.filter_removed,
                                                                              lambda v: pct(v, 2))]
-        for g in ([group[0]] for group in grouped(records, (Role.BASE, Role.ORACLE, Role.FILTERED)))])  # all seeds
+        # One row per model: a shared artifact (base, oracle) once, a seed's own (a classifier filter) per seed.
+        for g in (list({r.artifact: r for r in group}.values())
+                  for group in grouped(records, (Role.BASE, Role.ORACLE, Role.FILTERED)))])
 
     lines += [f"## Unlearning (every sweep point; the teacher is the most forgotten ({S.label('forget')}) that keeps "
               "the selection rule's share of the base model's retain performance)", ""]

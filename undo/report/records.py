@@ -23,6 +23,7 @@ from undo.settings import SETTINGS, Score
 from undo.stages.attack import AttackResult
 from undo.stages.distill import DistillResult
 from undo.stages.evaluation import read_evaluation
+from undo.stages.filter import FilterResult
 from undo.stages.pretrain import FilterRecord
 from undo.stages.selection import TeacherChoice
 from undo.study.manifest import Manifest, ModelEntry, Role
@@ -66,6 +67,14 @@ class DistillSummary(BaseModel):
     teacher: str | None
 
 
+class ClassifierSummary(BaseModel):
+    """The classifier behind a classifier-filtered oracle: what it was trained on and how it did on held-out data."""
+
+    training_documents: int  # labelled documents (both sides): the unlearning step's
+    precision: float  # on fresh labelled documents, forget = positive
+    recall: float
+
+
 class ModelRecord(BaseModel):
     id: str
     role: Role
@@ -76,7 +85,9 @@ class ModelRecord(BaseModel):
     lr: float | None = None
     knobs: dict[str, Any] | None = None
     filter_recall: float | None = None  # an imperfect filter's oracle: its configured recall
-    filter_removed: float | None = None  # ... and the share of the base stream's forget documents it removed
+    filter_removed: float | None = None  # an imperfect filter's oracle: share of forget documents removed
+    filter_retain_removed: float | None = None  # ... and of retain documents (a classifier's false positives)
+    classifier: ClassifierSummary | None = None  # a classifier filter's oracle: its classifier
     skipped: str | None = None
     artifact: str | None = None
     metrics: dict[str, float] | None = None  # under the study's evaluation set
@@ -89,6 +100,17 @@ class ModelRecord(BaseModel):
 
     def attack(self, kind: str) -> AttackRecord | None:
         return self.attacks.get(kind)
+
+    @property
+    def compute(self) -> float | None:
+        """FLOPs spent on making this model, as a share of the oracle's pretraining FLOPs: a data filter's oracle
+        counts its whole lineage (a classifier's training, classifying the corpus, pretraining); a model made from
+        the base model (unlearning, distillation) its own stage, as R3 and R5 count UNDO."""
+        if self.accounting is None:
+            return None
+        if self.role == Role.FILTERED:
+            return self.accounting.lineage_fraction_of_oracle
+        return self.accounting.stage_fraction_of_oracle
 
 
 class Results(BaseModel):
@@ -147,6 +169,13 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
         if meta.get("filtering"):
             filtering = FilterRecord.model_validate(meta["filtering"])
             record.filter_removed = filtering.measured_recall
+            if filtering.retain_documents:
+                record.filter_retain_removed = filtering.retain_removed / filtering.retain_documents
+            trained = meta.get("input_paths", {}).get("filter")
+            if trained:
+                f = FilterResult.model_validate(load_json(run_dir / Path(trained).name / "meta.json"))
+                record.classifier = ClassifierSummary(training_documents=sum(f.training_documents.values()),
+                                                      precision=f.heldout.precision, recall=f.heldout.recall)
         if meta["kind"] == "distill":
             d = DistillResult.model_validate(meta)
             record.distill = DistillSummary(init=d.init, stopped_early=d.stopped_early, stop_step=d.stop_step,
@@ -170,12 +199,15 @@ def floored_area(attack: AttackRecord, score: Score, up_to: int) -> float:
 def add_robustness(records: list[ModelRecord], budgets: list[int], kinds: list[str], score: Score) -> None:
     """Normalised robustness of every attacked model that has a method family, against that family's teacher
     (unlearn-only, 0) and the oracle (1) of the same seed, under the same attack kind. Forget scores below a
-    multiple-choice chance level count as chance (`Score.floored`)."""
+    multiple-choice chance level count as chance (`Score.floored`). A data filter's oracle has no family: it is
+    measured in UNDO's units, against the teacher UNDO distils (so it sits on UNDO's scale in the report)."""
     anchors = {(r.seed, r.role, r.family): r for r in records if r.role in (Role.TEACHER, Role.ORACLE)}
+    undo_family = next((r.family for r in records if r.role == Role.UNDO), None)
     for r in records:
-        teacher = anchors.get((r.seed, Role.TEACHER, r.family))
+        family = undo_family if r.role == Role.FILTERED else r.family
+        teacher = anchors.get((r.seed, Role.TEACHER, family))
         oracle = anchors.get((r.seed, Role.ORACLE, None))
-        if not (r.family and teacher and oracle):
+        if not (family and teacher and oracle):
             continue
         for kind in kinds:
             p, u, o = (x.attack(kind) for x in (r, teacher, oracle))

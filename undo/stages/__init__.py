@@ -3,6 +3,8 @@ artifacts, run through one runner (`base.py`). One module per stage kind:
 
     pretrain.py   the base model (retain + forget data) and the data-filtered oracle (retain data only)
     unlearn.py    one unlearning run per sweep point, on the base model
+    labels.py     the labelled documents unlearning reads (not a stage: its data, shared with filter.py)
+    filter.py     the label-budget-matched data filter: a classifier trained on unlearning's labels
     selection.py  the teacher of each method family (not a stage: a decision over finished runs)
     distill.py    Unlearn-and-Distill, UNDO (noised student), oracle matching
     attack.py     the relearning attack, for each attack kind of `undo.attacks`

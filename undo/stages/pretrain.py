@@ -34,6 +34,7 @@ from undo.stages.base import (
     Stage, StageJob, StageResult, console, data_identity, for_training, model_identity, run_stage, stage_key,
 )
 from undo.stages.evaluation import evaluation_key, write_evaluation
+from undo.stages.filter import load_classifier
 
 Which = Literal["base", "oracle"]
 
@@ -46,9 +47,12 @@ def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
 class FilterRecord(BaseModel):
     """What an imperfect filter did to the base stream."""
 
-    recall: float  # the filter's configured recall
+    method: Literal["recall", "classifier"] = "recall"  # a filter of a given recall, or a trained classifier
+    recall: float | None  # a recall filter's configured recall
     forget_documents: int  # in the base stream
-    removed: int  # forget documents it removed (retain documents are never removed)
+    removed: int  # forget documents it removed
+    retain_documents: int = 0  # in the base stream (a recall filter never removes one)
+    retain_removed: int = 0  # retain documents it removed (a classifier's false positives)
 
     @property
     def measured_recall(self) -> float:
@@ -81,12 +85,25 @@ def imperfect_filter(setting: Setting, documents: list, recall: float, seed: int
     return kept, FilterRecord(recall=recall, forget_documents=sum(forget), removed=sum(removed))
 
 
-def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which,
-                     recall: float | None = None) -> tuple[list, PackedBatches]:
+def classifier_filter(setting: Setting, documents: list, classifier) -> tuple[list, FilterRecord, int]:
+    """The stream without the documents `classifier` calls forget-domain, what it removed, and its FLOPs."""
+    predicted, flops = classifier.predict([d.text for d in documents])
+    forget = np.array([setting.is_forget(d) for d in documents], dtype=bool)
+    kept = [d for d, gone in zip(documents, predicted) if not gone]
+    return kept, FilterRecord(method="classifier", recall=None, forget_documents=int(forget.sum()),
+                              removed=int(np.sum(predicted & forget)), retain_documents=int((~forget).sum()),
+                              retain_removed=int(np.sum(predicted & ~forget))), flops
+
+
+def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which, recall: float | None = None,
+                     classifier=None) -> tuple[list, PackedBatches]:
     """The documents of the base (or oracle) stream and their packed, shuffled batches; with `recall`, the oracle
-    of that imperfect filter. An equal-compute oracle's stream is the filtered one plus replacement retain
-    documents, cut to exactly the base stream's rows."""
-    if recall is None:
+    of that imperfect filter; with `classifier` (a `undo.stages.filter.DocumentClassifier`), the oracle of what it
+    keeps (replacement documents pass through it too, as any data would). An equal-compute oracle's stream is the
+    filtered one plus replacement retain documents, cut to exactly the base stream's rows."""
+    if classifier is not None:
+        documents, _, _ = classifier_filter(setting, setting.pretraining_documents("base", cfg.seed), classifier)
+    elif recall is None:
         documents = setting.pretraining_documents(which, cfg.seed)
     else:
         documents, _ = imperfect_filter(setting, setting.pretraining_documents("base", cfg.seed), recall, cfg.seed)
@@ -97,6 +114,8 @@ def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which,
         wanted = max(removed, 1)
         while True:  # a retain document can be shorter than the forget one it replaces: draw more until it fills
             replacements = setting.replacement_documents(wanted, cfg.seed)
+            if classifier is not None:
+                replacements, _, _ = classifier_filter(setting, replacements, classifier)
             rows = setting.packed_rows(documents + replacements, cfg.model.context)
             if len(rows) >= base_rows:
                 break
@@ -131,13 +150,14 @@ class Pretrain(Stage):
 
     which: Which
     recall: float | None = None  # an oracle of an imperfect filter with this recall (None: the perfect one)
+    classified: bool = False  # an oracle of what the `filter` input (a trained classifier) keeps
     kind = "pretrain"
 
     def checkpoint(self, cfg: ExperimentConfig) -> tuple[str, str | None] | None:
         """(source, revision) when this model is loaded rather than trained (never an imperfect filter's oracle)."""
         if self.which == "base" and cfg.model.pretrained is not None:
             return cfg.model.pretrained, cfg.model.revision
-        if self.which == "oracle" and self.recall is None and cfg.oracle.pretrained is not None:
+        if self.which == "oracle" and self.perfect and cfg.oracle.pretrained is not None:
             return cfg.oracle.pretrained, cfg.oracle.revision
         return None
 
@@ -147,22 +167,37 @@ class Pretrain(Stage):
         if checkpoint is not None:
             return {"which": self.which, "loaded": fingerprint(*checkpoint), "model": model_identity(cfg.model)}
         budget = {"oracle_budget": cfg.pretrain.oracle_budget} if self.which == "oracle" else {}
-        recall = {"filter_recall": self.recall} if self.recall is not None else {}  # the oracle's key stays as it was
+        # The perfect oracle's key stays as it was; the classifier itself is the `filter` input (by its key).
+        recall = {"filter_recall": self.recall} if self.recall is not None else {}
+        classified = {"filter": "classifier"} if self.classified else {}
         return {"which": self.which, "seed": cfg.seed, "data": data_identity(cfg), "model": model_identity(cfg.model),
-                "train": training_fields(cfg.pretrain.train), **budget, **recall}
+                "train": training_fields(cfg.pretrain.train), **budget, **recall, **classified}
+
+    @property
+    def perfect(self) -> bool:
+        return self.recall is None and not self.classified
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
+        if self.classified:
+            return f"{self.which}_classifier_{key[:8]}"
         return self.which if self.recall is None else f"{self.which}_recall{self.recall:g}"
 
     @property
     def label(self) -> str:
+        if self.classified:
+            return f"{self.which} (classifier filter)"
         return self.which if self.recall is None else f"{self.which} (filter recall {self.recall:g})"
 
     def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
-        if self.recall is not None and self.which != "oracle":
-            raise UserError("a filter recall applies to the oracle only")
+        if not self.perfect and self.which != "oracle":
+            raise UserError("a data filter applies to the oracle only")
         if self.recall is not None and not 0.0 <= self.recall < 1.0:
             raise UserError(f"filter recall {self.recall} is out of range: it must be in [0, 1) (1 is the oracle)")
+        if self.classified and self.recall is not None:
+            raise UserError("an oracle is filtered by a recall or by a classifier, not both")
+        trained = inputs.get("filter")
+        if self.classified and (trained is None or not (trained / "meta.json").is_file()):
+            raise UserError(f"no trained classifier filter at {trained}: expected a filter_classifier_* artifact")
 
     def run(self, job: StageJob) -> PretrainResult:
         checkpoint = self.checkpoint(job.cfg)
@@ -196,13 +231,19 @@ class Pretrain(Stage):
 
     def train(self, job: StageJob) -> PretrainResult:
         cfg, setting = job.cfg, job.setting()
-        documents, batches = pretraining_data(cfg, setting, self.which, self.recall)
+        classifier = load_classifier(job.inputs["filter"]) if self.classified else None
+        documents, batches = pretraining_data(cfg, setting, self.which, self.recall, classifier)
         total_steps = pretraining_steps(cfg, setting, self.which, batches.batches_per_epoch)
         model = for_training(self.fresh(cfg, setting), cfg.model)
-        filtered = None
-        if self.recall is not None:  # recount what the filter removed (cheap next to training), for the record
+        # Recount what the filter removed (cheap next to training), for the record.
+        filtered, classify_flops = None, {}
+        if self.recall is not None:
             _, filtered = imperfect_filter(setting, setting.pretraining_documents("base", cfg.seed), self.recall,
                                            cfg.seed)
+        if classifier is not None:  # its FLOPs: classifying every document of the base corpus
+            _, filtered, flops = classifier_filter(setting, setting.pretraining_documents("base", cfg.seed),
+                                                   classifier)
+            classify_flops = {"filter": flops}
         console.print(f"[bold]{self.label}[/]: {len(documents):,} documents -> {len(batches.rows):,} sequences of "
                       f"{cfg.model.context} tokens; {total_steps:,} steps; {count_parameters(model):,} parameters"
                       + (f"; the filter removed {filtered.removed:,} of {filtered.forget_documents:,} forget "
@@ -216,17 +257,20 @@ class Pretrain(Stage):
             which=self.which, seed=cfg.seed, steps=result.steps, tokens=result.tokens,
             oracle_budget=cfg.pretrain.oracle_budget if self.which == "oracle" else None,
             labelled_tokens=0,  # pretraining reads unlabelled text; only unlearning reads labels
-            flops=result.flops, flops_per_token=train_flops_per_token(model, cfg.model.context),
+            flops={**result.flops, **classify_flops}, flops_per_token=train_flops_per_token(model, cfg.model.context),
             parameters=count_parameters(model), matmul_parameters=matmul_parameters(model),
             wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting),
             final_metrics=result.final_metrics, filtering=filtered,
             data={**setting.data_summary(documents), "sequences": len(batches.rows)})
 
 
-def pretrain(cfg: ExperimentConfig, which: Which, *, recall: float | None = None, progress: bool = True) -> Path:
+def pretrain(cfg: ExperimentConfig, which: Which, *, recall: float | None = None, classifier: Path | None = None,
+             progress: bool = True) -> Path:
     """Pretrain the base model or the oracle into `<run_dir>/<which>/` (with `recall`: the oracle of that imperfect
-    filter, into `<run_dir>/oracle_recall<recall>/`); a complete artifact is reused."""
-    return run_stage(Pretrain(which, recall), cfg, progress=progress)
+    filter, into `<run_dir>/oracle_recall<recall>/`; with `classifier`, a trained filter artifact: the oracle of
+    what it keeps); a complete artifact is reused."""
+    stage = Pretrain(which, recall, classified=classifier is not None)
+    return run_stage(stage, cfg, {"filter": Path(classifier)} if classifier is not None else {}, progress=progress)
 
 
 def pretrain_key(cfg: ExperimentConfig, which: Which, recall: float | None = None) -> str:

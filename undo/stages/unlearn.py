@@ -15,7 +15,6 @@ import torch
 
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core.artifacts import Artifact
-from undo.core.data import PairedBatches, derive_seed
 from undo.core.engine import train
 from undo.core.errors import UserError
 from undo.core.models import load_model, save_model
@@ -24,6 +23,7 @@ from undo.objectives.sam import SAM
 from undo.stages.base import (
     COMPUTE_OPTIONS, Stage, StageJob, StageResult, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
+from undo.stages.labels import unlearning_data
 from undo.stages.pretrain import pretrain_key
 
 
@@ -98,9 +98,7 @@ class Unlearn(Stage):
 
     def run(self, job: StageJob) -> UnlearnResult:
         cfg, setting, u, point = job.cfg, job.setting(), job.cfg.unlearn, self.point
-        rows = {side: setting.packed_rows(setting.labelled_documents(side, u.examples, cfg.seed), cfg.model.context)
-                for side in ("forget", "retain")}
-        batches = PairedBatches(rows["forget"], rows["retain"], u.batch_size, seed=derive_seed(cfg.seed, "unlearn"))
+        _, batches = unlearning_data(cfg, setting)
         model = for_training(load_model(job.inputs["base"] / "model", cfg.model), cfg.model)
         # The frozen reference is held once, in the model's dtype, and only for methods that read it.
         needs_reference = OBJECTIVES[point.method].wants_reference(dict(point.knobs))

@@ -1,7 +1,8 @@
 """A study as a graph of tasks: `undo run STUDY.yaml`. The plan reads like the paper:
 
     pretrain base, oracle (and an oracle per imperfect filter of pretrain.filter_recalls)
-      -> per seed: unlearn every sweep point -> choose each method's teacher
+      -> per seed: (with pretrain.classifier_filter: a classifier trained on the seed's unlearning labels, and the
+                    oracle of what it keeps) unlearn every sweep point -> choose each method's teacher
            -> Unlearn-and-Distill (random-init student) for study.distill_methods
            -> UNDO (shrink-and-perturb student) for each alpha, from study.undo_method's teacher
            -> oracle matching: the oracle distilled into the base model and into a random init
@@ -25,6 +26,7 @@ from undo.core.artifacts import stable_hash
 from undo.stages.attack import Attack, attack
 from undo.stages.base import Resources
 from undo.stages.distill import Distill, distill
+from undo.stages.filter import TrainFilter, train_filter
 from undo.stages.pretrain import Pretrain, pretrain
 from undo.stages.unlearn import SweepPoint, Unlearn, sweep_points, unlearn
 from undo.stages.selection import TeacherChoice, teacher_selection
@@ -125,6 +127,14 @@ def distill_task(cfg: ExperimentConfig, teacher: str, start: str | None = None, 
                                   start=None if start is None else _folder(cfg, start), progress=progress))
 
 
+def filter_task(cfg: ExperimentConfig, *, progress: bool) -> str:
+    return _relative(cfg, train_filter(cfg, progress=progress))
+
+
+def classified_oracle_task(cfg: ExperimentConfig, classifier: str, *, progress: bool) -> str:
+    return _relative(cfg, pretrain(cfg, "oracle", classifier=_folder(cfg, classifier), progress=progress))
+
+
 def attack_task(cfg: ExperimentConfig, target: str, *, kind: str, progress: bool) -> str:
     return _relative(cfg, attack(cfg, _folder(cfg, target), kind=kind, progress=progress))
 
@@ -156,6 +166,15 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
                               model=ModelSpec(id=point.description, role=Role.UNLEARN, family=point.label,
                                               seed=seed, lr=point.lr, knobs=dict(point.knobs)))
                      for point in points]
+        if cfg.pretrain.classifier_filter is not None:  # trained on this seed's unlearning labels
+            classifier = plan.add(f"{tag} / train the classifier filter", filter_task, scfg, params=quiet,
+                                  resources=TrainFilter.resources)
+            # Pretrained like the oracle (the study's own seed and stream); only the classifier is this seed's.
+            filtered_here = [plan.add(f"{tag} / pretrain oracle, classifier filter", classified_oracle_task, cfg,
+                                      inputs={"classifier": classifier}, params=quiet, resources=Pretrain.resources,
+                                      model=ModelSpec(id="classifier filter", role=Role.FILTERED, seed=seed))]
+        else:
+            filtered_here = []
         selection = plan.add(f"{tag} / choose teachers", select_task, scfg,
                              inputs={"base": base, "runs": unlearned}, params={"points": points})
         teachers = {family: plan.add(f"{tag} / teacher {family}", teacher_task, scfg,
@@ -190,7 +209,7 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
         # Distilled teachers are always attacked: their students are compared with them.
         attacked_teachers += [teachers[f] for f in [*cfg.distilled_families, cfg.undo_family]
                               if f is not None and teachers[f] not in attacked_teachers]
-        targets = [base, *([oracle] if oracle else []), *filtered, *attacked_teachers, *students]
+        targets = [base, *([oracle] if oracle else []), *filtered, *filtered_here, *attacked_teachers, *students]
         if cfg.study.attack_sweep_points:
             targets += unlearned
         for kind in cfg.attack.kinds:

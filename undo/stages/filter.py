@@ -1,0 +1,155 @@
+"""The label-budget-matched data filter: a document classifier (forget vs retain) trained on exactly the labelled
+documents one seed's unlearning step reads (`undo.stages.unlearn.documents_read`: the same documents, so the same
+count and the same labels), measured on fresh labelled documents it never saw, then used by
+`undo.stages.pretrain` to filter the whole pretraining corpus for an oracle (`pretrain.classifier_filter`).
+
+The classifier is scikit-learn's: hashed character n-grams (`HashingVectorizer`, stateless) into a logistic
+regression. Its artifact stores the regression's weights as safetensors and the vectorizer's parameters in
+meta.json (nothing is pickled); `load_classifier` rebuilds it.
+
+Compute is counted like the rest of `undo`, in FLOPs: 2 per stored feature of a document for a prediction (a sparse
+dot product), and for training 2 x that per pass (prediction and gradient) times the solver's iterations.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel
+from safetensors.numpy import load_file, save_file
+
+from undo.config import ExperimentConfig
+from undo.core.data import derive_seed
+from undo.core.errors import UserError
+from undo.core.timing import phase
+from undo.settings import Setting
+from undo.stages.base import Resources, Stage, StageJob, StageResult, data_identity, run_stage
+from undo.stages.labels import documents_read
+
+WEIGHTS = "classifier.safetensors"
+
+
+class ClassifierScores(BaseModel):
+    """Forget is the positive class (what the filter removes)."""
+
+    precision: float
+    recall: float
+    accuracy: float
+    documents: int  # held-out labelled documents per side
+
+
+class FilterResult(StageResult):
+    kind: Literal["filter"] = "filter"
+    vectorizer: dict[str, Any]
+    regularisation: float
+    training_documents: dict[str, int]  # per side: the unlearning step's read documents
+    heldout: ClassifierScores
+    iterations: int
+
+
+@dataclass
+class DocumentClassifier:
+    """Predicts whether documents are forget-domain (True) from their text."""
+
+    vectorizer_params: dict[str, Any]
+    coef: np.ndarray  # [features]
+    intercept: float
+
+    def features(self, texts: list[str]):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        params = {**self.vectorizer_params, "ngram_range": tuple(self.vectorizer_params["ngram_range"])}
+        return HashingVectorizer(**params).transform(texts)
+
+    def predict(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """(is forget per text, FLOPs of the predictions)."""
+        x = self.features(texts)
+        return np.asarray(x @ self.coef + self.intercept > 0).ravel(), 2 * int(x.nnz)
+
+
+def vectorizer_params(cfg: ExperimentConfig) -> dict[str, Any]:
+    c = cfg.pretrain.classifier_filter
+    return {"analyzer": "char_wb", "ngram_range": list(c.ngram_range), "n_features": c.features,
+            "alternate_sign": False, "norm": "l2"}
+
+
+def load_classifier(folder: Path) -> DocumentClassifier:
+    import json
+
+    meta = json.loads((folder / "meta.json").read_text())
+    weights = load_file(folder / WEIGHTS)
+    return DocumentClassifier(meta["vectorizer"], weights["coef"], float(weights["intercept"][0]))
+
+
+@dataclass(frozen=True)
+class TrainFilter(Stage):
+    """Fit the classifier on this seed's unlearning labels; measure it on fresh labelled documents."""
+
+    kind = "filter"
+    makes_model = False
+    resources = Resources(cpus=1, gpus=0.0)
+
+    def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        # The labelled documents are the unlearning step's: its data, steps and batches decide which are read.
+        u = cfg.unlearn
+        return {"seed": cfg.seed, "data": data_identity(cfg), "context": cfg.model.context,
+                "unlearn": {"examples": u.examples, "steps": u.steps, "batch_size": u.batch_size,
+                            "grad_accum": u.grad_accum},
+                "classifier": cfg.pretrain.classifier_filter.model_dump(mode="json")}
+
+    def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
+        return f"filter_classifier_{key[:8]}"
+
+    def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
+        if cfg.pretrain.classifier_filter is None:
+            raise UserError("no pretrain.classifier_filter in the config: the classifier filter is off")
+
+    def run(self, job: StageJob) -> FilterResult:
+        from sklearn.linear_model import LogisticRegression
+
+        cfg, setting = job.cfg, job.setting()
+        c = cfg.pretrain.classifier_filter
+        started = time.perf_counter()
+        read = documents_read(cfg, setting)
+        texts = [d.text for d in read["forget"]] + [d.text for d in read["retain"]]
+        labels = np.array([1] * len(read["forget"]) + [0] * len(read["retain"]))
+        untrained = DocumentClassifier(vectorizer_params(cfg), np.zeros(c.features), 0.0)
+        x = untrained.features(texts)
+        with phase("training"):
+            model = LogisticRegression(C=c.regularisation, max_iter=1000).fit(x, labels)
+        classifier = DocumentClassifier(untrained.vectorizer_params, model.coef_[0].astype(np.float64),
+                                        float(model.intercept_[0]))
+        iterations = int(np.max(model.n_iter_))
+        save_file({"coef": classifier.coef, "intercept": np.array([classifier.intercept])}, job.workdir / WEIGHTS)
+        with phase("evaluation"):
+            heldout = heldout_scores(classifier, setting, c.heldout_per_side, derive_seed(cfg.seed, "filter-heldout"))
+        labelled_tokens = sum(len(ids) for ids in setting.encode_documents(texts))
+        return FilterResult(
+            seed=cfg.seed, vectorizer=classifier.vectorizer_params, regularisation=c.regularisation,
+            training_documents={side: len(docs) for side, docs in read.items()}, heldout=heldout,
+            iterations=iterations, labelled_tokens=labelled_tokens,
+            flops={"train": 2 * 2 * int(x.nnz) * iterations}, wall_time_s=round(time.perf_counter() - started, 2))
+
+    def describe(self, result: StageResult) -> str:
+        h = result.heldout
+        return f"classifier filter: held-out precision {h.precision:.3f}, recall {h.recall:.3f}"
+
+
+def heldout_scores(classifier: DocumentClassifier, setting: Setting, per_side: int, seed: int) -> ClassifierScores:
+    """Precision and recall (forget = positive) on fresh labelled documents of each side (a stream of their own)."""
+    forget = setting.labelled_documents("forget", per_side, seed)
+    retain = setting.labelled_documents("retain", per_side, seed + 1)
+    predicted, _ = classifier.predict([d.text for d in forget + retain])
+    truth = np.array([True] * len(forget) + [False] * len(retain))
+    hits = int(np.sum(predicted & truth))
+    return ClassifierScores(precision=hits / max(int(predicted.sum()), 1), recall=hits / len(forget),
+                            accuracy=float(np.mean(predicted == truth)), documents=per_side)
+
+
+def train_filter(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
+    """The classifier filter of this config's seed into `<run_dir>/filter_classifier_<key>/`."""
+    return run_stage(TrainFilter(), cfg, {}, progress=progress)
