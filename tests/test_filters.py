@@ -199,6 +199,7 @@ def test_a_study_with_the_classifier_filter_attacks_one_per_seed_and_sets_it_bes
     assert sorted(r7["by_alpha"]) == sorted(f"{a:g}" for a in raw["distill"]["alphas"])
     assert all(set(a["numbers"]) == {"2", "6", "area"} for a in r7["by_alpha"].values())
     assert "- **R7** (UNDO vs a data filter trained on the same labels)" in (run_dir / "report.md").read_text()
+    assert results["wall_time_s"]["filter"] > 0  # the classifiers' own stages count in the study's wall time
     assert len({m["artifact"] for m in filtered}) == 2  # each seed's own classifier, so its own oracle
     assert all(m["classifier"]["training_documents"] > 0 and 0 <= m["classifier"]["recall"] <= 1 for m in filtered)
     assert all(0 < m["accounting"]["labelled_fraction"] < 1 for m in filtered)

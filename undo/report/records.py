@@ -73,6 +73,8 @@ class ClassifierSummary(BaseModel):
     training_documents: int  # labelled documents (both sides): the unlearning step's
     precision: float  # on fresh labelled documents, forget = positive
     recall: float
+    artifact: str | None = None  # its own artifact (a `filter` stage)
+    wall_time_s: float | None = None
 
 
 class ModelRecord(BaseModel):
@@ -175,7 +177,8 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
             if trained:
                 f = FilterResult.model_validate(load_json(run_dir / Path(trained).name / "meta.json"))
                 record.classifier = ClassifierSummary(training_documents=sum(f.training_documents.values()),
-                                                      precision=f.heldout.precision, recall=f.heldout.recall)
+                                                      precision=f.heldout.precision, recall=f.heldout.recall,
+                                                      artifact=Path(trained).name, wall_time_s=f.wall_time_s)
         if meta["kind"] == "distill":
             d = DistillResult.model_validate(meta)
             record.distill = DistillSummary(init=d.init, stopped_early=d.stopped_early, stop_step=d.stop_step,
@@ -239,6 +242,8 @@ def gather(run_dir: Path) -> Results:
     for r in records:  # every artifact's own wall time, once (base and oracle appear once per seed)
         parts = [(r.artifact, r.wall_time_s, r.role.stage_kind)]
         parts += [(a.artifact, a.wall_time_s, "attack") for a in r.attacks.values()]
+        if r.classifier:  # a classifier filter's oracle: its classifier's own stage
+            parts.append((r.classifier.artifact, r.classifier.wall_time_s, "filter"))
         for name, seconds, kind in parts:
             if name and name not in seen and seconds is not None:
                 seen.add(name)
