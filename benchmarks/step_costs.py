@@ -1,9 +1,12 @@
-"""Two costs every study pays, each measured against the way it was done before (same numbers, less time):
+"""Three costs every study pays, each measured against the way it was done before (same numbers, less time):
 
 * optimizer update: one training step (forward, backward, clip, AdamW) of the arithmetic studies' 4x64 model with
   AdamW's per-tensor update (torch's CPU default, what the engine used before) and its multi-tensor `foreach`
   update (what the engine uses now), at the attack's batch (2 x 64 tokens), the demo's (8 x 64) and the
   arithmetic study's (16 x 64). Blocks alternate per-tensor, foreach, ... for `--rounds` rounds; medians compared.
+* key/value cache: the same training step with the forward building HF's key/value cache (the model's default,
+  what the objectives did before) and without (`undo.objectives.common.forward`, use_cache=False, now): nothing is
+  decoded after a training forward, so the cache is pure overhead (measured: 1-2 % of a step).
 * tokenization: packing the demo's pretraining stream (300k equations) through the tokenizer's `__call__`
   (before) and through its fast backend's `encode_batch` (`Setting.encode_documents` now); the ids must be equal.
 
@@ -29,7 +32,7 @@ from undo.stages.evaluation import setting_for
 MODEL = ModelConfig(layers=4, width=64, heads=2, context=64)
 
 
-def step_seconds(model, batches, foreach: bool) -> float:
+def step_seconds(model, batches, foreach: bool, use_cache: bool = False) -> float:
     """Mean seconds per training step on a fresh copy of `model`, the engine's optimizer groups and clip."""
     model = copy.deepcopy(model)
     matrices = [p for p in model.parameters() if p.ndim >= 2]
@@ -39,7 +42,10 @@ def step_seconds(model, batches, foreach: bool) -> float:
     objective = OBJECTIVES["lm"]()
     started = time.perf_counter()
     for batch in batches:
-        loss, _ = objective.loss(model, batch)
+        if use_cache:  # the model's default forward, as the objectives ran it before
+            loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+        else:
+            loss, _ = objective.loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -61,6 +67,22 @@ def optimizer_update(rounds: int, steps: int) -> None:
         before, after = statistics.median(times[False]), statistics.median(times[True])
         print(f"  batch {batch_size:>2} x {MODEL.context}: per-tensor {before * 1e3:6.2f} ms/step, foreach "
               f"{after * 1e3:6.2f} ms/step, foreach/per-tensor = {after / before:.3f}")
+
+
+def key_value_cache(rounds: int, steps: int) -> None:
+    model = build_model(MODEL, seed=0, pad_id=0, eos_id=1, tokenizer_size=24)
+    for batch_size in (2, 8, 16):
+        generator = torch.Generator().manual_seed(0)
+        batches = [{"input_ids": torch.randint(2, 20, (batch_size, MODEL.context), generator=generator)}
+                   for _ in range(steps)]
+        step_seconds(model, batches[:5], True, True), step_seconds(model, batches[:5], True, False)  # warm-up
+        times = {True: [], False: []}
+        for _ in range(rounds):
+            for use_cache in (True, False):
+                times[use_cache].append(step_seconds(model, batches, True, use_cache))
+        before, after = statistics.median(times[True]), statistics.median(times[False])
+        print(f"  batch {batch_size:>2} x {MODEL.context}: with cache {before * 1e3:6.2f} ms/step, without "
+              f"{after * 1e3:6.2f} ms/step, without/with = {after / before:.3f}")
 
 
 def tokenization() -> None:
@@ -85,6 +107,9 @@ def main() -> None:
     torch.set_num_threads(1)  # as each of `undo run --workers 2`'s processes on a 2-core machine
     print(f"optimizer update (1 thread, {args.rounds} rounds x {args.steps} steps, medians):")
     optimizer_update(args.rounds, args.steps)
+    print(f"key/value cache in training forwards (1 thread, foreach AdamW, {args.rounds} rounds x {args.steps} "
+          "steps, medians):")
+    key_value_cache(args.rounds, args.steps)
     print("tokenization (the demo's pretraining stream):")
     tokenization()
 

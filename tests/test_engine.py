@@ -88,6 +88,31 @@ def test_multi_tensor_adamw_gives_the_per_tensor_update_bit_for_bit(tmp_path, mo
     assert not torch.equal(next(model_fast.parameters()), next(tiny_model().parameters()))  # it trained
 
 
+def test_training_forwards_build_no_cache_and_train_to_the_same_weights(tmp_path, monkeypatch):
+    """Objectives run the model with use_cache=False (nothing decodes after a training forward; 1-2 % of a 4x64
+    model's step, benchmarks/step_costs.py): the weights must be those the default forward (with its cache) trains
+    to."""
+    from undo.objectives.common import forward
+
+    ids = torch.randint(3, 40, (2, 16), generator=torch.Generator().manual_seed(5))
+    assert forward(tiny_model(), ids).past_key_values is None
+    assert tiny_model()(input_ids=ids).past_key_values is not None  # what it saves
+    model_fast, _ = run(tmp_path / "no_cache")
+    original, switched = torch.nn.Module.__call__, []
+
+    def with_cache(module, *args, **kwargs):
+        if kwargs.get("use_cache") is False:
+            kwargs["use_cache"] = True
+            switched.append(module)
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", with_cache)
+    model_cached, _ = run(tmp_path / "cache")
+    assert len(switched) >= 10  # every training step's forward really ran with a cache
+    for fast, cached in zip(model_fast.parameters(), model_cached.parameters()):
+        assert torch.equal(fast, cached)
+
+
 def test_resume_after_interruption_gives_identical_metrics(tmp_path):
     model_full, full = run(tmp_path / "full")
     with pytest.raises(Interrupted):

@@ -174,3 +174,14 @@ def test_the_budgets_figure_places_each_filter_at_its_compute_and_labels(arithme
     finally:
         for fig in figs.values():
             plt.close(fig)
+
+
+def test_the_budgets_figure_without_unlearn_and_distill(arithmetic):
+    """A study may distil no random-init student (study.distill_methods: []): the figure places the rest."""
+    without = arithmetic.model_copy(update={"models": [r for r in with_filters(arithmetic).models
+                                                       if r.role != Role.DISTILLED]})
+    fig = build_figures(without, KIND)["budgets"]
+    try:
+        assert {t.get_text() for t in fig.axes[0].texts} >= {"r=0.9", "classifier", "α=0.5"}
+    finally:
+        plt.close(fig)

@@ -20,9 +20,18 @@ def side(batch: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch
     return batch[f"{name}_input_ids"], batch.get(f"{name}_attention_mask")
 
 
+def forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+    """A training or scoring forward pass: without a key/value cache, since nothing is decoded after it (building
+    one costs a little time and memory; the outputs are the same). A model without a cache (no `config.use_cache`,
+    e.g. a plain torch module) is called as it is."""
+    if hasattr(getattr(model, "config", None), "use_cache"):
+        kwargs["use_cache"] = False
+    return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
 def shifted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
     """Logits that predict tokens 1..T-1, the targets, the mask of positions that count, and the model output."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    out = forward(model, input_ids, attention_mask, **kwargs)
     logits = out.logits[:, :-1].float()
     targets = input_ids[:, 1:]
     mask = torch.ones_like(targets, dtype=torch.bool) if attention_mask is None else attention_mask[:, 1:].bool()

@@ -12,6 +12,7 @@ from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
 from undo.core.timing import phase
 from undo.objectives.base import Objective, register
+from undo.objectives.common import forward
 
 
 @register("distill")
@@ -51,8 +52,8 @@ class ForwardKL(Objective):
         if self.teacher.training:  # someone switched it back; dropout etc. must stay off
             self.teacher.eval()
         with torch.no_grad(), phase("reference_forwards"):
-            teacher_logits = self.teacher(input_ids=input_ids, attention_mask=attention_mask).logits[counted]
-        student_logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[counted]
+            teacher_logits = forward(self.teacher, input_ids, attention_mask).logits[counted]
+        student_logits = forward(model, input_ids, attention_mask).logits[counted]
         if teacher_logits.shape[-1] != student_logits.shape[-1]:
             raise UserError(f"teacher and student vocabularies differ ({teacher_logits.shape[-1]} vs "
                             f"{student_logits.shape[-1]} logits); distillation needs the same tokenizer and vocab")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from undo.objectives.base import Objective, register
+from undo.objectives.common import forward
 
 
 @register("lm")
@@ -12,5 +13,5 @@ class NextTokenCrossEntropy(Objective):
         labels = input_ids
         if "attention_mask" in batch:  # padded batches: padding predicts nothing
             labels = input_ids.masked_fill(batch["attention_mask"] == 0, -100)
-        out = model(input_ids=input_ids, attention_mask=batch.get("attention_mask"), labels=labels)
+        out = forward(model, input_ids, batch.get("attention_mask"), labels=labels)
         return out.loss, {}

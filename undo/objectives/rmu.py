@@ -9,7 +9,9 @@ from undo.core.compute import forward_flops_per_token
 from undo.core.errors import UserError
 from undo.core.timing import phase
 from undo.objectives.base import Objective, register
-from undo.objectives.common import FORGET, RETAIN, block_outputs, check_blocks, parameters_matching, side
+from undo.objectives.common import (
+    FORGET, RETAIN, block_outputs, check_blocks, forward, parameters_matching, side,
+)
 
 # Each family's MLP output projection of block {i} (what RMU trains), as a regex over parameter names.
 MLP_OUTPUT = {
@@ -87,7 +89,7 @@ class RMU(Objective):
 
     def activations(self, model: nn.Module, input_ids, attention_mask) -> torch.Tensor:
         with block_outputs(model, [self.layer]) as captured:
-            model(input_ids=input_ids, attention_mask=attention_mask)
+            forward(model, input_ids, attention_mask)
         return captured[self.layer]
 
     def loss(self, model, batch):

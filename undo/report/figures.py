@@ -283,7 +283,7 @@ def budgets_figure(results: Results, kind: str):
             (axes[0][0], lambda r: 100 * r.compute, "compute, % of the oracle's pretraining FLOPs (log)"),
             (axes[0][1], lambda r: 100 * r.accounting.labelled_fraction,
              "labelled, % of the pretraining tokens (log)")):
-        for group, style, note in placed:
+        for group, style, note in (entry for entry in placed if entry[0]):  # a study may lack some (no U&D)
             teacher = group[0].role == Role.TEACHER  # robustness 0 by definition: its own anchor
             (x, dx) = interval(group, get)
             (y, dy) = (0.0, None) if teacher else interval(group, lambda r: r.robustness[kind]["area"])
