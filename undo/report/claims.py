@@ -1,4 +1,5 @@
-"""The paper's claims R1-R6 (and R7, UNDO against a data filter trained on its labels), decided from a study's records under one attack kind, with their uncertainty over seeds.
+"""The paper's claims R1-R6 (and R7: UNDO against a data filter trained on its labels), decided from a study's
+records under one attack kind, with their uncertainty over seeds.
 
 Every claim is a JSON-ready dict with the claim in words ("claim"), its decision rule ("rule", stated before any
 number), a "verdict" (`Verdict`: "held", "did not hold", "inconclusive" or "not measured"), "why" where the

@@ -273,7 +273,8 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
          stat(g, lambda r: r.accounting.labelled_fraction),
          {Role.BASE: pct(0.0), Role.ORACLE: pct(1.0)}.get(g[0].role) or stat(g, lambda r: r.filter_removed,
                                                                              lambda v: pct(v, 2))]
-        # One row per model: a shared artifact (base, oracle) once, a seed's own (a classifier filter) per seed.
+        # One row per model: a shared artifact (base, oracle) counted once, per-seed artifacts (the classifier
+        # filter's oracles) pooled over their seeds.
         for g in (list({r.artifact: r for r in group}.values())
                   for group in grouped(records, (Role.BASE, Role.ORACLE, Role.FILTERED)))])
 
