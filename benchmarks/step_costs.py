@@ -53,36 +53,31 @@ def step_seconds(model, batches, foreach: bool, use_cache: bool = False) -> floa
     return (time.perf_counter() - started) / len(batches)
 
 
-def optimizer_update(rounds: int, steps: int) -> None:
+def before_and_after(rounds: int, steps: int, before: dict, after: dict, names: tuple[str, str]) -> None:
+    """Per batch size, training steps with the `before` options of `step_seconds` against the `after` ones, in
+    alternating blocks; prints both medians and their ratio."""
     model = build_model(MODEL, seed=0, pad_id=0, eos_id=1, tokenizer_size=24)
     for batch_size in (2, 8, 16):
         generator = torch.Generator().manual_seed(0)
         batches = [{"input_ids": torch.randint(2, 20, (batch_size, MODEL.context), generator=generator)}
                    for _ in range(steps)]
-        step_seconds(model, batches[:5], True), step_seconds(model, batches[:5], False)  # warm-up
-        times = {False: [], True: []}
+        step_seconds(model, batches[:5], **before), step_seconds(model, batches[:5], **after)  # warm-up
+        times: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(rounds):
-            for foreach in (False, True):
-                times[foreach].append(step_seconds(model, batches, foreach))
-        before, after = statistics.median(times[False]), statistics.median(times[True])
-        print(f"  batch {batch_size:>2} x {MODEL.context}: per-tensor {before * 1e3:6.2f} ms/step, foreach "
-              f"{after * 1e3:6.2f} ms/step, foreach/per-tensor = {after / before:.3f}")
+            for side, options in (("before", before), ("after", after)):
+                times[side].append(step_seconds(model, batches, **options))
+        old, new = statistics.median(times["before"]), statistics.median(times["after"])
+        print(f"  batch {batch_size:>2} x {MODEL.context}: {names[0]} {old * 1e3:6.2f} ms/step, {names[1]} "
+              f"{new * 1e3:6.2f} ms/step, {names[1]}/{names[0]} = {new / old:.3f}")
+
+
+def optimizer_update(rounds: int, steps: int) -> None:
+    before_and_after(rounds, steps, {"foreach": False}, {"foreach": True}, ("per-tensor", "foreach"))
 
 
 def key_value_cache(rounds: int, steps: int) -> None:
-    model = build_model(MODEL, seed=0, pad_id=0, eos_id=1, tokenizer_size=24)
-    for batch_size in (2, 8, 16):
-        generator = torch.Generator().manual_seed(0)
-        batches = [{"input_ids": torch.randint(2, 20, (batch_size, MODEL.context), generator=generator)}
-                   for _ in range(steps)]
-        step_seconds(model, batches[:5], True, True), step_seconds(model, batches[:5], True, False)  # warm-up
-        times = {True: [], False: []}
-        for _ in range(rounds):
-            for use_cache in (True, False):
-                times[use_cache].append(step_seconds(model, batches, True, use_cache))
-        before, after = statistics.median(times[True]), statistics.median(times[False])
-        print(f"  batch {batch_size:>2} x {MODEL.context}: with cache {before * 1e3:6.2f} ms/step, without "
-              f"{after * 1e3:6.2f} ms/step, without/with = {after / before:.3f}")
+    before_and_after(rounds, steps, {"foreach": True, "use_cache": True}, {"foreach": True, "use_cache": False},
+                     ("with cache", "without"))
 
 
 def tokenization() -> None:
