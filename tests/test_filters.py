@@ -178,7 +178,13 @@ def test_the_classifier_oracle_filters_the_corpus_and_counts_only_its_labels(tmp
     record = meta["filtering"]
     assert record["method"] == "classifier" and record["forget_documents"] > 0
     assert record["removed"] > record["forget_documents"] / 2  # char n-grams tell x and / from + and -
-    assert meta["flops"]["filter"] > 0  # classifying the corpus counts
+    # Classifying counts: every document of the base corpus, and the replacement documents an equal-compute oracle
+    # draws in place of those it removed (they pass through the filter too).
+    from undo.stages.filter import load_classifier
+
+    setting = setting_for(cfg)
+    _, corpus_flops = load_classifier(classifier).predict([d.text for d in setting.pretraining_documents("base", cfg.seed)])
+    assert meta["flops"]["filter"] > corpus_flops > 0
     labelled = accounting(meta, tmp_path / "runs")
     filter_tokens = json.loads((classifier / "meta.json").read_text())["labelled_tokens"]
     assert labelled["labelled_tokens"] == filter_tokens  # its classifier's labels, not the whole corpus

@@ -173,12 +173,12 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
             record.filter_removed = filtering.measured_recall
             if filtering.retain_documents:
                 record.filter_retain_removed = filtering.retain_removed / filtering.retain_documents
-            trained = meta.get("input_paths", {}).get("filter")
+            trained = metas.get((meta.get("inputs") or {}).get("filter"))  # a classifier filter's, by stage key
             if trained:
-                f = FilterResult.model_validate(load_json(run_dir / Path(trained).name / "meta.json"))
+                f = FilterResult.model_validate(trained)
                 record.classifier = ClassifierSummary(training_documents=sum(f.training_documents.values()),
                                                       precision=f.heldout.precision, recall=f.heldout.recall,
-                                                      artifact=Path(trained).name, wall_time_s=f.wall_time_s)
+                                                      artifact=trained["name"], wall_time_s=f.wall_time_s)
         if meta["kind"] == "distill":
             d = DistillResult.model_validate(meta)
             record.distill = DistillSummary(init=d.init, stopped_early=d.stopped_early, stop_step=d.stop_step,

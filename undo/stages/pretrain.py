@@ -95,18 +95,29 @@ def classifier_filter(setting: Setting, documents: list, classifier) -> tuple[li
                               retain_removed=int(np.sum(predicted & ~forget))), flops
 
 
+@dataclass
+class PretrainingData:
+    documents: list
+    batches: PackedBatches  # packed and shuffled
+    filtering: FilterRecord | None = None  # what a data filter removed from the base stream
+    filter_flops: int = 0  # a classifier's: classifying the base stream and the replacement documents
+
+
 def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which, recall: float | None = None,
-                     classifier=None) -> tuple[list, PackedBatches]:
-    """The documents of the base (or oracle) stream and their packed, shuffled batches; with `recall`, the oracle
-    of that imperfect filter; with `classifier` (a `undo.stages.filter.DocumentClassifier`), the oracle of what it
-    keeps (replacement documents pass through it too, as any data would). An equal-compute oracle's stream is the
-    filtered one plus replacement retain documents, cut to exactly the base stream's rows."""
+                     classifier=None) -> PretrainingData:
+    """The documents of the base (or oracle) stream and their batches; with `recall`, the oracle of that imperfect
+    filter; with `classifier` (a `undo.stages.filter.DocumentClassifier`), the oracle of what it keeps (replacement
+    documents pass through it too, as any data would). An equal-compute oracle's stream is the filtered one plus
+    replacement retain documents, cut to exactly the base stream's rows."""
+    filtering, filter_flops = None, 0
     if classifier is not None:
-        documents, _, _ = classifier_filter(setting, setting.pretraining_documents("base", cfg.seed), classifier)
+        documents, filtering, filter_flops = classifier_filter(setting, setting.pretraining_documents("base", cfg.seed),
+                                                               classifier)
     elif recall is None:
         documents = setting.pretraining_documents(which, cfg.seed)
     else:
-        documents, _ = imperfect_filter(setting, setting.pretraining_documents("base", cfg.seed), recall, cfg.seed)
+        documents, filtering = imperfect_filter(setting, setting.pretraining_documents("base", cfg.seed), recall,
+                                                cfg.seed)
     rows = setting.packed_rows(documents, cfg.model.context)
     if equal_compute(cfg, which):
         base = setting.pretraining_documents("base", cfg.seed)
@@ -115,13 +126,15 @@ def pretraining_data(cfg: ExperimentConfig, setting: Setting, which: Which, reca
         while True:  # a retain document can be shorter than the forget one it replaces: draw more until it fills
             replacements = setting.replacement_documents(wanted, cfg.seed)
             if classifier is not None:
-                replacements, _, _ = classifier_filter(setting, replacements, classifier)
+                replacements, _, flops = classifier_filter(setting, replacements, classifier)
+                filter_flops += flops
             rows = setting.packed_rows(documents + replacements, cfg.model.context)
             if len(rows) >= base_rows:
                 break
             wanted *= 2
         documents, rows = documents + replacements, rows[:base_rows]
-    return documents, PackedBatches(rows, cfg.pretrain.train.batch_size, seed=cfg.seed)
+    return PretrainingData(documents, PackedBatches(rows, cfg.pretrain.train.batch_size, seed=cfg.seed), filtering,
+                           filter_flops)
 
 
 def pretraining_steps(cfg: ExperimentConfig, setting: Setting, which: Which, batches_per_epoch: int) -> int:
@@ -138,7 +151,7 @@ def pretraining_steps(cfg: ExperimentConfig, setting: Setting, which: Which, bat
         return full(batches_per_epoch)
     if which == "base" or equal_compute(cfg, which):
         return min(full(batches_per_epoch), train_cfg.max_steps)
-    _, base_batches = pretraining_data(cfg, setting, "base")
+    base_batches = pretraining_data(cfg, setting, "base").batches
     share = min(1.0, train_cfg.max_steps / full(base_batches.batches_per_epoch))
     return max(1, round(full(batches_per_epoch) * share))
 
@@ -232,18 +245,11 @@ class Pretrain(Stage):
     def train(self, job: StageJob) -> PretrainResult:
         cfg, setting = job.cfg, job.setting()
         classifier = load_classifier(job.inputs["filter"]) if self.classified else None
-        documents, batches = pretraining_data(cfg, setting, self.which, self.recall, classifier)
+        data = pretraining_data(cfg, setting, self.which, self.recall, classifier)
+        documents, batches, filtered = data.documents, data.batches, data.filtering
         total_steps = pretraining_steps(cfg, setting, self.which, batches.batches_per_epoch)
         model = for_training(self.fresh(cfg, setting), cfg.model)
-        # Recount what the filter removed (cheap next to training), for the record.
-        filtered, classify_flops = None, {}
-        if self.recall is not None:
-            _, filtered = imperfect_filter(setting, setting.pretraining_documents("base", cfg.seed), self.recall,
-                                           cfg.seed)
-        if classifier is not None:  # its FLOPs: classifying every document of the base corpus
-            _, filtered, flops = classifier_filter(setting, setting.pretraining_documents("base", cfg.seed),
-                                                   classifier)
-            classify_flops = {"filter": flops}
+        classify_flops = {"filter": data.filter_flops} if classifier is not None else {}
         console.print(f"[bold]{self.label}[/]: {len(documents):,} documents -> {len(batches.rows):,} sequences of "
                       f"{cfg.model.context} tokens; {total_steps:,} steps; {count_parameters(model):,} parameters"
                       + (f"; the filter removed {filtered.removed:,} of {filtered.forget_documents:,} forget "
