@@ -93,22 +93,30 @@ def test_a_study_attacks_each_filtered_oracle_and_reports_it(tmp_path):
     assert "| filter recall 0.5 |" in attack
 
 
-def test_undo_pretrain_makes_the_filtered_oracles_and_refuses_only_filtered_without_recalls(tmp_path, capsys):
+def undo_pretrain(tmp_path, raw: dict, *args: str) -> int | None:
+    """`undo pretrain` on `raw` (written to a YAML file, run_dir under tmp_path) with `args`: its exit code."""
     import yaml
 
     from undo.cli import main
 
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "run_dir": str(tmp_path / "runs")}))
+    config.write_text(yaml.safe_dump({**raw, "run_dir": str(tmp_path / "runs")}))
     with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain", str(config), "--only", "filtered", "--no-progress"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pretrain.filter_recalls" in err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain", str(config), "--only", "filtered", "--set", "pretrain.filter_recalls=[0.5, 0.9]",
-              "--no-progress"])
-    assert exit_info.value.code in (0, None)
+        main(["pretrain", str(config), *args, "--no-progress"])
+    return exit_info.value.code
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_undo_pretrain_makes_the_filtered_oracles_and_refuses_only_filtered_without_recalls(tmp_path, capsys):
+    assert undo_pretrain(tmp_path, TINY, "--only", "filtered") == 2
+    assert "pretrain.filter_recalls" in one_error_line(capsys)
+    recalls = "pretrain.filter_recalls=[0.5, 0.9]"
+    assert undo_pretrain(tmp_path, TINY, "--only", "filtered", "--set", recalls) in (0, None)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")) == [
         "oracle_recall0.5", "oracle_recall0.9"]
 
@@ -183,7 +191,8 @@ def test_the_classifier_oracle_filters_the_corpus_and_counts_only_its_labels(tmp
     from undo.stages.filter import load_classifier
 
     setting = setting_for(cfg)
-    _, corpus_flops = load_classifier(classifier).predict([d.text for d in setting.pretraining_documents("base", cfg.seed)])
+    corpus = [d.text for d in setting.pretraining_documents("base", cfg.seed)]
+    _, corpus_flops = load_classifier(classifier).predict(corpus)
     assert meta["flops"]["filter"] > corpus_flops > 0
     labelled = accounting(meta, tmp_path / "runs")
     filter_tokens = json.loads((classifier / "meta.json").read_text())["labelled_tokens"]
@@ -216,22 +225,11 @@ def test_a_study_with_the_classifier_filter_attacks_one_per_seed_and_sets_it_bes
 
 
 def test_undo_pretrain_only_classified_trains_the_classifier_then_its_oracle(tmp_path, capsys):
-    import yaml
-
-    from undo.cli import main
-
-    config = tmp_path / "tiny.yaml"
-    without = {key: value for key, value in CLASSIFIED.items() if key != "pretrain"}
-    config.write_text(yaml.safe_dump({**without, "pretrain": TINY["pretrain"], "run_dir": str(tmp_path / "runs")}))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain", str(config), "--only", "classified", "--no-progress"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pretrain.classifier_filter" in err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain", str(config), "--only", "classified", "--set", "pretrain.classifier_filter={}",
-              "--no-progress"])
-    assert exit_info.value.code in (0, None)
+    unfiltered = {**CLASSIFIED, "pretrain": TINY["pretrain"]}
+    assert undo_pretrain(tmp_path, unfiltered, "--only", "classified") == 2
+    assert "pretrain.classifier_filter" in one_error_line(capsys)
+    assert undo_pretrain(tmp_path, unfiltered, "--only", "classified", "--set", "pretrain.classifier_filter={}") in (
+        0, None)
     made = sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
     assert [name.split("_")[:2] for name in made] == [["filter", "classifier"], ["oracle", "classifier"]]
     meta = json.loads((tmp_path / "runs" / made[1] / "meta.json").read_text())
