@@ -163,9 +163,9 @@ def test_the_classifier_sees_exactly_the_documents_an_unlearning_run_reads(tmp_p
         expected += [d.text for d, (a, b) in zip(documents[side], spans)
                      if any(a < (r + 1) * c and b > r * c for r in rows)]
     seen = []
-    real_features = filter_stage.DocumentClassifier.features
-    monkeypatch.setattr(filter_stage.DocumentClassifier, "features",
-                        lambda self, texts: seen.append(list(texts)) or real_features(self, texts))
+    real_features = filter_stage.hashed_features
+    monkeypatch.setattr(filter_stage, "hashed_features",
+                        lambda params, texts: seen.append(list(texts)) or real_features(params, texts))
     meta = json.loads((train_filter(cfg, progress=False) / "meta.json").read_text())
     assert seen[0] == expected  # trained on those documents and no other
     assert sum(meta["training_documents"].values()) == len(expected) < 2 * cfg.unlearn.examples

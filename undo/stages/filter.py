@@ -13,6 +13,7 @@ dot product), and for training 2 x that per pass (prediction and gradient) times
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,14 @@ class FilterResult(StageResult):
     iterations: int
 
 
+def hashed_features(vectorizer_params: dict[str, Any], texts: list[str]):
+    """The texts' hashed character n-grams (a sparse matrix, one row per text)."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    params = {**vectorizer_params, "ngram_range": tuple(vectorizer_params["ngram_range"])}
+    return HashingVectorizer(**params).transform(texts)
+
+
 @dataclass
 class DocumentClassifier:
     """Predicts whether documents are forget-domain (True) from their text."""
@@ -60,10 +69,7 @@ class DocumentClassifier:
     intercept: float
 
     def features(self, texts: list[str]):
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        params = {**self.vectorizer_params, "ngram_range": tuple(self.vectorizer_params["ngram_range"])}
-        return HashingVectorizer(**params).transform(texts)
+        return hashed_features(self.vectorizer_params, texts)
 
     def predict(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """(is forget per text, FLOPs of the predictions)."""
@@ -78,8 +84,6 @@ def vectorizer_params(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def load_classifier(folder: Path) -> DocumentClassifier:
-    import json
-
     meta = json.loads((folder / "meta.json").read_text())
     weights = load_file(folder / WEIGHTS)
     return DocumentClassifier(meta["vectorizer"], weights["coef"], float(weights["intercept"][0]))
@@ -117,11 +121,11 @@ class TrainFilter(Stage):
         read = documents_read(cfg, setting)
         texts = [d.text for d in read["forget"]] + [d.text for d in read["retain"]]
         labels = np.array([1] * len(read["forget"]) + [0] * len(read["retain"]))
-        untrained = DocumentClassifier(vectorizer_params(cfg), np.zeros(c.features), 0.0)
-        x = untrained.features(texts)
+        params = vectorizer_params(cfg)
+        x = hashed_features(params, texts)
         with phase("training"):
             model = LogisticRegression(C=c.regularisation, max_iter=1000).fit(x, labels)
-        classifier = DocumentClassifier(untrained.vectorizer_params, model.coef_[0].astype(np.float64),
+        classifier = DocumentClassifier(params, model.coef_[0].astype(np.float64),
                                         float(model.intercept_[0]))
         iterations = int(np.max(model.n_iter_))
         save_file({"coef": classifier.coef, "intercept": np.array([classifier.intercept])}, job.workdir / WEIGHTS)
