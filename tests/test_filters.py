@@ -234,3 +234,25 @@ def test_undo_pretrain_only_classified_trains_the_classifier_then_its_oracle(tmp
     assert [name.split("_")[:2] for name in made] == [["filter", "classifier"], ["oracle", "classifier"]]
     meta = json.loads((tmp_path / "runs" / made[1] / "meta.json").read_text())
     assert meta["filtering"]["method"] == "classifier" and meta["inputs"]["filter"]
+
+
+def test_the_filter_stages_run_as_ray_tasks_with_the_same_artifacts_and_numbers(tmp_path):
+    """The classifier filter, its oracle and a recall filter's oracle through the Ray executor (a local Ray): the
+    same artifacts (same keys) and the same numbers as in this process."""
+    pytest.importorskip("ray")
+    from tests.test_study import numbers
+
+    def study(run_dir, **options):
+        raw = study_config(run_dir, study={"seeds": [0], "attack_sweep_points": False},
+                           pretrain={"classifier_filter": {"heldout_per_side": 100}, "filter_recalls": [0.5]})
+        return json.loads((run_study(validate_config(raw), progress=False, **options) / "results.json").read_text())
+
+    local, on_ray = study(tmp_path / "local"), study(tmp_path / "ray", executor="ray")
+    names = [sorted(p.parent.name for p in (tmp_path / side).glob("*/meta.json")) for side in ("local", "ray")]
+    assert names[0] == names[1] and any(name.startswith("filter_classifier_") for name in names[0])
+    assert numbers(on_ray) == numbers(local)
+    def classifiers(results):  # what each classifier is, without its wall time
+        return [{k: v for k, v in m["classifier"].items() if k != "wall_time_s"}
+                for m in results["models"] if m["classifier"]]
+
+    assert classifiers(on_ray) == classifiers(local) != []
