@@ -1,17 +1,19 @@
 """Do two studies report the same numbers? Compares two `results.json` files, artifact names, stage keys, paths and
 wall times aside, and prints every number that differs.
 
-Run:  python benchmarks/results_parity.py OLD/results.json NEW/results.json
+Run:  python benchmarks/results_parity.py OLD/results.json NEW/results.json [--kind lora]
 
 Either file may use the schema before the stage/manifest redesign (one `attack` and one `robustness` per model,
 claims not split by attack kind, selection keyed "seed N") or the current one (`attacks` and `robustness` per
 attack kind; the plain fine-tune is `finetune`). Kendall's tau is printed beside, not compared: the redesign
 replaced a hand-written tau without tie handling by scipy's tau-b, so the two legitimately differ when there are
-ties. Exits 0 when every compared number is equal (floats to 1e-12), 1 otherwise.
+ties. The attack numbers and claims compared are those of one attack kind (`--kind`, default the plain fine-tune).
+Exits 0 when every compared number is equal (floats to 1e-12), 1 otherwise.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -86,7 +88,14 @@ def differences(a: Any, b: Any, where: str, counter: list[int]) -> list[str]:
 
 
 def main() -> None:
-    old, new = (normalise(json.loads(Path(p).read_text())) for p in sys.argv[1:3])
+    global KIND
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--kind", default=KIND, help="the attack kind whose numbers are compared")
+    args = parser.parse_args()
+    KIND = args.kind
+    old, new = (normalise(json.loads(path.read_text())) for path in (args.old, args.new))
     print(f"Kendall tau (R3), old: {old.pop('tau')}  new: {new.pop('tau')}")
     counter = [0]
     found = differences(old, new, "", counter)

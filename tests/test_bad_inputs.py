@@ -94,6 +94,8 @@ CONFIG_VALUES = [
     ("pretrain.train.max_steps", 0, None), ("pretrain.train.max_steps", -1, None),
     ("pretrain.train.eval_every", 0, None), ("pretrain.train.checkpoint_every", 0, None),
     ("pretrain.train.log_every", 0, None), ("pretrain.train.mixed_precision", "fp8", None),
+    ("pretrain.train.compile", "yes", None), ("pretrain.train.compile", 1, None), ("unlearn.compile", "no", None),
+    ("attack.compile", 0, None), ("distill.train.compile", "true", None),
     ("pretrain.train.nosuch", 1, "nosuch"), ("pretrain.oracle", "maybe", None),
     ("oracle.pretrained", 5, None), ("oracle.nosuch", 1, "nosuch"),
     ("unlearn.methods", [], "methods"),

@@ -89,6 +89,17 @@ def test_two_processes_pretrain_and_unlearn_like_one(tmp_path):
     assert selection[0] == selection[1]
 
 
+def test_two_processes_train_compiled_like_one(tmp_path):
+    """`compile` under torchrun: each process compiles the DDP-wrapped model (torch's DDP optimizer splits the graph
+    at gradient buckets) and the run trains to one compiled process's weights, metrics and counts."""
+    train = {**TINY["pretrain"]["train"], "compile": True}
+    raw, _ = config(tmp_path, "one", pretrain={"train": train})
+    pretrain(validate_config(raw), "base", progress=False)
+    _, two = config(tmp_path, "two", pretrain={"train": train})
+    finished(torchrun("pretrain", str(two), "--only", "base"))
+    same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base")
+
+
 def test_whole_micro_batches_per_process_are_exact_for_every_objective(tmp_path):
     """grad_accum a multiple of the processes: each process takes whole micro-batches, so even RepNoise's
     batch-level MMD term is the one process's."""
@@ -174,6 +185,44 @@ def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
     teacher = torch.nn.Linear(2, 2).requires_grad_(False)
     ForwardKL(teacher).to("cpu", torch.bfloat16)
     assert teacher.weight.dtype == torch.bfloat16
+
+
+def test_every_stage_trains_compiled_close_to_eager_under_its_own_key(tmp_path):
+    """`compile` in pretraining, unlearning (a method reading block activations through hooks among them),
+    distillation and the attack: a whole tiny study runs compiled; its weights are eager's to float rounding, its
+    keys are not eager's, and left at false the option is in no stage's key (keys made before it stay valid)."""
+    from undo.study.runner import run_study
+
+    on = {"compile": True}
+    study = {"pretrain": {"train": {**TINY["pretrain"]["train"], **on}},
+             "unlearn": {**UNLEARN, **on, "methods": [{"method": "grad_diff", "lrs": [1e-3]},
+                                                      {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 0}}]},
+             "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": None,
+                         "train": {"batch_size": 4, "warmup_steps": 1, "max_steps": 4, "eval_every": 2, **on}},
+             "attack": {"data": "forget", "steps": 4, "eval_every": 2, "budgets": [2, 4], "lrs": [1e-3],
+                        "eval_per_cell": 4, "examples": 100, "batch_size": 4, **on},
+             "study": {"undo_method": "grad_diff", "distill_methods": ["grad_diff"], "attack_teachers": ["grad_diff"]}}
+    raw, _ = config(tmp_path, "compiled", **study)
+    run_study(validate_config(raw), progress=False, report=False)
+    eager = json.loads(json.dumps(raw).replace('"compile": true', '"compile": false'))
+    eager["run_dir"] = str(tmp_path / "eager")
+    run_study(validate_config(eager), progress=False, report=False)
+    for pattern in ("base", "unlearn_grad_diff*", "unlearn_rmu*", "distill_noised*", "attack_unlearn_grad_diff*"):
+        [one], [two] = (sorted((tmp_path / d).glob(pattern)) for d in ("compiled", "eager"))
+        a, b = (json.loads((p / "meta.json").read_text()) for p in (one, two))
+        assert a["key"] != b["key"], pattern
+        if (one / "model").is_dir():
+            weights = [load_file(p / "model" / "model.safetensors") for p in (one, two)]
+            for key in weights[0]:
+                torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-3, atol=1e-4,
+                                           msg=f"{pattern}: {key}")
+        else:  # the attack: the same curve (accuracies on a few items: rounding cannot flip a greedy answer here)
+            assert a["best"]["values"] == pytest.approx(b["best"]["values"], abs=1e-6), pattern
+    made = sorted(p.name for p in (tmp_path / "eager").iterdir())
+    without = json.loads(json.dumps(eager).replace(', "compile": false', "").replace('"compile": false, ', ""))
+    assert "compile" not in json.dumps(without)
+    run_study(validate_config(without), progress=False, report=False)
+    assert sorted(p.name for p in (tmp_path / "eager").iterdir()) == made  # every artifact reused: the same keys
 
 
 def test_a_whole_study_under_torchrun_matches_one_process(tmp_path):

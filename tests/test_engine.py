@@ -235,3 +235,46 @@ def test_flop_formula_matches_hand_computation():
 def test_logged_flops_are_tokens_times_per_token_cost(tmp_path):
     model, result = run(tmp_path, steps=5)
     assert result.flops == {"train": result.tokens * train_flops_per_token(model, 16)}
+
+
+def test_compiled_training_matches_eager_to_float_rounding(tmp_path, monkeypatch):
+    """`compile`: the objective's forwards and backward run through torch.compile; fused kernels round differently,
+    so the weights match eager training closely, not bit for bit. Evaluation reads the plain module."""
+    compiled_modules, evaluated = [], []
+    original = torch.compile
+
+    def recording_compile(module, **kwargs):
+        compiled_modules.append(module)
+        return original(module, **kwargs)
+
+    def evaluate(model):
+        evaluated.append(type(model).__name__)
+        return held_out_loss(model)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    model_eager, eager = run(tmp_path / "eager")
+    model_compiled = tiny_model()
+    compiled = train(model_compiled, OBJECTIVES["lm"](), tiny_batches(), CFG.model_copy(update={"compile": True}),
+                     10, tmp_path / "compiled", evaluate=evaluate, progress=False, run_key="k")
+    assert compiled_modules == [model_compiled]  # the eager run compiled nothing
+    assert evaluated == ["LlamaForCausalLM"] * 3  # steps 4, 8, 10: the plain module, not the compiled wrapper
+    losses = [(a["loss"], b["loss"]) for a, b in zip(eager.history, compiled.history) if a["kind"] == "train"]
+    assert len(losses) == 10 and all(abs(a - b) <= 1e-4 * abs(a) for a, b in losses)
+    initial = tiny_model()
+    for eager_w, compiled_w in zip(model_eager.parameters(), model_compiled.parameters()):
+        assert torch.allclose(eager_w, compiled_w, rtol=1e-4, atol=1e-5)
+    assert not all(torch.equal(w, s) for w, s in zip(model_compiled.parameters(), initial.parameters()))
+
+
+def test_a_compile_failure_is_one_line_naming_the_switch(tmp_path, monkeypatch):
+    """Where torch.compile cannot build kernels (e.g. no C++ compiler), the run stops with a UserError that says
+    how to train without it, not a compiler traceback."""
+    original = torch.compile
+
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: original(module, backend=failing_backend))
+    with pytest.raises(UserError, match=r"torch.compile failed .*set attack.compile: false"):
+        train(tiny_model(), OBJECTIVES["lm"](), tiny_batches(), CFG.model_copy(update={"compile": True}), 2,
+              tmp_path, progress=False, run_key="k", description="attack", config_keys="attack.lrs")

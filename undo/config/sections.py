@@ -56,6 +56,9 @@ class ModelConfig(StrictModel):
 
 MixedPrecision = Literal["no", "bf16", "fp16"]
 MIXED_PRECISION = "autocast (Accelerate's mixed precision) on GPUs; keep 'no' on CPUs, where bf16 is slower than fp32"
+COMPILE = ("compile the trained model's forward and backward with torch.compile (after a one-time compile per "
+           "process, faster steps where they are small: benchmarks/compile_step.py); the numbers match eager mode "
+           "to float rounding, not bit for bit, so it is part of the stage's key")
 
 
 class TrainConfig(StrictModel):
@@ -79,6 +82,7 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = Field(250, ge=1, description="save a resumable checkpoint every N steps")
     log_every: int = Field(10, ge=1, description="write a train line to metrics.jsonl every N steps")
     mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
+    compile: bool = Field(False, description=COMPILE)
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> "TrainConfig":
@@ -197,6 +201,7 @@ class UnlearnConfig(StrictModel):
     grad_accum: int = Field(1, ge=1, description="micro-batch pairs per optimizer step (a step reads batch_size x "
                                                  "grad_accum forget and retain sequences)")
     mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
+    compile: bool = Field(False, description=COMPILE)
 
 
 class AttackConfig(StrictModel):
@@ -228,6 +233,7 @@ class AttackConfig(StrictModel):
     grad_accum: int = Field(1, ge=1, description="micro-batches per attack step (a step reads batch_size x "
                                                  "grad_accum sequences)")
     mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
+    compile: bool = Field(False, description=COMPILE)
     extend_grid: int = Field(2, ge=0, le=10, description="when the attacker's best LR at a budget is the top (or "
                                                         "bottom) of the grid and beats its neighbour, add an LR half "
                                                         "a decade beyond, at most this many times per direction "

@@ -224,9 +224,10 @@ class Attack(Stage):
                 return {**splits["validation"].evaluate(model), **{f"test/{k}": v for k, v in test.items()}}
 
             train_cfg = TrainConfig(batch_size=a.batch_size, grad_accum=a.grad_accum,
-                                    mixed_precision=a.mixed_precision, lr=lr, schedule="constant", warmup_steps=0,
-                                    weight_decay=0.0, clip=1.0, max_steps=a.steps, eval_every=a.eval_every,
-                                    eval_steps=a.eval_steps, checkpoint_every=max(a.eval_every, 50), log_every=10)
+                                    mixed_precision=a.mixed_precision, compile=a.compile, lr=lr, schedule="constant",
+                                    warmup_steps=0, weight_decay=0.0, clip=1.0, max_steps=a.steps,
+                                    eval_every=a.eval_every, eval_steps=a.eval_steps,
+                                    checkpoint_every=max(a.eval_every, 50), log_every=10)
             method = self.method
             result = train(method.prepare(model), method.objective(), batches, train_cfg, a.steps, workdir,
                            evaluate=evaluate, eval_at_start=True, progress=job.progress,

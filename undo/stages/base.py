@@ -133,7 +133,9 @@ def model_identity(model: ModelConfig) -> dict[str, Any]:
     return fields
 
 
-COMPUTE_OPTIONS = ("grad_accum", "mixed_precision")  # added to unlearn and attack after their keys were fixed
+# Options added after the keys were fixed: a key names them only when they are set (see `defaulted`).
+COMPUTE_OPTIONS = ("grad_accum", "mixed_precision", "compile")  # of the unlearn and attack sections
+TRAIN_OPTIONS_ADDED = ("compile",)  # of TrainConfig (pretrain.train, distill.train)
 
 
 def defaulted(section: BaseModel, names: tuple[str, ...]) -> set[str]:

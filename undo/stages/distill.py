@@ -27,7 +27,8 @@ from undo.core.noise import shrink_and_perturb
 from undo.core.timing import phase
 from undo.objectives import OBJECTIVES
 from undo.settings import Setting
-from undo.stages.base import Stage, StageJob, StageResult, data_identity, for_training, run_stage
+from undo.stages.base import (
+    TRAIN_OPTIONS_ADDED, Stage, StageJob, StageResult, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
 
 DistillInit = Literal["random", "noised", "model"]
@@ -107,7 +108,8 @@ class Distill(Stage):
                 if self.init == "random" else None,
                 "data": data_identity(cfg), "evaluation": cfg.setting.evaluation_identity(),
                 "context": cfg.model.context,
-                "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every"}),
+                "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every",
+                                                                  *defaulted(d.train, TRAIN_OPTIONS_ADDED)}),
                 "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(self.init), "temperature": d.temperature,
                 "stop_probes": [d.stop_resolution, d.stop_probe_every] if d.stop_tolerance is not None else None,
                 "examples": d.examples}

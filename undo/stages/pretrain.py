@@ -31,7 +31,8 @@ from undo.core.models import (
 from undo.objectives import OBJECTIVES
 from undo.settings import Setting
 from undo.stages.base import (
-    Stage, StageJob, StageResult, console, data_identity, for_training, model_identity, run_stage, stage_key,
+    TRAIN_OPTIONS_ADDED, Stage, StageJob, StageResult, console, data_identity, defaulted, for_training, model_identity,
+    run_stage, stage_key,
 )
 from undo.stages.evaluation import evaluation_key, write_evaluation
 from undo.stages.filter import load_classifier
@@ -41,7 +42,8 @@ Which = Literal["base", "oracle"]
 
 def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
     """The training knobs that change the trained weights (not logging, evaluation or checkpoint cadence)."""
-    return train_cfg.model_dump(mode="json", exclude={"eval_every", "eval_steps", "checkpoint_every", "log_every"})
+    return train_cfg.model_dump(mode="json", exclude={"eval_every", "eval_steps", "checkpoint_every", "log_every",
+                                                      *defaulted(train_cfg, TRAIN_OPTIONS_ADDED)})
 
 
 class FilterRecord(BaseModel):

@@ -105,7 +105,7 @@ class Unlearn(Stage):
         reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
         objective = build_unlearning_objective(point, reference, cfg.seed)
         train_cfg = TrainConfig(batch_size=u.batch_size, grad_accum=u.grad_accum, mixed_precision=u.mixed_precision,
-                                lr=point.lr, schedule="constant", warmup_steps=0,
+                                compile=u.compile, lr=point.lr, schedule="constant", warmup_steps=0,
                                 weight_decay=0.0, clip=u.clip, max_steps=u.steps, eval_every=u.eval_every,
                                 checkpoint_every=max(u.eval_every, 50), log_every=10)
         result = train(model, objective, batches, train_cfg, u.steps, job.workdir, evaluate=setting.evaluate,
