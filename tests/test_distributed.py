@@ -152,23 +152,26 @@ def test_a_step_is_shared_by_whole_micro_batches_or_by_rows(monkeypatch):
         distributed.shard_step(odd, "unlearn")
 
 
+def every_stage_study(options: dict, methods: list[dict]) -> dict:
+    """A tiny study (every stage kind, the given unlearning methods) whose every training stage sets `options`."""
+    return {"pretrain": {"train": {**TINY["pretrain"]["train"], **options}},
+            "unlearn": {**UNLEARN, **options, "methods": methods},
+            "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": None,
+                        "train": {"batch_size": 4, "warmup_steps": 1, "max_steps": 4, "eval_every": 2, **options}},
+            "attack": {"data": "forget", "steps": 4, "eval_every": 2, "budgets": [2, 4], "lrs": [1e-3],
+                       "eval_per_cell": 4, "examples": 100, "batch_size": 4, **options},
+            "study": {"undo_method": "grad_diff", "distill_methods": ["grad_diff"], "attack_teachers": ["grad_diff"]}}
+
+
 def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
     """Mixed precision in pretraining, unlearning, distillation and the attack: a whole tiny study runs with it and
     its weights are not fp32's (autocast really ran); a frozen teacher is held in bf16."""
     from undo.objectives.distill import ForwardKL
     from undo.study.runner import run_study
 
-    bf16 = {"mixed_precision": "bf16"}
-    tiny_train = {**TINY["pretrain"]["train"], **bf16}
-    study = {"pretrain": {"train": tiny_train},
-             "unlearn": {**UNLEARN, **bf16, "methods": [{"method": "grad_diff", "lrs": [1e-3]},
-                                                        {"method": "maxent", "lrs": [1e-3],
-                                                         "knobs": {"retain_loss": "kl"}}]},
-             "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": None,
-                         "train": {"batch_size": 4, "warmup_steps": 1, "max_steps": 4, "eval_every": 2, **bf16}},
-             "attack": {"data": "forget", "steps": 4, "eval_every": 2, "budgets": [2, 4], "lrs": [1e-3],
-                        "eval_per_cell": 4, "examples": 100, "batch_size": 4, **bf16},
-             "study": {"undo_method": "grad_diff", "distill_methods": ["grad_diff"], "attack_teachers": ["grad_diff"]}}
+    study = every_stage_study({"mixed_precision": "bf16"}, [{"method": "grad_diff", "lrs": [1e-3]},
+                                                            {"method": "maxent", "lrs": [1e-3],
+                                                             "knobs": {"retain_loss": "kl"}}])
     raw, _ = config(tmp_path, "bf16", **study)
     run_study(validate_config(raw), progress=False, report=False)
     fp32 = json.loads(json.dumps(raw).replace('"bf16"', '"no"'))
@@ -193,15 +196,8 @@ def test_every_stage_trains_compiled_close_to_eager_under_its_own_key(tmp_path):
     keys are not eager's, and left at false the option is in no stage's key (keys made before it stay valid)."""
     from undo.study.runner import run_study
 
-    on = {"compile": True}
-    study = {"pretrain": {"train": {**TINY["pretrain"]["train"], **on}},
-             "unlearn": {**UNLEARN, **on, "methods": [{"method": "grad_diff", "lrs": [1e-3]},
-                                                      {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 0}}]},
-             "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": None,
-                         "train": {"batch_size": 4, "warmup_steps": 1, "max_steps": 4, "eval_every": 2, **on}},
-             "attack": {"data": "forget", "steps": 4, "eval_every": 2, "budgets": [2, 4], "lrs": [1e-3],
-                        "eval_per_cell": 4, "examples": 100, "batch_size": 4, **on},
-             "study": {"undo_method": "grad_diff", "distill_methods": ["grad_diff"], "attack_teachers": ["grad_diff"]}}
+    study = every_stage_study({"compile": True}, [{"method": "grad_diff", "lrs": [1e-3]},
+                                                  {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 0}}])
     raw, _ = config(tmp_path, "compiled", **study)
     run_study(validate_config(raw), progress=False, report=False)
     eager = json.loads(json.dumps(raw).replace('"compile": true', '"compile": false'))
