@@ -92,12 +92,20 @@ def test_two_processes_pretrain_and_unlearn_like_one(tmp_path):
 def test_two_processes_train_compiled_like_one(tmp_path):
     """`compile` under torchrun: each process compiles the DDP-wrapped model (torch's DDP optimizer splits the graph
     at gradient buckets) and the run trains to one compiled process's weights, metrics and counts."""
+    from undo.stages.pretrain import pretrain_key
+
     train = {**TINY["pretrain"]["train"], "compile": True}
     raw, _ = config(tmp_path, "one", pretrain={"train": train})
     pretrain(validate_config(raw), "base", progress=False)
     _, two = config(tmp_path, "two", pretrain={"train": train})
     finished(torchrun("pretrain", str(two), "--only", "base"))
-    same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base")
+    # Both runs trained compiled (their key is the compiled config's, not eager's) and agree within DDP's rounding.
+    eager, _ = config(tmp_path, "eager")
+    compiled_key = pretrain_key(validate_config(raw), "base")
+    assert compiled_key != pretrain_key(validate_config(eager), "base")
+    for run in ("one", "two"):
+        assert json.loads((tmp_path / run / "base" / "meta.json").read_text())["key"] == compiled_key, run
+    assert same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base") <= 2e-5
 
 
 def test_whole_micro_batches_per_process_are_exact_for_every_objective(tmp_path):

@@ -215,7 +215,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
             batch = {k: v.to(accelerator.device) for k, v in cpu_batch.items()}
             # Gradients are averaged over the processes once per step, at its last micro-batch.
             with accelerator.no_sync(model) if micro < len(mine) - 1 else contextlib.nullcontext():
-                loss, logs = compiled_loss(objective, trained, batch) if cfg.compile else objective.loss(model, batch)
+                loss, logs = compiled_loss(batch) if cfg.compile else objective.loss(model, batch)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     _diverged(loss_value, step)
@@ -233,7 +233,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
         extras = {k[len("log."):]: v / n for k, v in sums.items() if k.startswith("log.")}
         return sums["loss"] / n, extras, int(sums["tokens"])
 
-    def compiled_loss(objective, trained, batch):
+    def compiled_loss(batch):
         try:
             return objective.loss(trained, batch)
         except torch._dynamo.exc.TorchDynamoException as err:  # e.g. no C++ compiler for inductor's CPU kernels
