@@ -5,7 +5,7 @@ Run:  python benchmarks/engine_throughput.py            (defaults: ~4.8 M-parame
 
 What is measured
 ----------------
-* engine: wall time of one `undo.core.engine.train(...)` call of `--steps` optimizer steps on a fresh copy of the
+* engine: wall time of one `undo.training.engine.train(...)` call of `--steps` optimizer steps on a fresh copy of the
   model (LM objective, constant LR, no warmup, no eval, no checkpoint inside the block; evaluate=None).
   Everything the call does is included: Accelerator creation and `prepare`, optimizer construction, the
   per-step host work (LR setting, `.item()`, token/FLOP counting, a metrics.jsonl line every `--log-every`
@@ -40,7 +40,7 @@ import torch
 from undo.core.compute import train_flops_per_token
 from undo.config import ModelConfig, TrainConfig
 from undo.core.data import PackedBatches
-from undo.core.engine import train
+from undo.training.engine import train
 from undo.core.models import build_model, count_parameters
 from undo.objectives import OBJECTIVES
 

@@ -21,10 +21,10 @@ import torch
 
 from undo.config import ModelConfig, TrainConfig, validate_config
 from undo.core.data import PackedBatches
-from undo.core.engine import read_metrics, train
+from undo.training.engine import read_metrics, train
 from undo.core.models import build_model, count_parameters
 from undo.objectives import OBJECTIVES
-from undo.study.runner import run_study
+from undo.api import run_study
 
 
 def tiny_study(run_dir: Path) -> float:

@@ -128,6 +128,34 @@ def test_oracle_stream_is_the_base_stream_without_forget_problems():
     assert len(oracle) < len(base)
 
 
+def test_operations_on_neither_side_are_ordinary_data_the_perfect_oracle_keeps():
+    """retain [add], forget [mul]: - and / are on neither side. The perfect filter (the oracle) removes exactly what
+    `is_forget` calls forget, as a recall-1 filter would, so it keeps them; the replacement documents an
+    equal-compute oracle draws are of the oracle's mixture (no forget operation, every other one)."""
+    from undo.stages.pretrain import imperfect_filter
+
+    setting = ArithmeticSetting(ArithmeticConfig(examples=2000, eval_per_cell=2, retain=["add"], forget=["mul"]))
+    base = setting.pretraining_documents("base", seed=5)
+    oracle = setting.pretraining_documents("oracle", seed=5)
+    assert {"sub", "div"} <= {p.op for p in base}
+    assert oracle == [p for p in base if not setting.is_forget(p)]  # same documents, same order
+    assert {p.op for p in oracle} == {"add", "sub", "div"}
+    assert len(base) - len(oracle) == sum(p.op == "mul" for p in base) > 0
+    # The perfect filter is the recall-1 filter; one of recall near 1 keeps the same neither-side documents.
+    assert imperfect_filter(setting, base, 1.0, seed=5)[0] == oracle
+    kept, _ = imperfect_filter(setting, base, 0.999, seed=5)
+    assert [p for p in kept if p.op != "mul"] == oracle
+    replacements = setting.replacement_documents(2000, seed=5)
+    assert {p.op for p in replacements} == {"add", "sub", "div"}
+    assert not any(setting.is_forget(p) for p in replacements)
+
+
+def test_the_default_oracle_and_its_replacements_are_the_retain_side():
+    setting = ArithmeticSetting(ArithmeticConfig(examples=2000, eval_per_cell=2))
+    assert {p.op for p in setting.replacement_documents(1000, seed=3)} == {"add", "sub"}
+    assert {p.op for p in setting.pretraining_documents("oracle", seed=3)} == {"add", "sub"}
+
+
 def test_encoded_documents_open_with_the_separator():
     setting = ArithmeticSetting(ArithmeticConfig(eval_per_cell=2))
     docs = setting.encode_documents(["1 + 1 = 2", "ab"])

@@ -13,8 +13,8 @@ from tests.conftest import TINY, InterruptedAt
 from undo.core.artifacts import file_sha256, stable_hash
 from undo.cli import main
 from undo.config import validate_config
-from undo.core.engine import read_metrics
-from undo.core.errors import TrainingDiverged, UserError
+from undo.training.engine import read_metrics
+from undo.schema.errors import TrainingDiverged, UserError
 from undo.analysis.robustness import BestCurve, Curve, area_under, attacker_best, robustness_summary
 from undo.stages.attack import attack
 from undo.stages.base import artifact_key
@@ -256,7 +256,9 @@ def test_cli_attack_table_and_user_errors(targets, tmp_path, capsys):
     assert code == 2 and "'filtered' is not among the attacked models" in out.err
     code, out = cli(str(base), str(oracle), "--unlearn-only", "base", "--oracle", str(oracle))
     assert code in (0, None), out.err
-    assert "attacker-best" in out.out and "robust" in out.out and "6 steps = 768 tokens" in out.out
+    assert "attacker-best" in out.out and "robust" in out.out and "@6: step 6 = 768 tokens" in out.out
+    # On an 80-column terminal nothing is cut: every artifact name and LR is whole (folded over lines if need be).
+    assert "…" not in out.out
     row = next(line for line in out.out.splitlines() if "│ base" in line)
     assert "0.00" in row or "n/a" in row  # the unlearn-only model scores 0 (or n/a where both relearn equally)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.settings import bpe
 from undo.settings.bpe import balanced_sample, cached_tokenizer, train_bpe_tokenizer
 from undo.settings.corpora import read_documents

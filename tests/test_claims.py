@@ -7,14 +7,14 @@ import math
 
 import pytest
 
-from undo.analysis.accounting import Accounting
+from undo.schema.report import Accounting
 from undo.analysis.robustness import BestCurve, area_under
 from undo.analysis.stats import verdict_from_interval
 from undo.report.claims import all_of, claims
 from undo.report.markdown import claim_lines
-from undo.report.records import AttackRecord, ClassifierSummary, ModelRecord, Results, Snapshot
+from undo.schema.report import AttackRecord, BudgetSnapshot as Snapshot, ClassifierSummary, ModelRecord, Results
 from undo.settings import score_of
-from undo.study.manifest import Role
+from undo.schema.study import Role
 
 T2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (three seeds)
 BUDGETS = [2, 6]
@@ -46,7 +46,7 @@ def model(role: Role, seed: int, forget: tuple[float, float] | None = None, id: 
 
 def results(models: list[ModelRecord], setting: str = "arithmetic") -> Results:
     return Results(run_dir="runs", config_hash="h", code_version="c", setting=setting,
-                   score=score_of(setting).kind, complete=True, seeds=sorted({m.seed for m in models}),
+                   score=score_of(setting).kind, chance=score_of(setting).chance, complete=True, seeds=sorted({m.seed for m in models}),
                    budgets=BUDGETS, attack_kinds=[KIND], selection={}, skipped={}, wall_time_s={}, models=models)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from undo.cli import main
 from undo.config import ExperimentConfig, config_hash, load_config
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

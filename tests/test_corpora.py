@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.settings import corpora
 from undo.settings.corpora import check_script, read_documents
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from undo.core.data import PackedBatches, mixture_schedule, pack
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 
 def test_pack_concatenates_and_cuts_fixed_rows():

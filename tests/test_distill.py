@@ -13,8 +13,8 @@ from undo.cli import main
 from undo.core.compute import forward_flops_per_token, train_flops_per_token
 from undo.config import validate_config
 from undo.core.data import derive_seed
-from undo.core.engine import read_metrics
-from undo.core.errors import UserError
+from undo.training.engine import read_metrics
+from undo.schema.errors import UserError
 from undo.core.models import build_model, load_model, save_model
 from undo.core.noise import shrink_and_perturb
 from undo.settings.arithmetic import ArithmeticSetting

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from undo.config import ModelConfig, TrainConfig
 from undo.core.data import PackedBatches
-from undo.core.engine import train
-from undo.core.errors import UserError
+from undo.training.engine import train
+from undo.schema.errors import UserError
 from undo.core.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.distill import ForwardKL

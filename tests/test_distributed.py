@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tests.conftest import TINY
 from undo.config import validate_config
 from undo.core import distributed
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.stages.pretrain import pretrain
 from undo.stages.selection import run_unlearning
 
@@ -175,7 +175,7 @@ def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
     """Mixed precision in pretraining, unlearning, distillation and the attack: a whole tiny study runs with it and
     its weights are not fp32's (autocast really ran); a frozen teacher is held in bf16."""
     from undo.objectives.distill import ForwardKL
-    from undo.study.runner import run_study
+    from undo.api import run_study
 
     study = every_stage_study({"mixed_precision": "bf16"}, [{"method": "grad_diff", "lrs": [1e-3]},
                                                             {"method": "maxent", "lrs": [1e-3],
@@ -202,7 +202,7 @@ def test_every_stage_trains_compiled_close_to_eager_under_its_own_key(tmp_path):
     """`compile` in pretraining, unlearning (a method reading block activations through hooks among them),
     distillation and the attack: a whole tiny study runs compiled; its weights are eager's to float rounding, its
     keys are not eager's, and left at false the option is in no stage's key (keys made before it stay valid)."""
-    from undo.study.runner import run_study
+    from undo.api import run_study
 
     study = every_stage_study({"compile": True}, [{"method": "grad_diff", "lrs": [1e-3]},
                                                   {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 0}}])
@@ -233,7 +233,7 @@ def test_a_whole_study_under_torchrun_matches_one_process(tmp_path):
     """`torchrun ... -m undo run`: every stage kind (distillation's stop rule and the attack's curves included)
     with two processes gives the artifacts, weights and report numbers of the serial run."""
     from tests.test_study import artifact_stamps, numbers, study_config
-    from undo.study.runner import run_study
+    from undo.api import run_study
 
     run_study(validate_config(study_config(tmp_path / "one")), progress=False)
     path = tmp_path / "two.yaml"

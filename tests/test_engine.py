@@ -7,8 +7,8 @@ import torch
 from undo.core.compute import forward_flops_per_token, matmul_parameters, train_flops_per_token
 from undo.config import ModelConfig, TrainConfig
 from undo.core.data import PackedBatches
-from undo.core.engine import lr_at, make_optimizer, read_metrics, train
-from undo.core.errors import TrainingDiverged, UserError
+from undo.training.engine import lr_at, make_optimizer, read_metrics, train
+from undo.schema.errors import TrainingDiverged, UserError
 from undo.core.models import build_model
 from undo.objectives import OBJECTIVES, Objective
 
@@ -187,7 +187,7 @@ def test_learning_rate_schedules():
 
 
 def test_gradients_are_clipped_before_the_optimizer_step(tmp_path, monkeypatch):
-    import undo.core.engine
+    import undo.training.engine
 
     seen = []
 
@@ -196,7 +196,7 @@ def test_gradients_are_clipped_before_the_optimizer_step(tmp_path, monkeypatch):
         optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(total_grad_norm(opt)))
         return optimizer
 
-    monkeypatch.setattr(undo.core.engine, "make_optimizer", recording_optimizer)
+    monkeypatch.setattr(undo.training.engine, "make_optimizer", recording_optimizer)
     _, result = run(tmp_path, cfg=CFG.model_copy(update={"clip": 0.05}), steps=3)
     logged = [line["grad_norm"] for line in result.history if line["kind"] == "train"]
     assert all(norm > 0.05 for norm in logged)  # the log keeps the norm before clipping...

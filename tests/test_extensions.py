@@ -13,11 +13,11 @@ from pydantic import Field
 from tests.conftest import TINY
 from undo.attacks import AttackKind, register_attack
 from undo.config import validate_config
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.objectives.lm import NextTokenCrossEntropy
 from undo.settings import ACCURACY, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.tokenizer import build_char_tokenizer
-from undo.study.runner import run_study
+from undo.api import run_study
 
 
 class Letters:

@@ -11,8 +11,8 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from undo.report.figures import build_figures, figures
-from undo.report.records import ClassifierSummary, Results
-from undo.study.manifest import Role
+from undo.schema.report import ClassifierSummary, Results
+from undo.schema.study import Role
 
 matplotlib.use("Agg")
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"

@@ -5,14 +5,15 @@ and takes its place beside the oracle in a study (attacked per seed, in the repo
 import json
 import math
 
+import numpy as np
 import pytest
 
 from tests.conftest import TINY
 from undo.config import validate_config
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.stages.evaluation import setting_for
 from undo.stages.pretrain import imperfect_filter, pretrain
-from undo.study.runner import run_study
+from undo.api import run_study
 from tests.test_study import study_config
 
 
@@ -256,3 +257,45 @@ def test_the_filter_stages_run_as_ray_tasks_with_the_same_artifacts_and_numbers(
                 for m in results["models"] if m["classifier"]]
 
     assert classifiers(on_ray) == classifiers(local) != []
+
+
+def test_the_classifiers_heldout_documents_are_unseen_distinct_texts_and_counted(tmp_path, monkeypatch):
+    """In arithmetic a fresh draw repeats many problems (a few hundred distinct per operation and format): the
+    held-out documents are those among them whose text the classifier was not trained on, each scored once, and the
+    record says how many there were per side."""
+    import undo.stages.filter as filter_stage
+    from undo.stages.filter import train_filter
+
+    cfg = validate_config({**CLASSIFIED, "run_dir": str(tmp_path / "runs")})
+    seen = []
+    real_features = filter_stage.hashed_features
+    monkeypatch.setattr(filter_stage, "hashed_features",
+                        lambda params, texts: seen.append(list(texts)) or real_features(params, texts))
+    meta = json.loads((train_filter(cfg, progress=False) / "meta.json").read_text())
+    trained, scored = seen[0], seen[1]
+    assert not set(scored) & set(trained)  # out of sample
+    assert len(scored) == len(set(scored))  # each text scored once
+    held = meta["heldout"]
+    assert sum(held["unique_documents"].values()) == len(set(scored))
+    assert held["unique_documents"] == {"forget": 200, "retain": 200}  # enough unseen ones exist here
+
+
+def test_the_classifier_scores_the_unseen_documents_there_are_and_refuses_when_there_are_none():
+    from undo.settings.arithmetic import ArithmeticConfig, ArithmeticSetting
+    from undo.stages.filter import DocumentClassifier, heldout_scores
+
+    setting = ArithmeticSetting(ArithmeticConfig(word_problem_weight=0.0, eval_per_cell=2))
+    classifier = DocumentClassifier({"analyzer": "char_wb", "ngram_range": [1, 2], "n_features": 64,
+                                     "alternate_sign": False, "norm": "l2"}, np.zeros(64), 1.0)
+    # Equations only: 2 x 400 forget problems less the 2 x 100 held-out pairs, so 600 distinct forget texts.
+    trained = {d.text for d in setting.labelled_documents("forget", 300, 0)}
+    scores = heldout_scores(classifier, setting, 1000, seed=1, trained=trained)
+    assert scores.documents == 1000 and scores.unique_documents["retain"] == 1000
+    assert scores.unique_documents["forget"] == 600 - len(trained) > 0
+    assert scores.recall == 1.0  # the classifier says forget every time, so precision is the forget share
+    assert scores.precision == pytest.approx(scores.unique_documents["forget"] / sum(scores.unique_documents.values()))
+    every_forget_text = ({f"{a} * {b} = {a * b}" for a in range(1, 21) for b in range(1, 21)}
+                         | {f"{q * b} / {b} = {q}" for q in range(1, 21) for b in range(1, 21)})
+    with pytest.raises(UserError, match="no held-out forget documents") as refused:
+        heldout_scores(classifier, setting, 10, seed=1, trained=every_forget_text)
+    assert "\n" not in str(refused.value)

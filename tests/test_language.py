@@ -11,8 +11,8 @@ import torch
 
 from undo.cli import main
 from undo.config import validate_config
-from undo.core.errors import UserError
-from undo.study.runner import run_study
+from undo.schema.errors import UserError
+from undo.api import run_study
 from undo.settings import ACCURACY, NEG_CE
 from undo.settings.corpora import read_documents
 from undo.stages.evaluation import setting_for

@@ -19,12 +19,13 @@ from undo.cli import main
 from undo.config import TrainConfig, validate_config
 from undo.core.artifacts import file_sha256
 from undo.core.data import PackedBatches
-from undo.core.engine import read_metrics, train
+from undo.training.engine import read_metrics, train
 from undo.core.models import fresh_model
 from undo.objectives import OBJECTIVES
 from undo.settings.cross_entropy import heldout_cross_entropy
-from undo.stages.attack import AttackResult, attack
-from undo.stages.base import read_result
+from undo.schema.results import AttackResult
+from undo.stages.attack import attack
+from undo.schema.io import read_result
 from undo.stages.pretrain import pretrain
 
 LRS = [1e-3, 1e-2]

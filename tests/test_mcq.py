@@ -14,13 +14,13 @@ import torch.nn.functional as F
 
 from tests.test_language import write_corpora
 from undo.config import validate_config
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.core.models import fresh_model, load_model, save_model
 from undo.objectives.maxent import MaxEnt
 from undo.settings.mcq import MCQ_ACCURACY, write_task
 from undo.settings.tokenizer import build_char_tokenizer
 from undo.stages.evaluation import setting_for
-from undo.study.runner import run_study
+from undo.api import run_study
 
 def questions(kind: str, n: int) -> list[dict]:
     """Tiny generated questions: retain = which is the sum, forget = which is the product."""
@@ -203,7 +203,8 @@ def test_the_shipped_wmdp_config_loads_and_says_where_to_get_its_corpora(tmp_pat
 
     def data_command():
         result = subprocess.run([sys.executable, "-m", "undo", "data", str(root / "configs" / "wmdp.yaml"), "--set",
-                                 f"model.pretrained={tiny}", "--set", "unlearn.methods=[{method: maxent}]"],
+                                 f"model.pretrained={tiny}", "--set", "model.context=128",  # the tiny model's
+                                 "--set", "unlearn.methods=[{method: maxent}]"],
                                 capture_output=True, text=True, cwd=tmp_path)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, result.stderr
@@ -217,3 +218,81 @@ def test_the_shipped_wmdp_config_loads_and_says_where_to_get_its_corpora(tmp_pat
     line = data_command()
     assert "bio_forget.jsonl does not exist" in line
     assert "https://huggingface.co/datasets/cais/wmdp-bio-forget-corpus" in line
+
+
+def first_request_tokens(monkeypatch) -> list[list[int]]:
+    """The context tokens of every loglikelihood request lm-eval scores (as it builds them, before truncation)."""
+    from lm_eval.models.huggingface import HFLM
+
+    seen, real = [], HFLM._loglikelihood_tokens
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens",
+                        lambda self, requests, *a, **k: seen.extend(r[1] for r in requests) or real(self, requests,
+                                                                                                   *a, **k))
+    return seen
+
+
+def test_an_undo_made_model_given_as_a_checkpoint_is_measured_with_the_token_it_was_pretrained_after(tmp_path,
+                                                                                                     monkeypatch):
+    """undo pretrains on documents opened by <|endoftext|> (and its arithmetic evaluation opens every prompt with
+    it): lm-eval must open every question with it too, or a model that does the arithmetic scores near chance."""
+    from tests.conftest import TINY
+    from undo.stages.pretrain import pretrain
+
+    arithmetic = validate_config({**TINY, "run_dir": str(tmp_path / "arithmetic"),
+                                  "model": {**TINY["model"], "context": 64}})
+    base = pretrain(arithmetic, "base", progress=False) / "model"
+    raw = mcq_config(tmp_path)
+    raw["model"] = {"pretrained": str(base), "context": 64}
+    cfg = validate_config(raw)
+    setting = setting_for(cfg)
+    seen = first_request_tokens(monkeypatch)
+    setting.evaluate(load_model(base))
+    eos = setting.tokenizer.eos_token_id
+    assert seen and all(ids[0] == eos and ids[1] != eos for ids in seen)  # opened by it, once
+    assert setting.tokenizer("1+1", add_special_tokens=True)["input_ids"][0] != eos  # the stages' tokenizer unchanged
+    assert setting.add_bos is True and "<|endoftext|>" in setting.bos_policy and "undo" in setting.bos_policy
+    assert cfg.setting.evaluation_identity()["add_bos_token"] is True
+    from undo.settings.mcq import bos_policy
+
+    assert bos_policy(setting.tokenizer, base) == (True, "undo pretrained this model on documents opened by "
+                                                         "<|endoftext|>")
+
+
+def plain_tokenizer(bos: bool = False):
+    """A hand-made character tokenizer with an end-of-text token and no pad (GPT-2's layout): it adds no BOS; with
+    `bos`, its post-processor opens every text with <s>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, "<s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    if bos:
+        core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                            special_tokens=[("<s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", unk_token="<unk>",
+                                   bos_token="<s>" if bos else "<|endoftext|>")
+
+
+def test_a_tokenizer_that_adds_no_bos_is_measured_without_one(tmp_path, monkeypatch):
+    from transformers import LlamaConfig
+    from undo.settings.mcq import bos_policy
+
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
+    source = tmp_path / "plain"
+    save_model(fresh_model(config, seed=0), source, plain_tokenizer())
+    raw = mcq_config(tmp_path)
+    raw["model"] = {"pretrained": str(source), "context": 64}
+    cfg = validate_config(raw)
+    setting = setting_for(cfg)
+    assert setting.add_bos is False and setting.bos_policy == "no BOS (the tokenizer adds no BOS)"
+    assert cfg.setting.evaluation_identity()["add_bos_token"] is False
+    assert cfg.setting.for_report().with_eval_items(3).evaluation_identity()["add_bos_token"] is False
+    seen = first_request_tokens(monkeypatch)
+    setting.evaluate(load_model(source))
+    assert seen and all(ids[0] != setting.tokenizer.eos_token_id for ids in seen)
+    # A tokenizer whose post-processor adds BOS keeps it (lm-eval adds it through the tokenizer).
+    assert bos_policy(plain_tokenizer(bos=True), None) == (True, "the tokenizer adds BOS (<s>)")
+    assert bos_policy(plain_tokenizer(), None) == (False, "the tokenizer adds no BOS")

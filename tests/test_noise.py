@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from undo.config import ModelConfig
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.core.models import build_model
 from undo.core.noise import shrink_and_perturb, xavier_uniform_noise
 

@@ -23,8 +23,9 @@ from undo.core.models import fresh_model, load_model, save_model
 from undo.core.noise import shrink_and_perturb
 from undo.objectives.rmu import MLP_OUTPUT
 from undo.settings.tokenizer import build_char_tokenizer
-from undo.stages.attack import AttackResult, attack
-from undo.stages.base import read_result
+from undo.schema.results import AttackResult
+from undo.stages.attack import attack
+from undo.schema.io import read_result
 from undo.stages.distill import distill
 from undo.stages.evaluation import ensure_evaluation
 from undo.stages.pretrain import pretrain
@@ -267,7 +268,7 @@ def test_the_language_setting_on_a_checkpoints_own_tokenizer(tmp_path):
     from undo.settings.corpora import read_documents
     from undo.settings.cross_entropy import heldout_cross_entropy
     from undo.stages.evaluation import setting_for
-    from undo.study.runner import run_study
+    from undo.api import run_study
 
     raw = language_config(tmp_path)
     corpora = {side: read_documents(raw["setting"][f"{side}_corpus"]) for side in ("retain", "forget")}

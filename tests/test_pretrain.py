@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from undo.cli import main
 from undo.config import validate_config
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.stages.pretrain import pretrain, pretrain_key
 from tests.conftest import TINY, interrupt_pretraining
 

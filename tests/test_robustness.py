@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
+from undo.schema.curves import Snapshot
 from undo.analysis.robustness import (BestCurve, Curve, RetainCap, area_under, attacker_best, normalised_robustness,
                              snapshots, value_at)
 
@@ -192,10 +193,11 @@ def test_snapshots_default_budgets_record_step_and_lr():
     steps = list(range(0, 511, 30))  # 40 and 500 are not evaluated: the snapshots use steps 30 and 480
     forget = {1e-4: Curve(steps, [s / 1000 for s in steps]), 1e-3: Curve(steps, [0.05] * len(steps))}
     rows = snapshots(attacker_best(forget))
-    assert rows == [{"budget": 40, "step": 30, "value": 0.05, "lr": 1e-3},
-                    {"budget": 500, "step": 480, "value": 0.48, "lr": 1e-4}]
-    assert json.loads(json.dumps(rows)) == rows
-    assert snapshots(Curve([0, 10], [0.1, 0.2]), budgets=[10]) == [{"budget": 10, "step": 10, "value": 0.2}]
+    assert rows == [Snapshot(budget=40, step=30, value=0.05, lr=1e-3), Snapshot(budget=500, step=480, value=0.48, lr=1e-4)]
+    assert [Snapshot.model_validate_json(row.model_dump_json()) for row in rows] == rows
+    assert snapshots(Curve([0, 10], [0.1, 0.2]), budgets=[10]) == [Snapshot(budget=10, step=10, value=0.2)]
+    # Tokens are those read by the evaluated step the value is taken at, not by the budget (issue 28, bug 6).
+    assert snapshots(Curve([0, 10, 20], [0.1, 0.2, 0.3]), budgets=[15], tokens_per_step=4)[0].tokens == 40
 
 
 # --- area_under ---------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from tests.conftest import TINY
 from undo.config import validate_config
 from undo.core.models import load_model
 from undo.settings.arithmetic import ArithmeticSetting
-from undo.stages.distill import DistillResult
+from undo.schema.results import DistillResult
 from undo.stages.pretrain import pretrain
-from undo.study.manifest import Manifest, Role
-from undo.study.runner import run_study
+from undo.schema.study import Manifest, Role
+from undo.api import run_study
 
 STUDY = {
     **TINY,
@@ -104,3 +104,50 @@ def test_evaluations_are_cached_beside_the_model_by_what_they_measure(tmp_path):
     assert (base / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     digest = hashlib.sha256((base / "model" / "model.safetensors").read_bytes()).hexdigest()
     assert digest == meta["model_sha256"]
+
+
+# Issue 28, bug 1: the attack and distillation keys, and the cached evaluations, left out how a model is loaded.
+
+def test_loading_options_are_part_of_every_key_that_loads_a_model(tmp_path):
+    from undo.stages.attack import Attack
+    from undo.stages.base import stage_key
+    from undo.stages.distill import Distill
+    from undo.stages.evaluation import decision_key, report_key
+
+    plain = validate_config({**TINY, "run_dir": str(tmp_path)})
+    inputs = {"target": "k-target", "teacher": "k-teacher", "start": "k-start"}
+    stages = [Attack("finetune"), Attack("lora"), Distill("random"), Distill("noised", 0.5), Distill("model")]
+    for override in ({"dtype": "bfloat16"}, {"attn_implementation": "eager"}):
+        other = validate_config({**TINY, "run_dir": str(tmp_path), "model": {**TINY["model"], **override}})
+        for stage in stages:
+            assert stage_key(stage, other, inputs) != stage_key(stage, plain, inputs), (stage, override)
+        assert report_key(other) != report_key(plain) and decision_key(other) != decision_key(plain), override
+    # Options left at their defaults add nothing: artifacts made before the fix keep their keys.
+    explicit = validate_config({**TINY, "run_dir": str(tmp_path), "model": {**TINY["model"], "dtype": "float32"}})
+    assert all(stage_key(stage, explicit, inputs) == stage_key(stage, plain, inputs) for stage in stages)
+    # Gradient checkpointing recomputes the same numbers: not part of the keys of the stages that load a model (the
+    # random-init student's key still hashes its whole model section; left for the derived keys of issue 28).
+    recompute = validate_config({**TINY, "run_dir": str(tmp_path),
+                                 "model": {**TINY["model"], "gradient_checkpointing": True}})
+    assert all(stage_key(stage, recompute, inputs) == stage_key(stage, plain, inputs)
+               for stage in stages if stage != Distill("random"))
+
+
+def test_undo_eval_loads_the_model_as_every_stage_does(tmp_path, monkeypatch):
+    """Issue 28, bug 4: `undo eval` loaded the model without the config (its dtype ignored)."""
+    import torch
+
+    from undo import api
+    from undo.core.models import build_model, save_model
+    from undo.stages.evaluation import setting_for
+
+    cfg = validate_config({**TINY, "run_dir": str(tmp_path), "model": {**TINY["model"], "dtype": "bfloat16"}})
+    setting = setting_for(cfg)
+    tok = setting.tokenizer
+    model = build_model(cfg.model, seed=0, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, tokenizer_size=len(tok))
+    save_model(model, tmp_path / "saved" / "model", tok)
+    seen = []
+    monkeypatch.setattr(ArithmeticSetting, "evaluate", lambda self, m: seen.append(m.dtype) or {"retain": 1.0,
+                                                                                               "forget": 0.0})
+    api.evaluate(cfg, tmp_path / "saved")
+    assert seen == [torch.bfloat16]

@@ -15,9 +15,9 @@ import yaml
 from tests.conftest import TINY
 from undo.cli import main
 from undo.config import validate_config
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.study.plan import build_plan
-from undo.study.runner import run_study
+from undo.api import run_study
 
 STUDY = {
     **TINY,

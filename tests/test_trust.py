@@ -21,7 +21,7 @@ from tests.conftest import TINY, interrupt_pretraining
 from tests.test_study import numbers, study_config
 from undo.cli import main
 from undo.config import validate_config
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.core.models import load_model, save_model
 from undo.settings.tokenizer import build_char_tokenizer
 from undo.stages.attack import attack

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from tests.conftest import TINY
 from undo.cli import main
 from undo.config import SelectionRule, TrainConfig, validate_config
-from undo.core.engine import train
-from undo.core.errors import UserError
+from undo.training.engine import train
+from undo.schema.errors import UserError
 from undo.objectives import OBJECTIVES
 from undo.objectives.sam import SAM
 from undo.stages.pretrain import pretrain

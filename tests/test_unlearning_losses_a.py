@@ -11,8 +11,8 @@ from torch import nn
 
 from undo.core.compute import forward_flops_per_token
 from undo.config import ModelConfig, TrainConfig
-from undo.core.engine import train
-from undo.core.errors import UserError
+from undo.training.engine import train
+from undo.schema.errors import UserError
 from undo.core.models import build_model
 from undo.objectives import OBJECTIVES
 from undo.objectives.grad_ascent import GradAscent

@@ -1,9 +1,7 @@
-"""undo: robust capability removal from language models (Unlearn-and-Distill, UNDO)."""
+"""undo: robust capability removal from language models (Unlearn-and-Distill, UNDO).
 
-import torch
+Importing the package imports nothing heavy: `undo --help` and config checks start in a fraction of a second, and
+torch is imported by the parts that train or evaluate.
+"""
 
 __version__ = "0.1.0"
-
-# Tiny models on CPU hit denormal floats (small weights times small activations); flushing them to zero
-# makes training up to 10x faster and changes no result that matters.
-torch.set_flush_denormal(True)

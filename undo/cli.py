@@ -1,14 +1,18 @@
-"""The `undo` command line. Errors a user can cause print one line and exit with code 2."""
+"""The `undo` command line: parse, call `undo.api`, print typed results. Errors a user can cause print one line and
+exit with code 2.
+
+Each command imports what it needs when it runs: `undo --help` imports no torch, and checking a config imports none
+of peft, lm-eval, Ray or scikit-learn (tests/test_architecture.py checks both).
+"""
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -19,10 +23,11 @@ try:  # newer typer carries its own copy of click (and its own Abort, typer.Abor
 except ImportError:  # pragma: no cover - older typer uses the click package
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from undo.config import config_hash, dump_yaml, load_config
 from undo.core import interrupts
-from undo.core.errors import UserError
-from undo.core.locks import command_line, run_dir_lock
+from undo.schema.errors import UserError
+
+if TYPE_CHECKING:
+    from undo.config import ExperimentConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust capability removal: pretrain, unlearn, distill, attack, compare to data filtering.")
@@ -34,7 +39,9 @@ RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="where arti
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")]
 
 
-def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optional[Path] = None):
+def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optional[Path] = None) -> ExperimentConfig:
+    from undo.config import load_config
+
     cfg = load_config(config, overrides)
     if run_dir is not None:
         cfg.run_dir = str(run_dir)
@@ -57,7 +64,7 @@ def run(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None
     """Run a whole study (no argument: the embedded demo study): pretrain base and oracle, unlearn, choose
     teachers, distil (Unlearn-and-Distill, UNDO, oracle matching), attack, report. Complete stages are reused and
     interrupted ones resume, so the same command finishes a killed run."""
-    from undo.study.runner import run_study
+    from undo.api import run_study
 
     cfg = _load(config, set_, run_dir)
     folder = run_study(cfg, progress=progress, report=report, workers=workers, executor=executor, address=address)
@@ -72,17 +79,9 @@ def report_command(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDi
                             "<run_dir>/report.md")] = None) -> None:
     """Write the study's report from its artifacts: report.md, PNG figures and results.json. Computes nothing:
     stages that have not run yet are listed as such (a partial study gives a partial report)."""
-    from undo.report import write_report
-    from undo.study.runner import collect_study
+    from undo import api
 
-    cfg = _load(config, set_, run_dir)
-    if out is not None and out.is_dir():
-        raise UserError(f"--out {out} is a folder; give the path of the report file, e.g. {out / 'report.md'}")
-    if not Path(cfg.run_dir).is_dir():
-        collect_study(cfg)  # says there is nothing to report, without making the folder
-    with run_dir_lock(Path(cfg.run_dir), command_line()):
-        collect_study(cfg)
-        path = write_report(Path(cfg.run_dir), out)
+    path = api.report(_load(config, set_, run_dir), out)
     console.print(f"report: {path}", highlight=False)
 
 
@@ -96,33 +95,14 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
     """Pretrain the base model (all operations), the data-filtered oracle (retain operations only), the oracle of
     each imperfect filter in pretrain.filter_recalls and, with pretrain.classifier_filter, the oracle of a
     classifier trained on the unlearning step's labels."""
+    from undo import api
+    from undo.schema.io import read_result
     from undo.stages.evaluation import ensure_evaluation
-    from undo.stages.filter import train_filter
-    from undo.stages.pretrain import pretrain as run_pretrain
 
     cfg = _load(config, set_, run_dir)
-    if only not in (None, "base", "oracle", "filtered", "classified"):
-        raise UserError(f"--only takes 'base', 'oracle', 'filtered' or 'classified', got {only!r}")
-    if only == "filtered" and not cfg.pretrain.filter_recalls:
-        raise UserError("--only filtered: the config has no pretrain.filter_recalls (e.g. --set "
-                        "'pretrain.filter_recalls=[0.9, 0.99]')")
-    if only == "classified" and cfg.pretrain.classifier_filter is None:
-        raise UserError("--only classified: the config has no pretrain.classifier_filter (e.g. --set "
-                        "'pretrain.classifier_filter={}')")
-    models = [("base", None)] if only in (None, "base") else []
-    if only == "oracle" or (only is None and cfg.oracle_source):
-        models.append(("oracle", None))
-    if only in (None, "filtered"):
-        models += [("oracle", recall) for recall in cfg.pretrain.filter_recalls]
-    classified = only in (None, "classified") and cfg.pretrain.classifier_filter is not None
-    with run_dir_lock(Path(cfg.run_dir), command_line()):
-        paths = [run_pretrain(cfg, which, recall=recall, progress=progress) for which, recall in models]
-        if classified:  # the classifier reads the unlearning step's labels: no model is needed to train it
-            paths.append(run_pretrain(cfg, "oracle", classifier=train_filter(cfg, progress=progress),
-                                      progress=progress))
-    for path in paths:  # the metrics of the current evaluation set (a reused model may have been measured on another)
-        meta = {**json.loads((path / "meta.json").read_text()), "final_metrics": ensure_evaluation(path, cfg)}
-        _print_metrics(cfg, meta, title=str(path))
+    for path in api.pretrain(cfg, only, progress=progress):
+        # The metrics of the current evaluation set (a reused model may have been measured on another).
+        _print_result(cfg, read_result(path), ensure_evaluation(path, cfg), title=str(path))
 
 
 @app.command()
@@ -130,16 +110,15 @@ def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = 
             progress: ProgressOpt = True) -> None:
     """Unlearn the forget domain from the pretrained base model: every method x LR x knob of the sweep, then
     pick each method's teacher by the selection rule (written to <run_dir>/unlearn_selection.json)."""
-    from undo.stages.selection import run_unlearning
+    from undo import api
 
     cfg = _load(config, set_, run_dir)
-    with run_dir_lock(Path(cfg.run_dir), command_line()):
-        selection = run_unlearning(cfg, progress=progress)
+    selection = api.unlearn(cfg, progress=progress)
     S = cfg.setting.score
     table = Table(title=f"unlearning sweep (retain must stay >= {cfg.unlearn.selection.min_retain_fraction:.0%} "
                         "of the base model's)")
     for column in ("method", "lr", "knobs", "retain", "forget", "chosen"):
-        table.add_column(column, no_wrap=column != "knobs")
+        table.add_column(column, overflow="fold")
     for label, family in selection.items():
         for c in family.candidates:
             knobs = " ".join(f"{k}={v}" for k, v in c.knobs.items())
@@ -162,50 +141,38 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
            progress: ProgressOpt = True) -> None:
     """Relearning attack: fine-tune each target on forget-domain data at every LR of the grid; report the attacker's
     best forget accuracy at each budget, the area under that curve, and normalised robustness."""
-    from undo.analysis.robustness import BestCurve, robustness_summary
-    from undo.attacks import ATTACK_KINDS
-    from undo.stages.attack import AttackResult
-    from undo.stages.attack import attack as run_attack
-    from undo.stages.base import read_result
+    from undo import api
+    from undo.analysis.robustness import robustness_summary
+    from undo.schema.io import read_result
+    from undo.schema.results import AttackResult
 
     cfg = _load(config, set_, run_dir)
-    kinds = list(kind or cfg.attack.kinds)
     names = [target.resolve().name for target in targets]
-    for target in targets:
-        if not (target / "model").is_dir():
-            raise UserError(f"nothing to attack at {target}: expected an artifact folder with a model/ subfolder")
-    unknown = [k for k in kinds if k not in ATTACK_KINDS]
-    if unknown:
-        raise UserError(f"unknown attack kind {unknown[0]!r}; use one of: {', '.join(sorted(ATTACK_KINDS))}")
-    if len(set(names)) < len(names):
-        raise UserError(f"two targets share a folder name ({', '.join(names)}); results are named by folder")
     if (unlearn_only is None) != (oracle is None):
         raise UserError("give both --unlearn-only and --oracle (robustness is normalised between them), or neither")
     for role, name in (("unlearn-only", unlearn_only), ("oracle", oracle)):
         if name is not None and Path(name).name not in names:
             raise UserError(f"the {role} model {Path(name).name!r} is not among the attacked models: "
                             f"{', '.join(names)}")
+    attacks = api.attack(cfg, targets, kind, progress=progress)
     a, budgets, S = cfg.attack, cfg.attack.budgets, cfg.setting.score
-    tokens_per_step = a.batch_size * a.grad_accum * cfg.model.context
-    tokens = ", ".join(f"{b} steps = {b * tokens_per_step:,} tokens" for b in budgets)
-    for attack_kind in kinds:
-        with run_dir_lock(Path(cfg.run_dir), command_line()):
-            paths = {name: run_attack(cfg, target, kind=attack_kind, progress=progress)
-                     for name, target in zip(names, targets)}
+    for attack_kind, paths in attacks.items():
         results = {name: read_result(path, AttackResult) for name, path in paths.items()}
-        curves = {name: BestCurve.from_dict(result.best) for name, result in results.items()}
+        curves = {name: result.best for name, result in results.items()}
         summary = robustness_summary(curves, Path(unlearn_only).name, Path(oracle).name, budgets) if oracle else None
+        tokens = ", ".join(f"@{s.budget}: step {s.step} = {s.tokens:,} tokens"
+                           for s in next(iter(results.values())).snapshots)
         table = Table(title=f"relearning attack ({attack_kind}, {a.data} data, {len(a.lrs)} LRs, {a.steps} steps): "
                             f"attacker-best {S.label('forget')} (best LR)", caption=tokens)
         for column in ("model", "before", *(f"@{b}" for b in budgets), f"area <={max(budgets)}"):
-            table.add_column(column, justify="left" if column == "model" else "right")
+            # Fold, never cut: a model's folder name or an LR must stay whole on an 80-column terminal.
+            table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
         if summary:
             for column in (*(f"robust @{b}" for b in budgets), "robust area"):
-                table.add_column(column, justify="right")
+                table.add_column(column, justify="right", overflow="fold")
         for name, result in results.items():
-            cells = [f"{S.format(row['value'])} ({'-' if row['lr'] is None else format(row['lr'], 'g')})"
-                     for row in result.snapshots]
-            row = [name, S.format(result.metrics_before["forget"]), *cells, S.format(result.area["value"])]
+            cells = [f"{S.format(s.value)} ({'-' if s.lr is None else format(s.lr, 'g')})" for s in result.snapshots]
+            row = [name, S.format(result.metrics_before["forget"]), *cells, S.format(result.area.value)]
             if summary:
                 score = summary[name]
                 row += [_robustness(r["robustness"]) for r in (*score["budgets"], score["area"])]
@@ -234,20 +201,14 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
             progress: ProgressOpt = True) -> None:
     """Distil a frozen teacher into a student on the unlabelled pretraining mixture, stopping when the student's
     retain accuracy is within distill.stop_tolerance of the teacher's (Unlearn-and-Distill, UNDO, oracle matching)."""
-    from undo.stages.distill import check_request
-    from undo.stages.distill import distill as run_distill
+    from undo import api
+    from undo.schema.io import read_result
+    from undo.schema.results import DistillResult
 
     cfg = _load(config, set_, run_dir)
-    init = init or cfg.distill.init
-    alphas = cfg.distill.alphas if init == "noised" else [None]
-    for alpha in alphas:  # before the run directory is locked (and so made): a mistyped command leaves nothing
-        check_request(init, alpha, teacher, start)
-    with run_dir_lock(Path(cfg.run_dir), command_line()):
-        paths = [run_distill(cfg, teacher, init=init, alpha=alpha, start=start, progress=progress)
-                 for alpha in alphas]
-
-    metas = [json.loads((path / "meta.json").read_text()) for path in paths]
-    t = metas[0]["teacher_metrics"]
+    paths = api.distill(cfg, teacher, init, start, progress=progress)
+    results = [read_result(path, DistillResult) for path in paths]
+    t = results[0].teacher_metrics
     S = cfg.setting.score
     tolerance = cfg.distill.stop_tolerance
     rule = (f"stop when retain is within {tolerance:g} of the teacher's" if tolerance is not None
@@ -255,11 +216,11 @@ def distill(teacher: Annotated[Path, typer.Argument(help="the teacher's artifact
     table = Table(title=f"distillation from {teacher.resolve().name} (teacher {S.label('retain')} "
                         f"{S.format(t['retain'])}, {S.label('forget')} {S.format(t['forget'])}; {rule})")
     for column in ("init", "alpha", "steps", "stopped?", "FLOPs", "retain", "forget"):
-        table.add_column(column, justify="left" if column == "init" else "right")
-    for meta in metas:
-        m = meta["final_metrics"]
-        table.add_row(meta["init"], "-" if meta["alpha"] is None else f"{meta['alpha']:g}", str(meta["steps"]),
-                      "yes" if meta["stopped_early"] else "no (cap)", f"{meta['flops_total']:.3g}",
+        table.add_column(column, justify="left" if column == "init" else "right", overflow="fold")
+    for result in results:
+        m = result.final_metrics
+        table.add_row(result.init, "-" if result.alpha is None else f"{result.alpha:g}", str(result.steps),
+                      "yes" if result.stopped_early else "no (cap)", f"{result.flops_total:.3g}",
                       S.format(m["retain"]), S.format(m["forget"]))
     console.print(table)
     for path in paths:
@@ -272,17 +233,10 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder 
              set_: SetOpt = None) -> None:
     """Evaluate a saved model on the setting's fixed evaluation sets (arithmetic: accuracy per operation x format;
     language: held-out cross-entropy per language)."""
-    from undo.core.models import check_vocabulary, load_model
-    from undo.stages.evaluation import check_tokenizer, setting_for
+    from undo import api
 
     cfg = _load(config, set_)
-    directory = model_dir / "model" if (model_dir / "model").is_dir() else model_dir
-    setting = setting_for(cfg)
-    check_tokenizer(directory, setting)
-    model = load_model(directory)
-    check_vocabulary(model, setting.tokenizer, str(directory))
-    metrics = setting.evaluate(model)
-    _print_metrics(cfg, {"final_metrics": metrics}, title=str(directory))
+    _print_result(cfg, None, api.evaluate(cfg, model_dir), title=str(model_dir))
 
 
 @app.command()
@@ -340,31 +294,29 @@ def verify(run_dir: Annotated[Path, typer.Argument(help="a study's run directory
 @app.command("config")
 def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
     """Validate a config and print it fully resolved, with its hash."""
+    from undo.config import config_hash, dump_yaml
+
     cfg = _load(config, set_)
     typer.echo(dump_yaml(cfg), nl=False)
     typer.echo(f"# hash: {config_hash(cfg)}")
 
 
-def _print_metrics(cfg, meta: dict, title: str) -> None:
-    """A model's metrics as its setting shows them, and the stage's cost when `meta` is an artifact's."""
+def _print_result(cfg: ExperimentConfig, result, metrics: dict[str, float], title: str) -> None:
+    """A model's metrics as its setting shows them, and its stage's cost when `result` (its record) is given."""
     console.print(f"[bold]{title}[/]", highlight=False)
-    console.print(cfg.setting.metrics_view(meta.get("final_metrics", {})))
-    if "wall_time_s" in meta:
-        console.print(f"wall time {meta['wall_time_s']:.0f}s, {meta['flops_total']:.3g} FLOPs")
-    seen = meta.get("data", {}).get("eval_items_seen_in_training")
-    if seen:
-        console.print(f"evaluation items whose (operation, a, b) also occurs in training: {seen}")
+    console.print(cfg.setting.metrics_view(metrics))
+    if result is not None:
+        console.print(f"wall time {result.wall_time_s:.0f}s, {result.flops_total:.3g} FLOPs")
+        seen = getattr(result, "data", {}).get("eval_items_seen_in_training")
+        if seen:
+            console.print(f"evaluation items whose (operation, a, b) also occurs in training: {seen}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
-    from transformers.utils import logging as hf_logging
-
     quiet_unless_main()
     interrupts.install()
-    hf_logging.disable_progress_bar()  # per-file load/save bars are noise next to our own progress bar
-    # Generation past a small model's context (a long word problem) is scored as it comes; the reminder is noise.
-    hf_logging.set_verbosity_error()
+    quiet_transformers()
     try:
         code = app(args=argv, prog_name="undo", standalone_mode=False)
     except UserError as err:
@@ -389,18 +341,31 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def quiet_transformers() -> None:
+    """Per-file load/save bars are noise next to our own progress bar, and so is the reminder that generation ran
+    past a small model's context (a long word problem is scored as it comes). Set through the environment, so that
+    a command that never loads transformers does not import it for this."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (a test calling main): tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
 def quiet_unless_main() -> None:
     """Under torchrun every process runs the command and dies with torchrun; only the main one talks. The others'
     chatter goes to /dev/null, but their errors still reach the terminal (`fail` and tracebacks use the real
     stderr)."""
-    from undo.core import distributed
-
     global _errors
-    if distributed.launched():  # a process of torchrun's must not outlive it (a rerun would collide with it)
-        from undo.study.executors import die_with_parent
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not under torchrun (`undo.core.distributed.launched`)
+        return
+    from undo.core import distributed
+    from undo.core.processes import die_with_parent
 
-        die_with_parent()
-    if distributed.launched() and not distributed.is_main():
+    die_with_parent()  # a process of torchrun's must not outlive it (a rerun would collide with it)
+    if not distributed.is_main():
         _errors = sys.stderr
         sys.stdout = sys.stderr = open(os.devnull, "w")
         sys.excepthook = lambda kind, value, tb: traceback.print_exception(kind, value, tb, file=_errors)

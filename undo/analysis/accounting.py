@@ -14,47 +14,30 @@ depends on which other artifacts happened to exist when it ran.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel
-
-
-class Accounting(BaseModel):
-    stage_flops: dict[str, int]
-    stage_flops_total: int
-    stage_fraction_of_oracle: float | None
-    lineage: list[str | None]  # artifact names, nearest first
-    lineage_flops: int
-    lineage_fraction_of_oracle: float | None
-    oracle_pretraining_flops: int | None
-    labelled_tokens: int | None
-    pretraining_tokens: int | None
-    labelled_fraction: float | None
+from undo.schema.io import read_result
+from undo.schema.report import Accounting
+from undo.schema.results import PretrainResult, StageResult
 
 
-def artifact_metas(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every complete artifact in `run_dir`, by stage key."""
-    metas = {}
-    for meta_path in sorted(Path(run_dir).glob("*/meta.json")):
-        meta = json.loads(meta_path.read_text())
-        if "key" in meta:
-            metas[meta["key"]] = meta
-    return metas
+def artifact_metas(run_dir: str | Path) -> dict[str, StageResult]:
+    """Every complete artifact's record in `run_dir`, by stage key."""
+    records = (read_result(meta.parent) for meta in sorted(Path(run_dir).glob("*/meta.json")))
+    return {record.key: record for record in records}
 
 
-def lineage(meta: dict[str, Any], metas: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def lineage(meta: StageResult, metas: dict[str, StageResult]) -> list[StageResult]:
     """`meta` and all its ancestors (each once), nearest first. An input that is not in `metas` (a model made
     elsewhere) ends its branch."""
     chain, queue, seen = [], [meta], set()
     while queue:
         current = queue.pop(0)
-        if current.get("key") in seen:
+        if current.key in seen:
             continue
-        seen.add(current.get("key"))
+        seen.add(current.key)
         chain.append(current)
-        queue.extend(metas[key] for key in (current.get("inputs") or {}).values() if key in metas)
+        queue.extend(metas[key] for key in current.inputs.values() if key in metas)
     return chain
 
 
@@ -62,48 +45,44 @@ def _fraction(numerator: float, denominator: float | None) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def account(meta: dict[str, Any], metas: dict[str, dict[str, Any]], *, oracle: dict[str, Any] | None,
-            base: dict[str, Any] | None, pretraining_tokens: int | None = None) -> Accounting:
+def account(meta: StageResult, metas: dict[str, StageResult], *, oracle: StageResult | None,
+            base: StageResult | None, pretraining_tokens: int | None = None) -> Accounting:
     """FLOPs of this stage (split as recorded) and of its whole lineage, each as a fraction of the `oracle`'s
     pretraining FLOPs; labelled tokens of the lineage as a fraction of the `base` model's pretraining tokens (or of
     `pretraining_tokens`, for a base model loaded from a checkpoint that was trained elsewhere). Fractions are None
     without an oracle (or a token count) to compare with: a loaded oracle's FLOPs are unknown."""
-    oracle_flops = (sum(oracle["flops"].values()) or None) if oracle else None
+    oracle_flops = (sum(oracle.flops.values()) or None) if oracle else None
     if pretraining_tokens is None and base:
-        pretraining_tokens = base["tokens"] or None
+        pretraining_tokens = base.tokens or None
     chain = lineage(meta, metas)
-    stage_flops = sum(meta["flops"].values())
-    lineage_flops = sum(sum(m["flops"].values()) for m in chain)
+    stage_flops = sum(meta.flops.values())
+    lineage_flops = sum(sum(m.flops.values()) for m in chain)
     # An imperfect filter of a given recall still classified everything; a trained classifier's labels are its own
     # (its training documents, in its lineage).
-    filtering = meta.get("filtering") if meta.get("kind") == "pretrain" else None
-    by_recall = filtering is not None and filtering.get("method", "recall") == "recall"
-    if by_recall or (oracle is not None and meta.get("key") == oracle.get("key")):
+    filtering = meta.filtering if isinstance(meta, PretrainResult) else None
+    by_recall = filtering is not None and filtering.method == "recall"
+    if by_recall or (oracle is not None and meta.key == oracle.key):
         labelled = pretraining_tokens  # data filtering classifies every document of the base model's corpus
     else:
-        labelled = sum(m.get("labelled_tokens", 0) for m in chain)
+        labelled = sum(m.labelled_tokens for m in chain)
     return Accounting(
-        stage_flops=dict(meta["flops"]), stage_flops_total=stage_flops,
+        stage_flops=dict(meta.flops), stage_flops_total=stage_flops,
         stage_fraction_of_oracle=_fraction(stage_flops, oracle_flops),
-        lineage=[m.get("name") for m in chain], lineage_flops=lineage_flops,
+        lineage=[m.name or None for m in chain], lineage_flops=lineage_flops,
         lineage_fraction_of_oracle=_fraction(lineage_flops, oracle_flops),
         oracle_pretraining_flops=oracle_flops, labelled_tokens=labelled, pretraining_tokens=pretraining_tokens,
         labelled_fraction=_fraction(labelled or 0, pretraining_tokens))
 
 
-def _pretrained(metas: dict[str, dict[str, Any]], which: str) -> dict[str, Any] | None:
-    found = [m for m in metas.values() if m.get("kind") == "pretrain" and m.get("which") == which
-             and m.get("filtering") is None]  # the perfect oracle, not an imperfect filter's
+def _pretrained(metas: dict[str, StageResult], which: str) -> StageResult | None:
+    found = [m for m in metas.values() if isinstance(m, PretrainResult) and m.which == which
+             and m.filtering is None]  # the perfect oracle, not an imperfect filter's
     return found[0] if len(found) == 1 else None
 
 
-def accounting(meta: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """`account` against the artifacts in `run_dir` (its single pretrained base and oracle as yardsticks)."""
-    metas = artifact_metas(run_dir)
-    return account(meta, metas, oracle=_pretrained(metas, "oracle"), base=_pretrained(metas, "base")).model_dump()
-
-
-def accounting_of(artifact: str | Path) -> dict[str, Any]:
-    """`accounting` for a finished artifact folder, against the other artifacts beside it."""
+def accounting_of(artifact: str | Path) -> Accounting:
+    """`account` for a finished artifact folder, against the artifacts beside it (their single pretrained base and
+    oracle as yardsticks)."""
     artifact = Path(artifact)
-    return accounting(json.loads((artifact / "meta.json").read_text()), artifact.parent)
+    metas = artifact_metas(artifact.parent)
+    return account(read_result(artifact), metas, oracle=_pretrained(metas, "oracle"), base=_pretrained(metas, "base"))

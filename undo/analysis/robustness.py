@@ -2,7 +2,7 @@
 
 A relearning attack fine-tunes a model on forget-domain data at each learning rate (LR) of a grid and evaluates
 forget performance every k steps, from step 0. This module turns those per-LR curves into the numbers we report
-(SCIENCE.md, "Robustness, as a number"):
+(the paper's relearning curves, Lee, Foote et al. 2025, and a normalised number for them):
 
 - `attacker_best`: at each evaluated step, the best forget performance over the LR grid and the LR that gave it
   (the defender faces the worst case). Optionally an attack point only counts if retain performance at that
@@ -15,33 +15,23 @@ Convention: every value is "higher = more relearned" (forget) or "higher = bette
 accuracy; for cross-entropy pass -CE, so that the maximum over LRs is still the attacker's best and a retain
 drop is still a decrease. With -CE, `max_retain_drop` is in nats.
 
-Everything is JSON-serialisable through `to_dict()` and can be read back with `from_dict()`, so reports can be
-regenerated from logs.
+The curves themselves are records of `undo.schema.curves` (JSON through `to_dict()`/`from_dict()`, and pydantic
+fields of the attack's result), so reports can be regenerated from the artifacts.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from undo.core.errors import UserError
+from undo.schema.curves import BestCurve, Curve, RetainCap, Snapshot, index_at
+from undo.schema.errors import UserError
 
 DEFAULT_BUDGETS: tuple[int, ...] = (40, 500)
 # Two floats closer than this are treated as equal: a denominator this small is zero, and a retain drop this
 # close to the cap is within it (0.8 - 0.7 is 0.10000000000000009 in floating point).
 EPS = 1e-12
-
-
-def _steps(raw: Any, what: str) -> list[int]:
-    try:
-        items = list(raw)
-        if any(isinstance(s, bool) for s in items):
-            raise TypeError
-        return [operator.index(s) for s in items]
-    except TypeError:
-        raise UserError(f"{what}: steps must be a list of integers, got {raw!r}") from None
 
 
 def _finite(value: Any, what: str) -> float:
@@ -56,99 +46,6 @@ def _finite(value: Any, what: str) -> float:
 
 def _lr(lr: Any) -> str:
     return f"{lr:g}" if isinstance(lr, (int, float)) else repr(lr)
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Performance after each evaluated attack step. `steps` strictly increasing and >= 0 (step 0 is the model
-    before the attack), `values` finite, same length, at least one point. Lists of plain int/float after init."""
-
-    steps: list[int]
-    values: list[float]
-
-    def __post_init__(self) -> None:
-        name = type(self).__name__
-        steps = _steps(self.steps, name)
-        try:
-            raw_values = list(self.values)
-        except TypeError:
-            raise UserError(f"{name}: values must be a list of numbers, got {self.values!r}") from None
-        if len(steps) != len(raw_values):
-            raise UserError(f"{name}: {len(steps)} steps but {len(raw_values)} values; they must pair up")
-        values = [_finite(v, f"{name} value at step {s}") for s, v in zip(steps, raw_values)]
-        if not steps:
-            raise UserError(f"{name}: no points; a curve needs at least the step-0 evaluation")
-        if steps[0] < 0:
-            raise UserError(f"{name}: steps must be >= 0, got {steps[0]}")
-        for prev, cur in zip(steps, steps[1:]):
-            if cur <= prev:
-                raise UserError(f"{name}: steps must be strictly increasing, got {prev} then {cur}")
-        object.__setattr__(self, "steps", steps)
-        object.__setattr__(self, "values", values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"steps": list(self.steps), "values": list(self.values)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Curve:
-        return cls(steps=list(data["steps"]), values=list(data["values"]))
-
-
-@dataclass(frozen=True)
-class RetainCap:
-    """Record of a retain cap applied by `attacker_best`.
-
-    `removed` maps each LR to the steps whose forget point was discarded because retain performance had fallen
-    more than `max_retain_drop` below its step-0 value. `steps_without_valid_lr` are steps where every LR was
-    discarded; there the attacker-best value falls back to the step-0 value (an attack that does not count
-    leaves the model as it was) and `best_lr` is None."""
-
-    max_retain_drop: float
-    removed: dict[float, list[int]]
-    steps_without_valid_lr: list[int]
-
-    @property
-    def removed_points(self) -> int:
-        return sum(len(steps) for steps in self.removed.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_retain_drop": self.max_retain_drop,
-            "removed_points": self.removed_points,
-            # A list, not a dict: JSON keys are strings and an LR must read back as the same float.
-            "removed": [{"lr": lr, "steps": list(steps)} for lr, steps in sorted(self.removed.items())],
-            "steps_without_valid_lr": list(self.steps_without_valid_lr),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RetainCap:
-        return cls(max_retain_drop=float(data["max_retain_drop"]),
-                   removed={float(row["lr"]): list(row["steps"]) for row in data["removed"]},
-                   steps_without_valid_lr=list(data["steps_without_valid_lr"]))
-
-
-@dataclass(frozen=True)
-class BestCurve(Curve):
-    """The attacker-best curve: a `Curve` (so `value_at` and `area_under` take it) plus, per step, the LR that
-    gave the best value (None only where a retain cap discarded every LR), and the retain cap if one was used."""
-
-    best_lr: list[float | None] = field(default_factory=list)
-    retain_cap: RetainCap | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if len(self.best_lr) != len(self.steps):
-            raise UserError(f"BestCurve: {len(self.steps)} steps but {len(self.best_lr)} best LRs")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "best_lr": list(self.best_lr),
-                "retain_cap": None if self.retain_cap is None else self.retain_cap.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BestCurve:
-        cap = data.get("retain_cap")
-        return cls(steps=list(data["steps"]), values=list(data["values"]), best_lr=list(data["best_lr"]),
-                   retain_cap=None if cap is None else RetainCap.from_dict(cap))
 
 
 def _check_grid(curves: Mapping[float, Curve], what: str) -> list[float]:
@@ -238,49 +135,22 @@ def attacker_best(curves: Mapping[float, Curve], retain_curves: Mapping[float, C
     return BestCurve(steps=list(reference), values=values, best_lr=best_lr, retain_cap=cap)
 
 
-def _check_budget(curve: Curve, budget: Any, what: str) -> int:
-    try:
-        steps = operator.index(budget)
-    except TypeError:
-        raise UserError(f"{what}: the budget must be a whole number of steps, got {budget!r}") from None
-    if isinstance(budget, bool):
-        raise UserError(f"{what}: the budget must be a whole number of steps, got {budget!r}")
-    if steps < curve.steps[0]:
-        raise UserError(f"{what}: budget {steps} steps is before the first evaluated step {curve.steps[0]}")
-    if steps > curve.steps[-1]:
-        raise UserError(f"{what}: budget {steps} steps is past the end of the attack (last evaluated step "
-                        f"{curve.steps[-1]}); attack for longer or lower the budget")
-    return steps
-
-
 def value_at(curve: Curve, budget_steps: int) -> float:
-    """The value at the last evaluated step <= budget_steps.
-
-    Refuses a budget before the first evaluated step, and one past the last (the attack never got that far, so
-    the value would silently be that of a smaller budget)."""
-    budget = _check_budget(curve, budget_steps, "value_at")
-    return curve.values[_last_at_or_before(curve.steps, budget)]
+    """The value at the last evaluated step <= budget_steps (`index_at`: refuses a budget outside the attack)."""
+    return curve.values[index_at(curve, budget_steps)]
 
 
-def _last_at_or_before(steps: Sequence[int], budget: int) -> int:
-    index = 0
-    for i, step in enumerate(steps):
-        if step <= budget:
-            index = i
-    return index
-
-
-def snapshots(curve: Curve, budgets: Sequence[int] = DEFAULT_BUDGETS) -> list[dict[str, Any]]:
-    """`value_at` for each budget, as JSON rows {"budget", "step" (the evaluated step used), "value"}.
-    A BestCurve row also gives the attacker's LR there ("lr")."""
+def snapshots(curve: Curve, budgets: Sequence[int] = DEFAULT_BUDGETS,
+              tokens_per_step: int | None = None) -> list[Snapshot]:
+    """The value at each budget (`index_at`), with the evaluated step it was read at, the attacker's LR there (a
+    BestCurve), and the tokens read by that step when `tokens_per_step` is given."""
     rows = []
     for budget in budgets:
-        value = value_at(curve, budget)
-        index = _last_at_or_before(curve.steps, operator.index(budget))
-        row: dict[str, Any] = {"budget": operator.index(budget), "step": curve.steps[index], "value": value}
-        if isinstance(curve, BestCurve):
-            row["lr"] = curve.best_lr[index]
-        rows.append(row)
+        index = index_at(curve, budget)
+        step = curve.steps[index]
+        rows.append(Snapshot(budget=operator.index(budget), step=step, value=curve.values[index],
+                             lr=curve.best_lr[index] if isinstance(curve, BestCurve) else None,
+                             tokens=None if tokens_per_step is None else step * tokens_per_step))
     return rows
 
 
@@ -289,7 +159,9 @@ def area_under(curve: Curve, up_to: int | None = None) -> float:
     step), divided by that step span: the mean level of the curve over the budget, comparable across budgets
     and in the units of the values. A budget between two evaluated steps interpolates linearly to it. A zero
     span (one point, or up_to = the first step) gives the value there, the limit of the mean."""
-    end = curve.steps[-1] if up_to is None else _check_budget(curve, up_to, "area_under")
+    if up_to is not None:
+        index_at(curve, up_to)  # refuses a budget outside the attack
+    end = curve.steps[-1] if up_to is None else operator.index(up_to)
     steps, values = curve.steps, curve.values
     start = steps[0]
     if end == start:
@@ -346,8 +218,9 @@ def robustness_summary(curves: Mapping[str, BestCurve], unlearn_only: str, oracl
     up_to = max(budgets)
     summary: dict[str, dict[str, Any]] = {}
     for name, curve in curves.items():
-        rows = [{**row, **normalised(row["value"], value_at(curves[unlearn_only], row["budget"]),
-                                     value_at(curves[oracle], row["budget"]))} for row in snapshots(curve, budgets)]
+        rows = [{**row.model_dump(exclude={"tokens"}),
+                 **normalised(row.value, value_at(curves[unlearn_only], row.budget), value_at(curves[oracle], row.budget))}
+                for row in snapshots(curve, budgets)]
         area = area_under(curve, up_to)
         summary[name] = {"before": curve.values[0], "budgets": rows, "area": {
             "up_to": up_to, "value": area,

@@ -8,7 +8,6 @@ import warnings
 from typing import Any, ClassVar
 
 import torch
-from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from undo.attacks.base import AttackKind, register_attack
@@ -30,6 +29,8 @@ class LoraAttack(AttackKind):
     INIT_SEED: ClassVar[int] = 0
 
     def prepare(self, model: nn.Module) -> nn.Module:
+        from peft import LoraConfig, get_peft_model  # here, not at import: validating a config must not load peft
+
         config = LoraConfig(r=self.RANK, lora_alpha=self.ALPHA, lora_dropout=self.DROPOUT,
                             target_modules=self.TARGET_MODULES, task_type="CAUSAL_LM")
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():

@@ -11,8 +11,8 @@ from undo.config.sections import (
     AttackConfig, DistillConfig, MethodSweep, ModelConfig, OracleConfig, PretrainConfig, Seed, StudyConfig,
     UnlearnConfig,
 )
-from undo.core.checkpoints import check_checkpoint, local_depth
-from undo.core.strict import StrictModel
+from undo.core.checkpoints import check_checkpoint, local_context, local_depth
+from undo.schema.strict import StrictModel
 from undo.objectives import OBJECTIVES
 from undo.settings import DEFAULT_SETTING, SettingConfig, parse_setting
 
@@ -60,6 +60,7 @@ class ExperimentConfig(StrictModel):
             check_checkpoint(self.model.pretrained)
         if self.oracle.pretrained is not None:
             check_checkpoint(self.oracle.pretrained, role="oracle.pretrained")
+        self._fit_context_to_checkpoints()
         depth = self.model.layers if self.model.pretrained is None else local_depth(self.model.pretrained)
         for i, sweep in enumerate(self.unlearn.methods):  # a block index past the model fails here, not mid-study
             for layer in _layer_knob_values(sweep):
@@ -67,6 +68,29 @@ class ExperimentConfig(StrictModel):
                     raise ValueError(f"unlearn.methods.{i}: {sweep.method} layer {layer} is out of range for a "
                                      f"{depth}-block model; set knobs.layer to 0..{depth - 1}")
         return self
+
+    def _fit_context_to_checkpoints(self) -> None:
+        """A checkpoint is trained and evaluated at most at the length it was built for. Left out, `model.context`
+        is the shortest local checkpoint's length (config.json), capped at the default (a 131072-position model
+        would otherwise make every batch enormous); set longer than a checkpoint's, it is an error."""
+        lengths = [(role, source, local_context(source)) for role, source in
+                   (("model.pretrained", self.model.pretrained), ("oracle.pretrained", self.oracle.pretrained))
+                   if source is not None]
+        lengths = [(role, source, n) for role, source, n in lengths if n is not None]
+        if not lengths:
+            return
+        field = ModelConfig.model_fields["context"]
+        smallest = next(m.ge for m in field.metadata if getattr(m, "ge", None) is not None)
+        role, source, shortest = min(lengths, key=lambda item: item[2])
+        if "context" not in self.model.model_fields_set:
+            if shortest < smallest:
+                raise ValueError(f"{role}: {source} was built for {shortest} positions, fewer than the {smallest} "
+                                 "tokens of undo's shortest context; use a checkpoint with a longer context")
+            self.model.context = min(shortest, field.default)
+        elif self.model.context > shortest:
+            raise ValueError(f"model.context ({self.model.context}) is longer than the {shortest} positions {role} "
+                             f"({source}) was built for (its config.json); set model.context to {shortest} or less, "
+                             f"or leave it out to use {min(shortest, field.default)}")
 
     @property
     def oracle_source(self) -> Literal["pretrained", "trained"] | None:

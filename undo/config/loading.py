@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from undo.config.experiment import ExperimentConfig
 from undo.core.artifacts import stable_hash
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.settings import DEFAULT_SETTING, SETTINGS
 
 

@@ -11,7 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from undo.attacks import ATTACK_KINDS
-from undo.core.strict import Seed, StrictModel
+from undo.schema.strict import Seed, StrictModel
+from undo.schema.study import SelectionRule
 from undo.objectives import check_knobs, unlearning_methods
 
 
@@ -42,6 +43,12 @@ class ModelConfig(StrictModel):
     context: int = Field(128, ge=8, le=131072, description="sequence length in tokens")
     vocab: int = Field(128, ge=8, le=1_000_000, description="embedding rows; >= the tokenizer's size")
     init_std: float = Field(0.02, gt=0, le=1.0, description="std of the normal weight init")
+
+    def load_identity(self) -> dict[str, Any]:
+        """What of this section changes the numbers a loaded model computes: its dtype and attention kernel. Only
+        those set away from their defaults are named, so that keys made before they existed stay the same."""
+        return {name: getattr(self, name) for name in ("dtype", "attn_implementation")
+                if getattr(self, name) != type(self).model_fields[name].default}
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":
@@ -178,12 +185,6 @@ class MethodSweep(StrictModel):
     @property
     def label(self) -> str:
         return f"{self.method}+sam" if self.sam_rho else self.method
-
-
-class SelectionRule(StrictModel):
-    """How a sweep picks its teacher: the lowest forget metric among runs that keep enough retain performance."""
-
-    min_retain_fraction: float = Field(0.95, ge=0, le=1, description="retain metric >= this x the base model's")
 
 
 class UnlearnConfig(StrictModel):

@@ -28,7 +28,9 @@ from typing import Any
 from rich.console import Console
 
 import undo
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
+from undo.schema.io import read_result, repair_hint, write_result
+from undo.schema.results import StageResult
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -121,27 +123,11 @@ def content_problems(folder: Path, record: dict[str, dict[str, Any]], stamps: Pa
     return problems
 
 
-def repair_hint(folder: Path) -> str:
-    return (f"delete {folder} to recompute it, or run `undo verify --repair {folder.parent}` to set aside every "
-            "damaged artifact")
-
-
-def read_meta(folder: Path) -> dict[str, Any]:
-    """An artifact's meta.json, or a one-line error naming the folder when it is damaged."""
-    path = Path(folder) / "meta.json"
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path} is damaged ({type(err).__name__}); {repair_hint(Path(folder))}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
-        raise UserError(f"{path} is damaged (not an artifact's record: no key); {repair_hint(Path(folder))}")
-    return meta
-
-
-def verified_meta(folder: Path) -> dict[str, Any]:
-    """`read_meta`, once the model files the artifact recorded are checked to be the ones it made."""
-    meta = read_meta(folder)
-    problems = content_problems(Path(folder) / "model", meta.get("files") or {}, Path(folder) / STAMPS)
+def verified_meta(folder: Path) -> StageResult:
+    """The artifact's typed record (`undo.schema.io.read_result`), once the model files it recorded are checked to
+    be the ones it made."""
+    meta = read_result(folder)
+    problems = content_problems(Path(folder) / "model", meta.files, Path(folder) / STAMPS)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(f"{Path(folder) / 'model'}: {problems[0]}{more}; {repair_hint(Path(folder))}")
@@ -165,8 +151,8 @@ class Artifact:
                                 "move it away or delete it")
             return False
         meta = verified_meta(self.path)
-        if meta.get("key") != self.key:
-            raise UserError(f"{self.path} was made by a different config (key {meta.get('key')}, this run's is "
+        if meta.key != self.key:
+            raise UserError(f"{self.path} was made by a different config (key {meta.key}, this run's is "
                             f"{self.key}); use another run_dir or delete that folder")
         return True
 
@@ -177,18 +163,18 @@ class Artifact:
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial
 
-    def finish(self, meta: dict[str, Any]) -> Path:
+    def finish(self, result: StageResult) -> Path:
         """Drop the resumable checkpoint, record the model's files, write meta.json last, and rename the folder to
         its final name."""
         shutil.rmtree(self.partial / "checkpoint", ignore_errors=True)
         weights = self.partial / "model" / "model.safetensors"
-        meta = {**meta, "name": self.name, "key": self.key, "code_version": code_version()}
+        result = result.model_copy(update={"name": self.name, "key": self.key, "code_version": code_version()})
         if weights.is_file():
-            meta["model_sha256"] = file_sha256(weights)
+            result.model_sha256 = file_sha256(weights)
         if (self.partial / "model").is_dir():
-            meta["files"] = content_record(self.partial / "model")
-            write_stamps(self.partial / "model", meta["files"], self.partial / STAMPS)
-        (self.partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            result.files = content_record(self.partial / "model")
+            write_stamps(self.partial / "model", result.files, self.partial / STAMPS)
+        write_result(self.partial, result)
         self.partial.rename(self.path)
         return self.path
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from undo.core.artifacts import file_sha256, stable_hash
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 
 def is_local(source: str) -> bool:
@@ -40,6 +40,32 @@ def local_depth(source: str) -> int | None:
             return config[key]
     text = config.get("text_config") or {}
     return text.get("num_hidden_layers")
+
+
+# Where configs name the longest sequence a model was built for: most architectures, GPT-2-like ones, older GPT-2
+# files, and a few others.
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length", "max_seq_len")
+
+
+def local_context(source: str) -> int | None:
+    """The sequence length a local checkpoint was built for (its config.json's `max_position_embeddings`, or
+    `n_positions` for GPT-2-like configs; a multimodal config's `text_config`), read without importing
+    transformers; None when it is not local or names none."""
+    path = Path(source).expanduser() / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # loading the checkpoint says what is wrong with it
+    for section in (config, config.get("text_config") or {}):
+        if not isinstance(section, dict):
+            continue
+        for key in CONTEXT_KEYS:
+            value = section.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
 
 
 @functools.lru_cache(maxsize=32)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 
 def mixture_schedule(weights: dict[str, float], n: int, seed: int) -> list[str]:

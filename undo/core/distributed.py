@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import torch
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from undo.core import distributed
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 LOCK, OWNER = ".undo.lock", ".undo.lock.owner"
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 # Norm class -> gain offset: the norm multiplies its normalised input by (offset + weight).
 GAIN_OFFSETS: dict[type[nn.Module], float] = {

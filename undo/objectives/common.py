@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 FORGET, RETAIN = "forget", "retain"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, RETAIN, cross_entropy, side
 

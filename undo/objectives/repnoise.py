@@ -7,7 +7,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import (
     FORGET, RETAIN, block_outputs, check_blocks, cross_entropy, decoder_blocks, shifted_logits, side,

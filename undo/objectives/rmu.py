@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from undo.core.compute import forward_flops_per_token
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.core.timing import phase
 from undo.objectives.base import Objective, register
 from undo.objectives.common import (

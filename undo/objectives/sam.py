@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.objectives.base import Objective
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import FORGET, sequence_logprob, side, tokens_read, with_optional_retain_term
 

@@ -13,7 +13,8 @@ Conventions (also written into the report):
 - After an attack, "forget" is the attacker-best value at the budget (best LR of the grid at the last evaluated
   step <= budget). Pareto plots put it against the retain score of the model as shipped (before the attack).
 - Robustness is normalised between the method's own unlearn-only teacher (0) and the data-filtered oracle (1),
-  at each budget and for the area under the attacker-best curve (SCIENCE.md), under the same attack kind.
+  at each budget and for the area under the attacker-best curve (`undo.analysis.robustness`), under the
+  same attack kind.
 - Compute: a stage's FLOPs (distillation: student steps + teacher forwards) as a share of the oracle's
   pretraining FLOPs; the lineage share adds every ancestor (the base model's pretraining included).
 - With several seeds, tables give the mean and a 95 % t-interval; curves are seed means.

@@ -16,15 +16,16 @@ as in robustness: lower than guessing is noise, not more forgetting.
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from undo.analysis.stats import Verdict, kendall_tau, mean_ci, verdict_from_interval
-from undo.report.records import ModelRecord, Results, floored_area
-from undo.settings import Score, score_of
-from undo.study.manifest import Role
+from undo.analysis.stats import Verdict, kendall_tau, verdict_from_interval
+from undo.report.aggregate import by_model, by_seed, finished, interval, paired, seed_mean
+from undo.report.records import floored_area
+from undo.schema.report import ModelRecord, Results
+from undo.schema.score import Score
+from undo.schema.study import Role
 
 PAPER_LABELLED_FRACTION = 1e-4  # the paper: labels for ~0.01 % of the pretraining data
 OUR_LABELLED_FRACTION = 1e-2  # ours: 1 %, since our pretraining is tiny (see R6's rule)
@@ -34,54 +35,6 @@ INTERVAL_RULE = ("95 % Student-t interval over seeds: held when it lies above 0,
 ALL_OF_RULE = ("held when every {part} held, did not hold when some {part} did not hold and none held, else "
                "inconclusive")
 ONE_SEED = "a single seed: no interval over seeds to decide on"
-
-
-def group_of(records: list[ModelRecord], role: Role, **match) -> list[ModelRecord]:
-    """The finished models of one role (skipped ones have no artifact), optionally matching fields."""
-    return [r for r in records
-            if r.role == role and r.artifact and all(getattr(r, k) == v for k, v in match.items())]
-
-
-def per_id(records: list[ModelRecord], role: Role, **match) -> dict[str, list[ModelRecord]]:
-    """`group_of`, split by model id (one list of seeds per model)."""
-    groups: dict[str, list[ModelRecord]] = defaultdict(list)
-    for r in group_of(records, role, **match):
-        groups[r.id].append(r)
-    return groups
-
-
-def by_seed(group: list[ModelRecord], get: Callable[[ModelRecord], float | None]) -> dict[int, float]:
-    """What `get` reads from each record, by seed (records where it is missing are left out)."""
-    values = {}
-    for r in group:
-        try:
-            value = get(r)
-        except (KeyError, TypeError, AttributeError):  # not measured on this record (no attack, no oracle, ...)
-            continue
-        if value is not None:
-            values[r.seed] = value
-    return values
-
-
-def seed_mean(group: list[ModelRecord], get: Callable[[ModelRecord], float | None]) -> float | None:
-    """The mean over seeds of what `get` reads (records where it is missing are left out)."""
-    values = list(by_seed(group, get).values())
-    return statistics.fmean(values) if values else None
-
-
-def paired(first: list[ModelRecord], second: list[ModelRecord],
-           get: Callable[[ModelRecord], float | None]) -> dict[int, float]:
-    """Per seed, `get(first) - get(second)`, over the seeds where both are measured."""
-    a, b = by_seed(first, get), by_seed(second, get)
-    return {seed: a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())}
-
-
-def interval(per_seed: dict[int, float]) -> dict[str, Any]:
-    """The mean and the half-width of its 95 % t-interval over seeds (None with one seed), and the values."""
-    seeds = sorted(per_seed)
-    values = [per_seed[s] for s in seeds]
-    mean, half = mean_ci(values)
-    return {"mean": mean, "half_width": half, "seeds": seeds, "per_seed": values}
 
 
 def decided(stats: dict[str, Any], direction: int = 1) -> Verdict:
@@ -130,10 +83,13 @@ def with_reason(claim: dict[str, Any], why: str | None) -> dict[str, Any]:
     return {**claim, "why": why} if why else claim
 
 
-def forget_after(kind: str, key: str, score: Score) -> Callable[[ModelRecord], float]:
-    """Reads a record's attacker-best forget score at a budget (or the area under its curve), floored at chance."""
-    def get(r: ModelRecord) -> float:
+def forget_after(kind: str, key: str, score: Score) -> Callable[[ModelRecord], float | None]:
+    """Reads a record's attacker-best forget score at a budget (or the area under its curve), floored at chance;
+    None where the record was not attacked."""
+    def get(r: ModelRecord) -> float | None:
         attack = r.attack(kind)
+        if attack is None:
+            return None
         if key == "area":
             return floored_area(attack, score, attack.area_up_to)
         return score.floored(attack.at[key].forget)
@@ -163,7 +119,7 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
     A claim whose models the study did not make is left out (the report says "not measured")."""
     records, budgets = results.models, results.budgets
     keys = [str(b) for b in budgets]
-    score = score_of(results.setting)
+    score = results.scoring
     floor_note = (f" (forget scores below chance, {100 * score.chance:.0f} %, count as chance)"
                   if score.chance is not None else "")
     units = "accuracy" if not score.relative else "nats of -CE"
@@ -171,7 +127,7 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     # R1: oracle matching.
-    fin, rnd = group_of(records, Role.ORACLE_MATCH_BASE), group_of(records, Role.ORACLE_MATCH_RANDOM)
+    fin, rnd = finished(records, Role.ORACLE_MATCH_BASE), finished(records, Role.ORACLE_MATCH_RANDOM)
     if fin and rnd:
         numbers = compared(fin, rnd, ("finetuned_base", "random_init"), keys + ["area"], kind, score)
         verdict, why = verdict_of_keys(numbers, not_attacked)
@@ -186,8 +142,8 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
     # R2: Unlearn-and-Distill vs unlearn-only, per family.
     r2 = {}
     for family in sorted({r.family for r in records if r.role == Role.DISTILLED}):
-        student = group_of(records, Role.DISTILLED, family=family)
-        teacher = group_of(records, Role.TEACHER, family=family)
+        student = finished(records, Role.DISTILLED, family=family)
+        teacher = finished(records, Role.TEACHER, family=family)
         if student and teacher:
             numbers = compared(teacher, student, ("unlearn_only", "unlearn_and_distill"), keys + ["area"], kind,
                                score)
@@ -205,19 +161,19 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
             "score": results.score, "verdict": verdict, "by_family": r2},
             reason(verdict, [n["difference"] for v in r2.values() for n in v["numbers"].values()], not_attacked))
     # R3 and R5: UNDO's alpha sweep; the points table gives seed means.
-    undo_models = group_of(records, Role.UNDO)
+    undo_models = finished(records, Role.UNDO)
     points = []
-    for group in per_id(records, Role.UNDO).values():
+    for group in by_model(finished(records, Role.UNDO)).values():
         points.append({"alpha": group[0].alpha,
-                       "compute": seed_mean(group, lambda r: r.accounting.stage_fraction_of_oracle),
+                       "compute": seed_mean(group, lambda r: r.stage_compute),
                        "steps": seed_mean(group, lambda r: r.steps),
-                       "robustness": {k: seed_mean(group, lambda r, k=k: r.robustness[kind][k])
+                       "robustness": {k: seed_mean(group, lambda r, k=k: r.robustness_at(kind, k))
                                       for k in keys + ["area"]},
-                       "retain": seed_mean(group, lambda r: r.metrics["retain"]),
-                       "labelled_fraction": seed_mean(group, lambda r: r.accounting.labelled_fraction)})
+                       "retain": seed_mean(group, lambda r: r.metric("retain")),
+                       "labelled_fraction": seed_mean(group, lambda r: r.labelled_fraction)})
     points.sort(key=lambda p: p["alpha"])
     unanchored = ("there is no data-filtered oracle to measure compute and robustness against"
-                  if not group_of(records, Role.ORACLE)
+                  if not finished(records, Role.ORACLE)
                   else "some of its numbers are not measured: robustness needs the oracle and the unlearn-only "
                        "teacher attacked, and is undefined where the two relearn equally")
     if len(points) >= 2:
@@ -233,7 +189,7 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
     if points:
         out["R6"] = r6(undo_models, points)
     # R7: UNDO against the data filter trained on the same labels.
-    budget_matched = [r for r in group_of(records, Role.FILTERED) if r.classifier]
+    budget_matched = [r for r in finished(records, Role.FILTERED) if r.classifier]
     if points and budget_matched:
         out["R7"] = r7(records, budget_matched, kind, keys, score, results.score, floor_note, units,
                        not_attacked)
@@ -252,8 +208,8 @@ def r3(undo_models: list[ModelRecord], kind: str, points: list[dict[str, Any]], 
             continue  # one alpha of this seed finished: no trend to read
         models.sort(key=lambda r: r.alpha)
         alphas = [r.alpha for r in models]
-        series = {"compute": [r.accounting.stage_fraction_of_oracle if r.accounting else None for r in models],
-                  "robustness_area": [r.robustness.get(kind, {}).get("area") for r in models]}
+        series = {"compute": [r.stage_compute for r in models],
+                  "robustness_area": [r.robustness_at(kind, "area") for r in models]}
         for name, values in series.items():
             if None not in values:
                 # A constant series has no tau-b (`kendall_tau` gives None): no rise, counted as 0.
@@ -306,10 +262,10 @@ def r5(records: list[ModelRecord], kind: str, unanchored: str) -> dict[str, Any]
     """Per alpha, UNDO's robustness (area) interval over seeds: does some alpha reach data filtering's 1, and at
     what compute?"""
     by_alpha = []
-    for group in per_id(records, Role.UNDO).values():
+    for group in by_model(finished(records, Role.UNDO)).values():
         by_alpha.append({"alpha": group[0].alpha,
-                         "robustness": interval(by_seed(group, lambda r: r.robustness[kind]["area"])),
-                         "compute": interval(by_seed(group, lambda r: r.accounting.stage_fraction_of_oracle))})
+                         "robustness": interval(by_seed(group, lambda r: r.robustness_at(kind, "area"))),
+                         "compute": interval(by_seed(group, lambda r: r.stage_compute))})
     by_alpha.sort(key=lambda a: a["alpha"])
     measured = [a for a in by_alpha if a["robustness"]["mean"] is not None]
     reaching = [a for a in measured if a["robustness"]["half_width"] is not None
@@ -338,7 +294,7 @@ def r5(records: list[ModelRecord], kind: str, unanchored: str) -> dict[str, Any]
 
 def r6(undo_models: list[ModelRecord], points: list[dict[str, Any]]) -> dict[str, Any]:
     """The largest labelled fraction of an UNDO model's lineage, against 1 % (ours) and the paper's 0.01 %."""
-    fractions = [r.accounting.labelled_fraction if r.accounting else None for r in undo_models]
+    fractions = [r.labelled_fraction for r in undo_models]
     largest = None if None in fractions else max(fractions)
     claim: dict[str, Any] = {
         "claim": "UNDO needs labels only for the unlearning step: a small fraction of the pretraining tokens (data "
@@ -363,7 +319,7 @@ def r7(records: list[ModelRecord], budget_matched: list[ModelRecord], kind: str,
     filter whose classifier was trained on exactly that seed's unlearning labels? With each side's compute and
     labelled fraction, so the budgets where UNDO wins can be read off."""
     by_alpha = {}
-    for group in per_id(records, Role.UNDO).values():
+    for group in by_model(finished(records, Role.UNDO)).values():
         numbers = compared(budget_matched, group, ("budget_matched_filter", "undo"), keys + ["area"], kind, score)
         verdict, why = verdict_of_keys(numbers, not_attacked)
         by_alpha[f"{group[0].alpha:g}"] = with_reason({
@@ -371,7 +327,7 @@ def r7(records: list[ModelRecord], budget_matched: list[ModelRecord], kind: str,
             "beats_at": [k for k, n in numbers.items() if n["verdict"] == "held"],
             "loses_at": [k for k, n in numbers.items() if n["verdict"] == "did not hold"],
             "compute": seed_mean(group, lambda r: r.compute),
-            "labelled_fraction": seed_mean(group, lambda r: r.accounting.labelled_fraction)}, why)
+            "labelled_fraction": seed_mean(group, lambda r: r.labelled_fraction)}, why)
     by_alpha = dict(sorted(by_alpha.items(), key=lambda item: float(item[0])))
     verdict = any_of([a["verdict"] for a in by_alpha.values()])
     return with_reason({
@@ -385,7 +341,7 @@ def r7(records: list[ModelRecord], budget_matched: list[ModelRecord], kind: str,
                   "inconclusive",
         "score": score_name, "verdict": verdict, "by_alpha": by_alpha,
         "filter": {"compute": seed_mean(budget_matched, lambda r: r.compute),
-                   "labelled_fraction": seed_mean(budget_matched, lambda r: r.accounting.labelled_fraction),
+                   "labelled_fraction": seed_mean(budget_matched, lambda r: r.labelled_fraction),
                    "precision": seed_mean(budget_matched, lambda r: r.classifier.precision),
                    "recall": seed_mean(budget_matched, lambda r: r.classifier.recall),
                    "forget_removed": seed_mean(budget_matched, lambda r: r.filter_removed)}},

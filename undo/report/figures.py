@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from undo.analysis.stats import mean_ci
-from undo.core.errors import UserError
-from undo.report.records import ModelRecord, Results
-from undo.settings import Score, score_of
-from undo.study.manifest import Role
+from undo.report.aggregate import by_model as by_id, finished, mean_curve, seed_interval as interval
+from undo.schema.report import ModelRecord, Results
+from undo.schema.score import Score
+from undo.schema.study import Role
 
 COLORS = {"grad_diff": "tab:blue", "maxent": "tab:orange", "rmu": "tab:green", "npo": "tab:red",
           "simnpo": "tab:purple", "repnoise": "tab:brown", "grad_ascent": "tab:pink", "grad_diff+sam": "tab:cyan"}
@@ -47,48 +46,6 @@ def alpha_colors(alphas: list[float]) -> dict[float, tuple]:
 
     cmap = matplotlib.colormaps["viridis"]
     return {a: cmap(0.85 * i / max(1, len(alphas) - 1)) for i, a in enumerate(sorted(alphas))}
-
-
-def finished(records: list[ModelRecord], role: Role, **match) -> list[ModelRecord]:
-    """The finished models of one role (skipped ones have no artifact), optionally matching fields."""
-    return [r for r in records
-            if r.role == role and r.artifact and all(getattr(r, k) == v for k, v in match.items())]
-
-
-def by_id(records: list[ModelRecord]) -> dict[str, list[ModelRecord]]:
-    """Records split by model id: one list of seeds per model, in first-seen order."""
-    groups: dict[str, list[ModelRecord]] = {}
-    for r in records:
-        groups.setdefault(r.id, []).append(r)
-    return groups
-
-
-def read(r: ModelRecord, get) -> float | None:
-    try:
-        return get(r)
-    except (KeyError, TypeError, AttributeError):
-        return None
-
-
-def interval(group: list[ModelRecord], get) -> tuple[float | None, float | None]:
-    """The seed mean of what `get` reads and the half-width of its t-interval (None with one seed)."""
-    return mean_ci([read(r, get) for r in group])
-
-
-def mean_curve(group: list[ModelRecord], kind: str, score: Score) -> tuple[list[int], list[float], list | None] | None:
-    """The attacker-best curve (as shown) of a model: steps, the mean over seeds and the interval's half-width per
-    step (None with one seed); None when no seed was attacked."""
-    curves = [r.attack(kind).best for r in group if r.attack(kind)]
-    if not curves:
-        return None
-    steps = curves[0]["steps"]
-    if any(c["steps"] != steps for c in curves):
-        raise UserError("attack curves of one model differ in their evaluated steps across seeds; use one attack "
-                        "config for every seed")
-    stats = [mean_ci([score.shown(v) for v in values]) for values in zip(*(c["values"] for c in curves))]
-    means = [m for m, _ in stats]
-    halves = [h for _, h in stats] if len(curves) > 1 else None
-    return steps, means, halves
 
 
 def draw_curve(ax, group: list[ModelRecord], kind: str, score: Score, label: str, **style) -> None:
@@ -185,7 +142,8 @@ def relearning_figure(results: Results, kind: str, score: Score):
                Line2D([], [], color="0.2", label="unlearn-and-distill"),
                Line2D([], [], **ORACLE_STYLE, label="oracle (data filtering)"),
                *curve_legend_extras(results, score)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+    # Two legend columns per panel: one row of every entry is wider than a one-panel figure and was cut at its edges.
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 * len(families)), fontsize=8)
     fig.suptitle(title(results, kind, "Relearning attack: attacker-best forget against attack steps"), fontsize=10)
     return fig
 
@@ -195,8 +153,8 @@ def undo_points(results: Results, kind: str) -> list[dict]:
     mean with its interval's half-width, sorted by alpha."""
     points = []
     for group in by_id(finished(results.models, Role.UNDO)).values():
-        compute = interval(group, lambda r: 100 * r.accounting.stage_fraction_of_oracle)
-        robust = interval(group, lambda r: r.robustness[kind]["area"])
+        compute = interval(group, lambda r: r.stage_compute, scale=100)
+        robust = interval(group, lambda r: r.robustness_at(kind, "area"))
         points.append({"alpha": group[0].alpha, "group": group, "compute": compute, "robustness": robust})
     return sorted(points, key=lambda p: p["alpha"])
 
@@ -226,8 +184,8 @@ def undo_figure(results: Results, kind: str, score: Score):
             left.errorbar(x, y, xerr=dx, yerr=dy, fmt="*", ms=13, color=tint[p["alpha"]], mec="black", mew=0.5,
                           elinewidth=1, capsize=2, zorder=3)
         distilled = finished(records, Role.DISTILLED, family=family)
-        (x, dx) = interval(distilled, lambda r: 100 * r.accounting.stage_fraction_of_oracle)
-        (y, dy) = interval(distilled, lambda r: r.robustness[kind]["area"])
+        (x, dx) = interval(distilled, lambda r: r.stage_compute, scale=100)
+        (y, dy) = interval(distilled, lambda r: r.robustness_at(kind, "area"))
         if x is not None and y is not None:
             left.errorbar(x, y, xerr=dx, yerr=dy, fmt="s", ms=7, color=color(family), elinewidth=1, capsize=2)
         left.plot([100], [1], "X", ms=9, color="black")  # the oracle: robustness 1 and 100 % by definition
@@ -280,13 +238,13 @@ def budgets_figure(results: Results, kind: str):
 
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 5.2), squeeze=False, sharey=True, layout="constrained")
     for ax, get, xlabel in (
-            (axes[0][0], lambda r: 100 * r.compute, "compute, % of the oracle's pretraining FLOPs (log)"),
-            (axes[0][1], lambda r: 100 * r.accounting.labelled_fraction,
+            (axes[0][0], lambda r: r.compute, "compute, % of the oracle's pretraining FLOPs (log)"),
+            (axes[0][1], lambda r: r.labelled_fraction,
              "labelled, % of the pretraining tokens (log)")):
         for group, style, note in (entry for entry in placed if entry[0]):  # a study may lack some (no U&D)
             teacher = group[0].role == Role.TEACHER  # robustness 0 by definition: its own anchor
-            (x, dx) = interval(group, get)
-            (y, dy) = (0.0, None) if teacher else interval(group, lambda r: r.robustness[kind]["area"])
+            (x, dx) = interval(group, get, scale=100)
+            (y, dy) = (0.0, None) if teacher else interval(group, lambda r: r.robustness_at(kind, "area"))
             if x is None or y is None or x <= 0:  # not measured (or nothing to place on a log axis)
                 continue
             ax.errorbar(x, y, xerr=dx, yerr=dy, elinewidth=1, capsize=2, zorder=4, **style)
@@ -352,7 +310,7 @@ def pareto_figure(results: Results, kind: str, score: Score):
     fig, axes = plt.subplots(1, len(stages), figsize=(4.6 * len(stages), 5.2), squeeze=False, sharey=True,
                              layout="constrained")
 
-    def forget(r: ModelRecord, stage: str) -> float:
+    def forget(r: ModelRecord, stage: str) -> float:  # every record shown has its metrics and this attack
         return score.shown(r.metrics["forget"] if stage == "before" else r.attack(kind).at[stage].forget)
 
     for ax, stage in zip(axes[0], stages):
@@ -437,7 +395,7 @@ def build_figures(results: Results, kind: str) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    score = score_of(results.setting)
+    score = results.scoring
     made = {"relearning": relearning_figure(results, kind, score), "undo": undo_figure(results, kind, score),
             "budgets": budgets_figure(results, kind),
             "pareto": pareto_figure(results, kind, score),
@@ -454,7 +412,7 @@ def figures(results: Results, claims: dict, kind: str, out: Path, suffix: str = 
     out.mkdir(parents=True, exist_ok=True)
     made = {}
     for name, fig in build_figures(results, kind).items():
-        fig.savefig(out / f"{name}{suffix}.png", dpi=110)
+        fig.savefig(out / f"{name}{suffix}.png", dpi=110, bbox_inches="tight")  # never cut a legend or a label
         plt.close(fig)
         made[name] = f"{name}{suffix}.png"
     return made

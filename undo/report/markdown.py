@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from undo.analysis.stats import mean_ci
-from undo.report.records import ModelRecord, Results
-from undo.settings import score_of
-from undo.study.manifest import Role
+from undo.report.aggregate import Get, grouped, seed_interval
+from undo.schema.report import ModelRecord, Results
+from undo.schema.study import Role
 
 DISTILLED_ROLES = (Role.DISTILLED, Role.UNDO, Role.ORACLE_MATCH_BASE, Role.ORACLE_MATCH_RANDOM)
 
@@ -21,14 +20,9 @@ def num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def stat(group: list[ModelRecord], get, fmt=pct) -> str:
-    values = []
-    for r in group:
-        try:
-            values.append(get(r))
-        except (KeyError, TypeError, AttributeError):
-            values.append(None)
-    mean, half = mean_ci(values)
+def stat(group: list[ModelRecord], get: Get, fmt=pct) -> str:
+    """The seed mean of what `get` reads, ± the half-width of its 95 % t-interval (one seed: the value alone)."""
+    mean, half = seed_interval(group, get)
     if mean is None:
         return "–"
     return fmt(mean) + (f" ± {fmt(half)}" if half is not None else "")
@@ -37,15 +31,6 @@ def stat(group: list[ModelRecord], get, fmt=pct) -> str:
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(row) + " |" for row in rows), ""]
-
-
-def grouped(records: list[ModelRecord], roles) -> list[list[ModelRecord]]:
-    """Finished records of these roles, one list (of seeds) per model."""
-    groups: dict[tuple, list[ModelRecord]] = {}
-    for r in records:
-        if r.role in roles and r.artifact:
-            groups.setdefault((r.role, r.id), []).append(r)
-    return list(groups.values())
 
 
 def verdict(claim: dict[str, Any] | None) -> str:
@@ -191,12 +176,12 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
     """The report; `figs` maps each attack kind to its figures (name -> file in `fig_dir`)."""
     records, budgets, keys = results.models, results.budgets, [str(b) for b in results.budgets]
     kinds = results.attack_kinds
-    S = score_of(results.setting)
+    S = results.scoring
     fmt = S.format  # a score as people read it (accuracy %, or CE in nats)
     shown_fmt = pct if not S.relative else (lambda v: num(v, 3))  # an already shown value (means, intervals)
 
-    def metric(get):  # a record's score, as shown
-        return lambda r: S.shown(get(r))
+    def metric(get: Get) -> Get:  # a record's score, as shown (None where not measured)
+        return lambda r: None if get(r) is None else S.shown(get(r))
 
     def of_kind(kind: str) -> str:
         return "" if len(kinds) == 1 else f" (attack: {kind})"
@@ -266,11 +251,12 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
     lines += table(["model", "steps", "tokens", "FLOPs", "retain", "forget", "labelled fraction",
                     "forget documents removed"], [
         [g[0].id, stat(g, lambda r: r.steps, lambda v: f"{v:,.0f}"),
-         stat(g, lambda r: r.accounting.pretraining_tokens if r.role == Role.BASE else None, lambda v: f"{v:,.0f}"),
-         stat(g, lambda r: r.accounting.stage_flops_total, lambda v: f"{v:.3g}"),
-         stat(g, metric(lambda r: r.metrics["retain"]), shown_fmt),
-         stat(g, metric(lambda r: r.metrics["forget"]), shown_fmt),
-         stat(g, lambda r: r.accounting.labelled_fraction),
+         stat(g, lambda r: r.accounting.pretraining_tokens if r.role == Role.BASE and r.accounting else None,
+              lambda v: f"{v:,.0f}"),
+         stat(g, lambda r: r.accounting.stage_flops_total if r.accounting else None, lambda v: f"{v:.3g}"),
+         stat(g, metric(lambda r: r.metric("retain")), shown_fmt),
+         stat(g, metric(lambda r: r.metric("forget")), shown_fmt),
+         stat(g, lambda r: r.labelled_fraction),
          {Role.BASE: pct(0.0), Role.ORACLE: pct(1.0)}.get(g[0].role) or stat(g, lambda r: r.filter_removed,
                                                                              lambda v: pct(v, 2))]
         # One row per model: a shared artifact (base, oracle) counted once, per-seed artifacts (the classifier
@@ -282,11 +268,11 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
               "the selection rule's share of the base model's retain performance)", ""]
     teachers = {(r.seed, r.artifact) for r in records if r.role == Role.TEACHER}
     lines += table(["run", "retain", "forget", "chosen as teacher", "FLOPs % oracle", "labelled fraction"], [
-        [g[0].id, stat(g, metric(lambda r: r.metrics["retain"]), shown_fmt),
-         stat(g, metric(lambda r: r.metrics["forget"]), shown_fmt),
+        [g[0].id, stat(g, metric(lambda r: r.metric("retain")), shown_fmt),
+         stat(g, metric(lambda r: r.metric("forget")), shown_fmt),
          f"{sum((r.seed, r.artifact) in teachers for r in g)}/{len(g)} seeds",
-         stat(g, lambda r: r.accounting.stage_fraction_of_oracle, lambda v: pct(v, 2)),
-         stat(g, lambda r: r.accounting.labelled_fraction, lambda v: pct(v, 3))]
+         stat(g, lambda r: r.stage_compute, lambda v: pct(v, 2)),
+         stat(g, lambda r: r.labelled_fraction, lambda v: pct(v, 3))]
         for g in grouped(records, (Role.UNLEARN,)) if g[0].metrics])
 
     lines += ["## Distillation", "",
@@ -303,12 +289,12 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
                     "lineage % oracle", "retain", "forget", "teacher retain / forget"], [
         [g[0].id, stat(g, lambda r: r.steps, lambda v: f"{v:,.0f}"),
          f"{sum(bool(r.distill.stopped_early) for r in g)}/{len(g)}", resolution(g),
-         stat(g, lambda r: r.accounting.stage_fraction_of_oracle, lambda v: pct(v, 2)),
-         stat(g, lambda r: r.accounting.lineage_fraction_of_oracle, lambda v: pct(v, 1)),
-         stat(g, metric(lambda r: r.metrics["retain"]), shown_fmt),
-         stat(g, metric(lambda r: r.metrics["forget"]), shown_fmt),
-         stat(g, metric(lambda r: r.distill.teacher_metrics["retain"]), shown_fmt) + " / "
-         + stat(g, metric(lambda r: r.distill.teacher_metrics["forget"]), shown_fmt)]
+         stat(g, lambda r: r.stage_compute, lambda v: pct(v, 2)),
+         stat(g, lambda r: r.lineage_compute, lambda v: pct(v, 1)),
+         stat(g, metric(lambda r: r.metric("retain")), shown_fmt),
+         stat(g, metric(lambda r: r.metric("forget")), shown_fmt),
+         stat(g, metric(lambda r: r.teacher_metric("retain")), shown_fmt) + " / "
+         + stat(g, metric(lambda r: r.teacher_metric("forget")), shown_fmt)]
         for g in grouped(records, DISTILLED_ROLES) if g[0].metrics])
 
     for kind in kinds:
@@ -323,10 +309,9 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
                 continue
 
             def cell(key: str, g=attacked) -> str:
-                value = stat(g, metric(lambda r: r.attack(kind).area if key == "area"
-                                       else r.attack(kind).at[key].forget), shown_fmt)
+                value = stat(g, metric(lambda r: r.forget_at(kind, key)), shown_fmt)
                 robust = any(r.robustness.get(kind) for r in g)
-                rob = stat(g, lambda r: r.robustness[kind][key], num) if robust else None
+                rob = stat(g, lambda r: r.robustness_at(kind, key), num) if robust else None
                 return value + (f" [{rob}]" if rob and rob != "–" else "")
 
             lrs = sorted({f"{r.attack(kind).at[keys[-1]].lr:g}" for r in attacked

@@ -36,7 +36,7 @@ from rich.table import Table
 
 import undo.settings.arithmetic_templates as templates
 from undo.core.data import derive_seed, mixture_schedule
-from undo.core.strict import Seed
+from undo.schema.strict import Seed
 from undo.settings.base import ACCURACY, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.tokenizer import CHAR_VOCAB_SIZE, build_char_tokenizer
 
@@ -306,22 +306,33 @@ class ArithmeticSetting(TokenizedSetting):
 
     def pretraining_documents(self, which: Literal["base", "oracle"], seed: int) -> list[Problem]:
         """The base stream, or the oracle's: the very same stream with every forget problem removed
-        ("perfect data filtering": the oracle sees exactly the base's retain examples, in the same order)."""
+        ("perfect data filtering", `is_forget` deciding, as for every filter: the oracle sees exactly the base's
+        other examples, in the same order; an operation on neither side is ordinary data, kept)."""
         problems = training_problems(self.cfg, self.cfg.examples, seed, pretraining=True)
         if which == "oracle":
-            problems = [p for p in problems if p.op in self.cfg.retain]
+            problems = [p for p in problems if not self.is_forget(p)]
         return problems
 
     def is_forget(self, document: Problem) -> bool:
+        """The one forget predicate: the oracle, the imperfect and classifier filters' records all use it."""
         return document.op in self.cfg.forget
 
     def replacement_documents(self, n: int, seed: int) -> list[Problem]:
-        """Fresh retain problems (both formats, the base mixture's retain weights) from a stream of their own."""
-        return training_problems(self.only("retain"), n, derive_seed(seed, "oracle-replacements"), pretraining=True)
+        """Fresh problems of the oracle's mixture (both formats, every operation but the forget ones at its base
+        weight) from a stream of their own."""
+        return training_problems(self.without_forget(), n, derive_seed(seed, "oracle-replacements"),
+                                 pretraining=True)
 
     def only(self, side: Literal["forget", "retain"]) -> ArithmeticConfig:
-        """The config with the mixture cut to one side's operations (at their base weights)."""
+        """The config with the mixture cut to one side's operations (at their base weights): labelled data of that
+        side. An operation on neither side is in neither (it is not labelled data of either)."""
         weights = {op: self.cfg.operation_weights.get(op, 1.0) for op in getattr(self.cfg, side)}
+        return self.cfg.model_copy(update={"operation_weights": weights})
+
+    def without_forget(self) -> ArithmeticConfig:
+        """The config with the forget operations cut out of the mixture, the others at their base weights: the
+        oracle's mixture (what the perfect filter leaves of the base one)."""
+        weights = {op: weight for op, weight in self.cfg.operation_weights.items() if op not in self.cfg.forget}
         return self.cfg.model_copy(update={"operation_weights": weights})
 
     def labelled_documents(self, side: Literal["forget", "retain"], n: int, seed: int) -> list[Problem]:

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from undo.core.artifacts import build_once
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.settings.tokenizer import EOS, PAD, UNK
 
 SPECIALS = [PAD, UNK, EOS]  # ids 0, 1, 2

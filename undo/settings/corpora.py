@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from undo.core.artifacts import file_sha256
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSIONS = {".xz": lzma.open, ".gz": gzip.open}

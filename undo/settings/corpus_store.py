@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 
 from undo.core.artifacts import build_once, stable_hash
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.settings.corpora import corpus_fingerprint, iter_documents
 
 console = Console(stderr=True, soft_wrap=True)

@@ -26,8 +26,8 @@ import torch
 from pydantic import Field, model_validator
 
 from undo.core.data import derive_seed, mixture_schedule, pack
-from undo.core.errors import UserError
-from undo.core.strict import Seed
+from undo.schema.errors import UserError
+from undo.schema.strict import Seed
 from undo.settings.base import NEG_CE, Score, SettingConfig, TokenizedSetting, register_setting
 from undo.settings.bpe import cached_tokenizer
 from undo.settings.corpora import check_script, check_source, corpus_fingerprint, read_documents

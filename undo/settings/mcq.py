@@ -8,8 +8,10 @@ Scores: the forget score is the mean multiple-choice accuracy over `forget_tasks
 retain score the mean over `retain_tasks` (e.g. mmlu), each task's accuracy (lm-eval's `acc`: the choice with the
 highest log-likelihood) also reported on its own (`forget/<task>`, `retain/<task>`). Evaluation runs in memory on
 the model being trained (`lm_eval.evaluator.evaluate` with `HFLM(pretrained=<the model object>)`, no save and
-reload). Each task's questions are split in two, alternately (even positions: validation, odd: test), so that
-decisions and reported numbers never read the same question. Inside training (the distillation stop rule,
+reload); every question is opened by the model's BOS token where that is the model's convention (`bos_policy`: its
+tokenizer adds one, or undo pretrained it on documents opened by <|endoftext|>). Each task's questions are split in
+two, alternately (even positions: validation, odd: test), so that decisions and reported numbers never read the same
+question. Inside training (the distillation stop rule,
 unlearning logs, the attack's curves) each split is cut to its first `limit` questions; teacher selection and every
 reported number use `report_limit` of theirs (null: every question).
 Tasks are lm-eval's own (by name) or your own YAML files in `task_paths` (`TaskManager(include_path=...)`), whose
@@ -20,18 +22,21 @@ scores below it count as chance in teacher selection and robustness (the floor),
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from undo.core.artifacts import file_sha256
-from undo.core.errors import UserError
+from undo.core.checkpoints import fingerprint
+from undo.schema.errors import UserError
 from undo.settings.base import Score, register_setting
 from undo.settings.language import LanguageConfig, LanguageSetting
+from undo.settings.tokenizer import EOS, adds_bos, has_undo_specials, with_bos
 
 MCQ_ACCURACY = Score("accuracy", chance=0.25)
 MCQ_FIELDS = {"forget_tasks", "retain_tasks", "task_paths", "limit", "report_limit", "num_fewshot", "include_ce",
@@ -60,6 +65,9 @@ class MCQConfig(LanguageConfig):
     corpus_help: dict[Literal["retain", "forget"], str] = Field(
         default_factory=dict, description="where to obtain each corpus, said when it is missing")
     eval_batch_size: int = Field(16, ge=1)
+    # The experiment's checkpoint (pretrained, revision, trust_remote_code), None for a model built here: whether
+    # lm-eval opens questions with BOS follows the model's convention (see `bos_policy`). Set by check_experiment.
+    _checkpoint: tuple[str, str | None, bool] | None = PrivateAttr(None)
 
     def data_identity(self) -> dict[str, Any]:
         return {k: v for k, v in super().data_identity().items() if k not in MCQ_FIELDS}
@@ -69,7 +77,12 @@ class MCQConfig(LanguageConfig):
         lm_eval = require_lm_eval()
         files = {str(p): file_sha256(p) for folder in self.task_paths for p in sorted(Path(folder).rglob("*"))
                  if p.is_file()}
-        return {**super().evaluation_identity(), "task_files": files, "lm_eval": lm_eval.__version__}
+        return {**super().evaluation_identity(), "task_files": files, "lm_eval": lm_eval.__version__,
+                "add_bos_token": self.bos_decision()[0]}
+
+    def bos_decision(self) -> tuple[bool, str]:
+        """`bos_policy` for this experiment's model (its checkpoint's tokenizer, read once per process)."""
+        return checkpoint_bos_policy(self._checkpoint)
 
     def with_eval_items(self, items: int) -> "MCQConfig":
         return self.model_copy(update={"limit": items, "eval_documents": min(items, self.heldout_documents)})
@@ -79,6 +92,9 @@ class MCQConfig(LanguageConfig):
 
     def check_experiment(self, experiment) -> None:
         super().check_experiment(experiment)
+        model = experiment.model
+        self._checkpoint = (None if model.pretrained is None else
+                            (model.pretrained, model.revision, model.trust_remote_code))
         missing = [folder for folder in self.task_paths if not Path(folder).is_dir()]
         if missing:
             raise ValueError(f"setting.task_paths: {missing[0]} is not a folder of task YAML files")
@@ -109,7 +125,20 @@ class MCQSetting(LanguageSetting):
                 raise
             raise UserError(f"{err}; {helps[0]}") from None
         self.own_tokenizer = tokenizer is None  # a tokenizer undo trained opens every text with end-of-text
+        checkpoint = None if self.own_tokenizer else cfg._checkpoint
+        model_dir = _local_folder(checkpoint[0]) if checkpoint else None
+        # Whether lm-eval opens every question with the BOS token, and why (the report prints `bos_policy`).
+        self.add_bos, reason = bos_policy(None if self.own_tokenizer else self.tokenizer, model_dir)
+        self.bos_policy = f"{'BOS added' if self.add_bos else 'no BOS'} ({reason})"
+        self._lm_tokenizer = None
         self._tasks = None
+
+    @property
+    def lm_tokenizer(self):
+        """The tokenizer lm-eval encodes questions with: the setting's, made to add BOS where the policy says so."""
+        if self._lm_tokenizer is None:
+            self._lm_tokenizer = with_bos(self.tokenizer) if self.add_bos else self.tokenizer
+        return self._lm_tokenizer
 
     @property
     def tasks(self):
@@ -149,9 +178,9 @@ class MCQSetting(LanguageSetting):
         tasks = self.tasks
         try:
             with quiet():
-                lm = HFLM(pretrained=model, backend="causal", tokenizer=self.tokenizer, batch_size=cfg.eval_batch_size,
-                          device=str(device), max_length=self.context,
-                          **({"add_bos_token": True} if self.own_tokenizer else {}))
+                lm = HFLM(pretrained=model, backend="causal", tokenizer=self.lm_tokenizer,
+                          batch_size=cfg.eval_batch_size, device=str(device), max_length=self.context,
+                          add_bos_token=self.add_bos)
                 out = evaluator.evaluate(lm=lm, task_dict=tasks, samples=self.questions(), bootstrap_iters=0,
                                          log_samples=False, verbosity="ERROR")
             reuse_requests(tasks)
@@ -180,6 +209,56 @@ class MCQSetting(LanguageSetting):
         limit = "every question" if self.cfg.limit is None else f"the first {self.cfg.limit} questions"
         return (f"lm-eval tasks, {limit} of each: forget {', '.join(self.cfg.forget_tasks)}; retain "
                 f"{', '.join(self.cfg.retain_tasks)}")
+
+
+UNDO_PRETRAINED = f"undo pretrained this model on documents opened by {EOS}"
+
+
+def bos_policy(tokenizer, model_dir: Path | None = None) -> tuple[bool, str]:
+    """Whether lm-eval should open every question with the model's BOS token, and why: the model's own convention.
+    - the tokenizer adds BOS itself (its post-processor or `add_bos_token`): yes, as lm-eval would with it;
+    - a model undo pretrained: `tokenizer` None (undo trains the model and its tokenizer here), or a checkpoint
+      folder undo saved (`save_model`: the weights beside one of undo's tokenizers, whose specials are
+      <pad>, <unk>, <|endoftext|> with <|endoftext|> as BOS): yes, every document it was pretrained on was opened by
+      <|endoftext|> (`TokenizedSetting.encode_documents`), as every arithmetic prompt is at evaluation;
+    - otherwise (e.g. GPT-2): no, lm-eval's default."""
+    if tokenizer is None:
+        return True, UNDO_PRETRAINED
+    if tokenizer.bos_token_id is not None and (getattr(tokenizer, "add_bos_token", False) is True
+                                               or adds_bos(tokenizer)):
+        return True, f"the tokenizer adds BOS ({tokenizer.bos_token})"
+    if has_undo_specials(tokenizer) and (model_dir is None or _holds_tokenizer(model_dir)):
+        return True, UNDO_PRETRAINED
+    return False, "the tokenizer adds no BOS"
+
+
+def checkpoint_bos_policy(checkpoint: tuple[str, str | None, bool] | None) -> tuple[bool, str]:
+    """`bos_policy` of a checkpoint (pretrained, revision, trust_remote_code), or of a model built here (None)."""
+    if checkpoint is None:
+        return bos_policy(None)
+    source, revision, trust_remote_code = checkpoint
+    return _checkpoint_bos_policy(source, revision, trust_remote_code, fingerprint(source, revision))
+
+
+@functools.lru_cache(maxsize=8)
+def _checkpoint_bos_policy(source: str, revision: str | None, trust_remote_code: bool,
+                           identity: str) -> tuple[bool, str]:
+    from types import SimpleNamespace
+
+    from undo.core.models import load_tokenizer
+
+    tokenizer = load_tokenizer(source, SimpleNamespace(trust_remote_code=trust_remote_code), revision=revision)
+    return bos_policy(tokenizer, _local_folder(source))
+
+
+def _local_folder(source: str) -> Path | None:
+    path = Path(source).expanduser()
+    return path if path.is_dir() else None
+
+
+def _holds_tokenizer(model_dir: Path) -> bool:
+    """Whether a checkpoint folder holds the tokenizer files `save_model` writes beside the weights."""
+    return any((model_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
 
 
 def reuse_requests(tasks) -> None:

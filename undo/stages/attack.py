@@ -11,30 +11,43 @@ with one config sees the same batches in the same order (comparisons between mod
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel
-
-from undo.analysis.robustness import BestCurve, Curve, area_under, attacker_best, snapshots
+from undo.analysis.robustness import area_under, attacker_best, snapshots
 from undo.attacks import ATTACK_KINDS, AttackKind
+from pydantic import BaseModel, ConfigDict
+
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core import distributed
 from undo.core.artifacts import stable_hash
 from undo.core.data import PackedBatches, derive_seed
-from undo.core.engine import read_metrics, train
-from undo.core.errors import TrainingDiverged, UserError
+from undo.training.engine import read_metrics, train
+from undo.schema.errors import TrainingDiverged, UserError
 from undo.core.models import check_vocabulary, load_model
+from undo.schema.curves import BestCurve, Curve, index_at
+from undo.schema.results import AttackArea, AttackData, AttackResult, GridRecord, LrRun
 from undo.settings import Setting
 from undo.stages.base import (
     COMPUTE_OPTIONS, Stage, StageJob, StageResult, console, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key
+
+
+class LrTotals(BaseModel):
+    """What a finished LR records in its folder (`done.json`) before its curves are read back from its log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float
+    steps: int
+    tokens: int
+    flops: dict[str, int]
+    wall_time_s: float
 
 
 def attack_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedBatches]:
@@ -58,56 +71,6 @@ def attack_data_key(cfg: ExperimentConfig) -> str:
                         "batch_size": a.batch_size})
 
 
-class AttackData(BaseModel):
-    key: str
-    kind: str
-    documents: int
-    sequences: int
-    tokens_per_step: int
-
-
-class LrRun(BaseModel):
-    """One LR of the grid: its totals and its forget and retain curves (every evaluated step from 0) on the test
-    split (reported) and on the validation split (the attacker's choices)."""
-
-    lr: float
-    steps: int
-    tokens: int
-    flops: dict[str, int]
-    wall_time_s: float
-    forget: dict[str, list]
-    retain: dict[str, list]
-    validation_forget: dict[str, list] = {}
-    validation_retain: dict[str, list] = {}
-
-
-class GridRecord(BaseModel):
-    """The LR grid the attacker searched: as configured, the LRs added at its edges, and the budgets where the
-    best LR is still an edge (then a stronger attack may exist beyond it)."""
-
-    configured: list[float]
-    extended: list[float]
-    searched: list[float]  # the LRs whose runs count (a diverged one does not: its loss became NaN/inf)
-    diverged: list[float] = []
-    edge_at: dict[str, str]  # budget -> "top" or "bottom"
-    single_lr: bool
-
-
-class AttackResult(StageResult):
-    kind: Literal["attack"] = "attack"
-    attack_kind: str
-    attack: dict[str, Any]
-    data: AttackData
-    metrics_before: dict[str, float]
-    per_lr: list[LrRun]
-    grid: GridRecord
-    best: dict[str, Any]  # the reported attacker-best curve: the test score of the LR chosen on validation
-    validation_best: dict[str, Any]  # the attacker's own view: the best validation score over LRs at each step
-    max_retain_drop: float | None
-    snapshots: list[dict[str, Any]]
-    area: dict[str, float]
-
-
 @dataclass(frozen=True)
 class Attack(Stage):
     """Attack the `target` input with the attack kind named `attack_kind`."""
@@ -123,7 +86,9 @@ class Attack(Stage):
     def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
         a = cfg.attack
         # Which other kinds a study runs does not change this one's result.
+        # How the target is loaded (dtype, attention kernel) changes every number the attack computes.
         return {"seed": cfg.seed, "data": attack_data_key(cfg), "method": self.method.identity(),
+                **({"load": cfg.model.load_identity()} if cfg.model.load_identity() else {}),
                 "evaluation": cfg.setting.with_eval_items(a.eval_per_cell).evaluation_identity(),
                 "attack": a.model_dump(mode="json", exclude={"kinds", *defaulted(a, COMPUTE_OPTIONS)})}
 
@@ -163,8 +128,8 @@ class Attack(Stage):
         capped = a.max_retain_drop is not None
 
         def choose() -> BestCurve:  # the attacker's choice, on validation
-            forget = {lr: Curve.from_dict(run.validation_forget) for lr, run in runs.items()}
-            retain = {lr: Curve.from_dict(run.validation_retain) for lr, run in runs.items()}
+            forget = {lr: run.validation_forget for lr, run in runs.items()}
+            retain = {lr: run.validation_retain for lr, run in runs.items()}
             return attacker_best(forget, retain if capped else None, a.max_retain_drop)
 
         chosen, extended, added = choose(), [], {"top": 0, "bottom": 0}
@@ -192,14 +157,14 @@ class Attack(Stage):
             attack_kind=self.attack_kind, seed=cfg.seed, attack=a.model_dump(mode="json"),
             data=AttackData(key=attack_data_key(cfg), kind=a.data, documents=len(documents),
                             sequences=len(batches.rows), tokens_per_step=tokens_per_step),
-            evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell).with_split("test")),
-            metrics_before={"forget": first.forget["values"][0], "retain": first.retain["values"][0]},
+            evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell).with_split("test"), cfg.model),
+            metrics_before={"forget": first.forget.values[0], "retain": first.retain.values[0]},
             per_lr=[runs[lr] for lr in sorted(runs)],
             grid=GridRecord(configured=list(a.lrs), extended=extended, searched=sorted(runs), diverged=diverged,
                             edge_at=grid_edges(chosen, runs, a.budgets), single_lr=len(runs) == 1),
-            best=best.to_dict(), validation_best=chosen.to_dict(), max_retain_drop=a.max_retain_drop,
-            snapshots=[{**row, "tokens": row["budget"] * tokens_per_step} for row in snapshots(best, a.budgets)],
-            area={"up_to": max(a.budgets), "value": area_under(best, max(a.budgets))},
+            best=best, validation_best=chosen, max_retain_drop=a.max_retain_drop,
+            snapshots=snapshots(best, a.budgets, tokens_per_step),
+            area=AttackArea(up_to=max(a.budgets), value=area_under(best, max(a.budgets))),
             tokens=sum(run.tokens for run in runs.values()), flops=dict(flops),
             wall_time_s=round(sum(run.wall_time_s for run in runs.values()), 2))
 
@@ -234,18 +199,20 @@ class Attack(Stage):
                            description=f"attack {target.name} lr={lr:g}", run_key=f"{job.key}:lr={lr!r}",
                            config_keys="attack.lrs")
             if main:
-                done.write_text(json.dumps({"lr": lr, "steps": result.steps, "tokens": result.tokens,
-                                            "flops": result.flops, "wall_time_s": round(result.wall_time_s, 2)})
-                                + "\n")
+                totals = LrTotals(lr=lr, steps=result.steps, tokens=result.tokens, flops=result.flops,
+                                  wall_time_s=round(result.wall_time_s, 2))
+                done.write_text(totals.model_dump_json() + "\n")
         if main:
             shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
         distributed.wait_for_main()  # the others read the curves the main process wrote
         evals = [line for line in read_metrics(workdir / "metrics.jsonl") if line["kind"] == "eval"]
         steps = [line["step"] for line in evals]
-        def curve(name: str) -> dict[str, list]:
-            return Curve(steps, [line[name] for line in evals]).to_dict()
 
-        return LrRun(**json.loads(done.read_text()), forget=curve("test/forget"), retain=curve("test/retain"),
+        def curve(name: str) -> Curve:
+            return Curve(steps, [line[name] for line in evals])
+
+        return LrRun(**LrTotals.model_validate_json(done.read_text()).model_dump(), forget=curve("test/forget"),
+                     retain=curve("test/retain"),
                      validation_forget=curve("forget"), validation_retain=curve("retain"))
 
     def describe(self, result: StageResult) -> str:
@@ -259,18 +226,18 @@ def grid_edges(chosen: BestCurve, runs: dict[float, LrRun], budgets: list[int]) 
     if len(lrs) < 2:
         return {}
     edges = {}
-    for row in snapshots(chosen, budgets):
-        index = chosen.steps.index(row["step"])
+    for budget in budgets:
+        index = index_at(chosen, budget)
         for side, edge, neighbour in (("top", lrs[-1], lrs[-2]), ("bottom", lrs[0], lrs[1])):
-            if row["lr"] == edge and row["value"] > runs[neighbour].validation_forget["values"][index]:
-                edges[str(row["budget"])] = side
+            if chosen.best_lr[index] == edge and chosen.values[index] > runs[neighbour].validation_forget.values[index]:
+                edges[str(budget)] = side
     return edges
 
 
 def reported_curve(chosen: BestCurve, runs: dict[float, LrRun]) -> BestCurve:
     """The test split's forget score of the LR the attacker chose at each step (on validation); where a retain cap
     left no LR, the model before the attack."""
-    test = {lr: run.forget["values"] for lr, run in runs.items()}
+    test = {lr: run.forget.values for lr, run in runs.items()}
     first = test[min(runs)][0]
     values = [first if lr is None else test[lr][i] for i, lr in enumerate(chosen.best_lr)]
     return BestCurve(steps=chosen.steps, values=values, best_lr=chosen.best_lr, retain_cap=chosen.retain_cap)
@@ -279,7 +246,7 @@ def reported_curve(chosen: BestCurve, runs: dict[float, LrRun]) -> BestCurve:
 def finished_lr_damage(workdir: Path) -> str | None:
     """Why a finished LR's record cannot be read back (a damaged done.json or log line), or None."""
     try:
-        LrRun.model_validate({**json.loads((workdir / "done.json").read_text()), "forget": {}, "retain": {}})
+        LrTotals.model_validate_json((workdir / "done.json").read_text())
         read_metrics(workdir / "metrics.jsonl")
     except (OSError, ValueError) as err:  # JSON and pydantic errors are ValueErrors
         return f"its record in {workdir} is damaged ({type(err).__name__})"

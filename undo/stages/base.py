@@ -23,16 +23,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from rich.console import Console
 
 from undo.config import ExperimentConfig, ModelConfig, dump_yaml
-from undo.core.artifacts import Artifact, content_record, is_dry_run, read_meta, stable_hash, verified_meta
+from undo.core.artifacts import Artifact, content_record, is_dry_run, stable_hash, verified_meta
 from undo.core import distributed
 from undo.core.checkpoints import fingerprint
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.core.locks import artifact_lock, writable_run_dir
 from undo.core.timing import STOPWATCH
+from undo.schema.results import StageResult
 from undo.settings import Setting
 from undo.stages.evaluation import check_tokenizer, ensure_evaluation, setting_for, tokenizer_identity
 
@@ -49,34 +50,6 @@ class Resources:
 
 
 TRAINING = Resources(cpus=1, gpus=1.0)  # stages that train a model use the accelerator when there is one
-
-
-class StageResult(BaseModel):
-    """What every artifact's meta.json records. The runner fills the identity fields (`name`, `key`, `inputs`,
-    `code_version`, `model_sha256`); each stage fills the rest and adds its own fields in a subclass."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: str
-    name: str = ""
-    key: str = ""
-    code_version: str = ""
-    model_sha256: str | None = None
-    seed: int
-    inputs: dict[str, str | None] = {}  # input role -> that artifact's key
-    input_paths: dict[str, str | None] = {}
-    steps: int = 0
-    tokens: int = 0
-    labelled_tokens: int = 0  # tokens read with a retain/forget label (only unlearning reads labels)
-    flops: dict[str, int] = {}
-    wall_time_s: float = 0.0
-    # This process's run of the stage (loading and saving included; a resumed stage: since the resume) split into
-    # phases, in seconds (`undo.core.timing`).
-    time_split: dict[str, float] = {}
-    evaluation_key: str | None = None  # the evaluation identity `final_metrics` were measured under
-    final_metrics: dict[str, float] = {}
-    flops_total: int = 0  # sum of `flops`, set by the runner
-    files: dict[str, dict[str, Any]] = {}  # model/'s files (sha256, size, mtime), checked at every reuse
 
 
 @dataclass
@@ -166,7 +139,7 @@ def artifact_key(folder: Path) -> str:
     made), or, for a model made elsewhere, the hash of everything in its model/ folder (weights, config.json,
     tokenizer: the same weights under another config.json are another model)."""
     if (folder / "meta.json").is_file():
-        return verified_meta(folder)["key"]
+        return verified_meta(folder).key
     return stable_hash({name: entry["sha256"] for name, entry in content_record(folder / "model").items()})
 
 
@@ -211,15 +184,10 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
             result.input_paths = {role: None if path is None else str(path) for role, path in inputs.items()}
             if main:
                 (workdir / "config.yaml").write_text(dump_yaml(cfg))
-                artifact.finish(result.model_dump(mode="json"))
+                artifact.finish(result)
                 console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
         if stage.makes_model and main:  # the split decisions read, and the one reports read
             ensure_evaluation(artifact.path, cfg, "decisions")
             ensure_evaluation(artifact.path, cfg, "report")
     distributed.wait_for_main()  # the artifact is whole before any process goes on
     return artifact.path
-
-
-def read_result(folder: Path, result_type: type[StageResult]) -> StageResult:
-    """A finished artifact's meta.json as its typed result."""
-    return result_type.model_validate(read_meta(Path(folder)))

@@ -12,26 +12,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel
-
 from undo.config import ExperimentConfig
 from undo.core.compute import matmul_parameters, train_flops_per_token
 from undo.core.data import PackedBatches, derive_seed
-from undo.core.engine import train
-from undo.core.errors import UserError
+from undo.training.engine import train
+from undo.schema.errors import UserError
 from undo.core.models import build_model, check_vocabulary, count_parameters, fresh_model, load_model, save_model
 from undo.core.noise import shrink_and_perturb
 from undo.core.timing import phase
 from undo.objectives import OBJECTIVES
+from undo.schema.results import DistillInit, DistillResult, StopRuleRecord
 from undo.settings import Setting
 from undo.stages.base import (
     TRAIN_OPTIONS_ADDED, Stage, StageJob, StageResult, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
 
-DistillInit = Literal["random", "noised", "model"]
 
 
 def stop_metrics(init: DistillInit) -> list[str]:
@@ -61,34 +59,6 @@ def distill_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedB
     return documents, PackedBatches(rows, cfg.distill.train.batch_size, seed=seed)
 
 
-class StopRuleRecord(BaseModel):
-    tolerance: float | None  # None: no stop rule
-    on: list[str]
-    threshold: float | None
-    forget_ceiling: float | None
-    resolution: float | None  # probes at most this share of the step apart (None: no stop rule)
-    probe_every: int | None  # the smallest probe interval
-    probes: int  # probes made before the run ended
-    max_steps: int | None
-
-
-class DistillResult(StageResult):
-    kind: Literal["distill"] = "distill"
-    init: DistillInit
-    alpha: float | None
-    beta: float | None
-    teacher_metrics: dict[str, float]
-    stop_rule: StopRuleRecord
-    stopped_early: bool
-    stop_step: int | None
-    previous_probe: int | None  # the probe before the stop: the first qualifying step lies in (previous_probe, stop]
-    flops_at_stop: int | None
-    flops_per_token: int
-    parameters: int
-    matmul_parameters: int
-    data: dict[str, int]
-
-
 @dataclass(frozen=True)
 class Distill(Stage):
     """Distil the `teacher` input into a student: a fresh init (`random`), a shrink-and-perturbed copy of the teacher
@@ -112,7 +82,9 @@ class Distill(Stage):
                                                                   *defaulted(d.train, TRAIN_OPTIONS_ADDED)}),
                 "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(self.init), "temperature": d.temperature,
                 "stop_probes": [d.stop_resolution, d.stop_probe_every] if d.stop_tolerance is not None else None,
-                "examples": d.examples}
+                "examples": d.examples,
+                # How the teacher (and a noised or started student) is loaded: every init reads the teacher.
+                **({"load": cfg.model.load_identity()} if cfg.model.load_identity() else {})}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
         return f"distill_{self.init}{self._alpha_part}_{inputs['teacher'].resolve().name}_{key[:8]}"
@@ -176,14 +148,14 @@ class Distill(Stage):
         with phase("evaluation"):
             final_metrics = setting.evaluate(student) if ruled else result.final_metrics
         save_model(student, job.workdir / "model", setting.tokenizer)
-        write_evaluation(job.workdir, cfg.setting, final_metrics)
+        write_evaluation(job.workdir, cfg.setting, cfg.model, final_metrics)
         probed = [line["step"] for line in result.history if line["kind"] == "eval"]
         previous = max((s for s in probed if s < result.steps), default=None) if result.stopped_early else None
         flops_total = sum(result.flops.values())
         return DistillResult(
             init=self.init, alpha=self.alpha, beta=d.beta if self.init == "noised" else None, seed=cfg.seed,
             teacher_metrics=teacher_metrics, final_metrics=final_metrics,
-            evaluation_key=evaluation_key(cfg.setting),
+            evaluation_key=evaluation_key(cfg.setting, cfg.model),
             stop_rule=StopRuleRecord(tolerance=d.stop_tolerance, on=stop_metrics(self.init), threshold=threshold,
                                      forget_ceiling=forget_ceiling if match_forget else None,
                                      resolution=d.stop_resolution if ruled else None,

@@ -12,7 +12,6 @@ split's (`report_key`), so that no reported number is measured on the items it w
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -23,12 +22,12 @@ from undo.config import ExperimentConfig, ModelConfig
 from undo.core import distributed
 from undo.core.artifacts import NotComputed, is_dry_run, stable_hash
 from undo.core.checkpoints import fingerprint
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
+from undo.schema.io import EvaluationRecord, evaluation_path, read_evaluation
 from undo.core.models import load_model, load_tokenizer
 from undo.settings import Setting, SettingConfig, build_setting
 from undo.settings.corpus_store import tokenizer_fingerprint
 
-FOLDER = "evaluations"
 
 
 Purpose = Literal["training", "decisions", "report"]
@@ -75,48 +74,36 @@ def _tokenizer(source: str, revision: str | None, trust_remote_code: bool, ident
                                               trust_remote_code=trust_remote_code), revision=revision)
 
 
-def evaluation_key(section: SettingConfig) -> str:
-    return stable_hash({**section.evaluation_identity(), "split": section.split})
+def evaluation_key(section: SettingConfig, model: ModelConfig) -> str:
+    """The identity of an evaluation: what the setting measures (`section`) and how the model is loaded to measure
+    it (`ModelConfig.load_identity`: the same weights in bfloat16 give other numbers)."""
+    return stable_hash({**section.evaluation_identity(), "split": section.split, **model.load_identity()})
 
 
-def write_evaluation(folder: Path, section: SettingConfig, metrics: dict[str, float]) -> Path:
-    """Record `metrics` as `folder`'s evaluation under `section`'s identity (atomically: complete or absent); under
-    several processes, by the main one."""
-    key = evaluation_key(section)
-    path = Path(folder) / FOLDER / f"{key}.json"
+def write_evaluation(folder: Path, section: SettingConfig, model: ModelConfig, metrics: dict[str, float]) -> Path:
+    """Record `metrics` as `folder`'s evaluation under `section`'s identity, the model loaded as `model` says
+    (atomically: complete or absent); under several processes, by the main one."""
+    key = evaluation_key(section, model)
+    path = evaluation_path(folder, key)
     if not distributed.is_main():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"evaluation_key": key, "evaluation": section.evaluation_identity(),
-                               "split": section.split, "metrics": metrics}, indent=2) + "\n")
+    record = EvaluationRecord(evaluation_key=key, evaluation={**section.evaluation_identity(), **model.load_identity()},
+                              split=section.split, metrics=metrics)
+    tmp.write_text(record.model_dump_json(indent=2) + "\n")
     tmp.replace(path)
     return path
 
 
-def read_evaluation(folder: Path, key: str) -> dict[str, float] | None:
-    """`folder`'s evaluation under the identity with this key, or None if it was never measured."""
-    path = Path(folder) / FOLDER / f"{key}.json"
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())["metrics"]
-        if isinstance(metrics, dict) and all(isinstance(v, (int, float)) for v in metrics.values()):
-            return metrics
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    path.unlink(missing_ok=True)  # a damaged cache entry is measured again (outside a dry run) rather than read
-    return None
-
-
 def report_key(cfg: ExperimentConfig) -> str:
     """The evaluation identity of every reported number: the full test split."""
-    return evaluation_key(section_for(cfg, "report"))
+    return evaluation_key(section_for(cfg, "report"), cfg.model)
 
 
 def decision_key(cfg: ExperimentConfig) -> str:
     """The evaluation identity of teacher selection: the full validation split."""
-    return evaluation_key(section_for(cfg, "decisions"))
+    return evaluation_key(section_for(cfg, "decisions"), cfg.model)
 
 
 def check_tokenizer(folder: Path, setting: Setting) -> None:
@@ -140,7 +127,7 @@ def ensure_evaluation(folder: Path, cfg: ExperimentConfig, purpose: Purpose = "r
     """The model in `folder` under the config's evaluation for `purpose` ("report": the test split; "decisions":
     the validation split): read back if measured, else measured now (inside a dry run, NotComputed instead)."""
     section = section_for(cfg, purpose)
-    metrics = read_evaluation(folder, evaluation_key(section))
+    metrics = read_evaluation(folder, evaluation_key(section, cfg.model))
     if metrics is not None:
         return metrics
     if is_dry_run():
@@ -148,5 +135,5 @@ def ensure_evaluation(folder: Path, cfg: ExperimentConfig, purpose: Purpose = "r
     setting = setting_for(cfg, purpose=purpose)
     check_tokenizer(folder, setting)
     metrics = setting.evaluate(load_model(Path(folder) / "model", cfg.model))
-    write_evaluation(folder, section, metrics)
+    write_evaluation(folder, section, cfg.model, metrics)
     return metrics

@@ -1,7 +1,8 @@
 """The label-budget-matched data filter: a document classifier (forget vs retain) trained on exactly the labelled
-documents one seed's unlearning step reads (`undo.stages.unlearn.documents_read`: the same documents, so the same
-count and the same labels), measured on fresh labelled documents it never saw, then used by
-`undo.stages.pretrain` to filter the whole pretraining corpus for an oracle (`pretrain.classifier_filter`).
+documents one seed's unlearning step reads (`undo.stages.labels.documents_read`: the same documents, so the same
+count and the same labels), measured on fresh labelled documents it never saw (distinct texts, none of them a
+training text: `heldout_scores`), then used by `undo.stages.pretrain` to filter the whole pretraining corpus for an
+oracle (`pretrain.classifier_filter`).
 
 The classifier is scikit-learn's: hashed character n-grams (`HashingVectorizer`, stateless) into a logistic
 regression. Its artifact stores the regression's weights as safetensors and the vectorizer's parameters in
@@ -13,43 +14,26 @@ dot product), and for training 2 x that per pass (prediction and gradient) times
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 from safetensors.numpy import load_file, save_file
 
 from undo.config import ExperimentConfig
 from undo.core.data import derive_seed
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.core.timing import phase
+from undo.schema.io import read_result
+from undo.schema.results import ClassifierScores, FilterResult
 from undo.settings import Setting
 from undo.stages.base import Resources, Stage, StageJob, StageResult, data_identity, run_stage
 from undo.stages.labels import documents_read
 
 WEIGHTS = "classifier.safetensors"
-
-
-class ClassifierScores(BaseModel):
-    """Forget is the positive class (what the filter removes)."""
-
-    precision: float
-    recall: float
-    accuracy: float
-    documents: int  # held-out labelled documents per side
-
-
-class FilterResult(StageResult):
-    kind: Literal["filter"] = "filter"
-    vectorizer: dict[str, Any]
-    regularisation: float
-    training_documents: dict[str, int]  # per side: the unlearning step's read documents
-    heldout: ClassifierScores
-    iterations: int
 
 
 def hashed_features(vectorizer_params: dict[str, Any], texts: list[str]):
@@ -84,9 +68,9 @@ def vectorizer_params(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def load_classifier(folder: Path) -> DocumentClassifier:
-    meta = json.loads((folder / "meta.json").read_text())
+    record = read_result(folder, FilterResult)
     weights = load_file(folder / WEIGHTS)
-    return DocumentClassifier(meta["vectorizer"], weights["coef"], float(weights["intercept"][0]))
+    return DocumentClassifier(record.vectorizer, weights["coef"], float(weights["intercept"][0]))
 
 
 @dataclass(frozen=True)
@@ -130,7 +114,8 @@ class TrainFilter(Stage):
         iterations = int(np.max(model.n_iter_))
         save_file({"coef": classifier.coef, "intercept": np.array([classifier.intercept])}, job.workdir / WEIGHTS)
         with phase("evaluation"):
-            heldout = heldout_scores(classifier, setting, c.heldout_per_side, derive_seed(cfg.seed, "filter-heldout"))
+            heldout = heldout_scores(classifier, setting, c.heldout_per_side, derive_seed(cfg.seed, "filter-heldout"),
+                                     trained=set(texts))
         labelled_tokens = sum(len(ids) for ids in setting.encode_documents(texts))
         return FilterResult(
             seed=cfg.seed, vectorizer=classifier.vectorizer_params, regularisation=c.regularisation,
@@ -140,18 +125,49 @@ class TrainFilter(Stage):
 
     def describe(self, result: StageResult) -> str:
         h = result.heldout
-        return f"classifier filter: held-out precision {h.precision:.3f}, recall {h.recall:.3f}"
+        counts = "" if h.unique_documents is None else (
+            f" on {h.unique_documents['forget']} forget + {h.unique_documents['retain']} retain unseen documents")
+        return f"classifier filter: held-out precision {h.precision:.3f}, recall {h.recall:.3f}{counts}"
 
 
-def heldout_scores(classifier: DocumentClassifier, setting: Setting, per_side: int, seed: int) -> ClassifierScores:
-    """Precision and recall (forget = positive) on fresh labelled documents of each side (a stream of their own)."""
-    forget = setting.labelled_documents("forget", per_side, seed)
-    retain = setting.labelled_documents("retain", per_side, seed + 1)
-    predicted, _ = classifier.predict([d.text for d in forget + retain])
-    truth = np.array([True] * len(forget) + [False] * len(retain))
+MAX_HELDOUT_DRAW = 64  # a side's held-out draw stops at this many times `per_side` documents
+
+
+def unseen_texts(setting: Setting, side: str, per_side: int, seed: int, trained: Collection[str]) -> list[str]:
+    """Up to `per_side` distinct texts of labelled `side` documents (a stream of their own) that are not in
+    `trained`, first come first taken. A setting with few distinct documents (arithmetic) repeats them, so the draw
+    doubles until it has enough, stops growing over two doublings (every unseen text found, as far as can be told),
+    or reaches `MAX_HELDOUT_DRAW` x `per_side`: then it holds fewer."""
+    n, found, stalled = per_side, -1, 0
+    while True:
+        texts = list(dict.fromkeys(d.text for d in setting.labelled_documents(side, n, seed)))
+        unseen = [text for text in texts if text not in trained]
+        stalled = stalled + 1 if len(unseen) == found else 0
+        if len(unseen) >= per_side or stalled == 2 or n >= MAX_HELDOUT_DRAW * per_side:
+            return unseen[:per_side]
+        n, found = 2 * n, len(unseen)
+
+
+def heldout_scores(classifier: DocumentClassifier, setting: Setting, per_side: int, seed: int, *,
+                   trained: Collection[str]) -> ClassifierScores:
+    """Precision and recall (forget = positive) on fresh labelled documents of each side (a stream of their own),
+    out of sample: distinct texts, none among the `trained` ones, each scored once (fewer than `per_side` where
+    the setting has fewer; the record says how many)."""
+    trained = frozenset(trained)
+    texts = {side: unseen_texts(setting, side, per_side, seed + offset, trained)
+             for side, offset in (("forget", 0), ("retain", 1))}
+    for side, found in texts.items():
+        if not found:
+            raise UserError(f"the classifier filter has no held-out {side} documents to measure it on: every {side} "
+                            "document the setting draws is among those it was trained on; lower unlearn.examples "
+                            "or unlearn.steps (fewer labelled documents read), or give the setting more distinct "
+                            f"{side} documents")
+    predicted, _ = classifier.predict(texts["forget"] + texts["retain"])
+    truth = np.array([True] * len(texts["forget"]) + [False] * len(texts["retain"]))
     hits = int(np.sum(predicted & truth))
-    return ClassifierScores(precision=hits / max(int(predicted.sum()), 1), recall=hits / len(forget),
-                            accuracy=float(np.mean(predicted == truth)), documents=per_side)
+    return ClassifierScores(precision=hits / max(int(predicted.sum()), 1), recall=hits / len(texts["forget"]),
+                            accuracy=float(np.mean(predicted == truth)), documents=per_side,
+                            unique_documents={side: len(found) for side, found in texts.items()})
 
 
 def train_filter(cfg: ExperimentConfig, *, progress: bool = True) -> Path:

@@ -16,22 +16,22 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core.compute import matmul_parameters, train_flops_per_token
 from undo.core.data import PackedBatches, derive_seed
-from undo.core.errors import UserError
-from undo.core.engine import train
+from undo.schema.errors import UserError
+from undo.training.engine import train
 from undo.core.checkpoints import fingerprint
 from undo.core.timing import phase
 from undo.core.models import (
     build_model, check_vocabulary, count_parameters, fresh_model, load_pretrained, pretrained_config, save_model,
 )
 from undo.objectives import OBJECTIVES
+from undo.schema.results import FilterRecord, PretrainResult
 from undo.settings import Setting
 from undo.stages.base import (
-    TRAIN_OPTIONS_ADDED, Stage, StageJob, StageResult, console, data_identity, defaulted, for_training, model_identity,
+    TRAIN_OPTIONS_ADDED, Stage, StageJob, console, data_identity, defaulted, for_training, model_identity,
     run_stage, stage_key,
 )
 from undo.stages.evaluation import evaluation_key, write_evaluation
@@ -44,33 +44,6 @@ def training_fields(train_cfg: TrainConfig) -> dict[str, Any]:
     """The training knobs that change the trained weights (not logging, evaluation or checkpoint cadence)."""
     return train_cfg.model_dump(mode="json", exclude={"eval_every", "eval_steps", "checkpoint_every", "log_every",
                                                       *defaulted(train_cfg, TRAIN_OPTIONS_ADDED)})
-
-
-class FilterRecord(BaseModel):
-    """What an imperfect filter did to the base stream."""
-
-    method: Literal["recall", "classifier"] = "recall"  # a filter of a given recall, or a trained classifier
-    recall: float | None  # a recall filter's configured recall
-    forget_documents: int  # in the base stream
-    removed: int  # forget documents it removed
-    retain_documents: int = 0  # in the base stream (a recall filter never removes one)
-    retain_removed: int = 0  # retain documents it removed (a classifier's false positives)
-
-    @property
-    def measured_recall(self) -> float:
-        return self.removed / self.forget_documents if self.forget_documents else 1.0
-
-
-class PretrainResult(StageResult):
-    kind: Literal["pretrain"] = "pretrain"
-    which: Which
-    source: str | None = None  # the checkpoint it was loaded from (then it trained 0 steps here)
-    oracle_budget: Literal["same_compute", "same_examples"] | None = None  # an oracle pretrained here: its budget
-    filtering: FilterRecord | None = None  # an imperfect filter's oracle: what its filter removed
-    flops_per_token: int
-    parameters: int
-    matmul_parameters: int
-    data: dict[str, Any]
 
 
 def equal_compute(cfg: ExperimentConfig, which: Which) -> bool:
@@ -229,12 +202,12 @@ class Pretrain(Stage):
         with phase("evaluation"):
             metrics = setting.evaluate(model)
         save_model(model, job.workdir / "model", setting.tokenizer)
-        write_evaluation(job.workdir, cfg.setting, metrics)
+        write_evaluation(job.workdir, cfg.setting, cfg.model, metrics)
         return PretrainResult(
             which=self.which, source=source, seed=cfg.seed,
             flops_per_token=train_flops_per_token(model, cfg.model.context), parameters=count_parameters(model),
             matmul_parameters=matmul_parameters(model),
-            evaluation_key=evaluation_key(cfg.setting), final_metrics=metrics, data={})
+            evaluation_key=evaluation_key(cfg.setting, cfg.model), final_metrics=metrics, data={})
 
     def fresh(self, cfg: ExperimentConfig, setting: Setting) -> torch.nn.Module:
         """The untrained model: a tiny Llama, or (an oracle for a checkpoint) the checkpoint's architecture."""
@@ -260,14 +233,14 @@ class Pretrain(Stage):
                        evaluate=setting.evaluate, progress=job.progress, description=f"pretrain {self.label}",
                        run_key=job.key, config_keys="pretrain.train")
         save_model(model, job.workdir / "model", setting.tokenizer)
-        write_evaluation(job.workdir, cfg.setting, result.final_metrics)  # the final evaluation is the last eval
+        write_evaluation(job.workdir, cfg.setting, cfg.model, result.final_metrics)  # the final evaluation is the last eval
         return PretrainResult(
             which=self.which, seed=cfg.seed, steps=result.steps, tokens=result.tokens,
             oracle_budget=cfg.pretrain.oracle_budget if self.which == "oracle" else None,
             labelled_tokens=0,  # pretraining reads unlabelled text; only unlearning reads labels
             flops={**result.flops, **classify_flops}, flops_per_token=train_flops_per_token(model, cfg.model.context),
             parameters=count_parameters(model), matmul_parameters=matmul_parameters(model),
-            wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting),
+            wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting, cfg.model),
             final_metrics=result.final_metrics, filtering=filtered,
             data={**setting.data_summary(documents), "sequences": len(batches.rows)})
 

@@ -11,36 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel
-
-from undo.config import ExperimentConfig, SelectionRule
+from undo.config import ExperimentConfig
+from undo.schema.study import Candidate, SelectionRule, TeacherChoice
 from undo.core import distributed
 from undo.settings import ACCURACY, Score
 from undo.stages.evaluation import ensure_evaluation
 from undo.stages.unlearn import SweepPoint, default_base, sweep_points, unlearn
-
-
-class Candidate(BaseModel):
-    name: str  # the unlearning artifact's folder name
-    path: str = ""  # its folder, relative to the run directory when it lies there
-    lr: float = 0.0
-    knobs: dict[str, Any] = {}
-    retain: float
-    forget: float
-    qualifies: bool | None = None
-
-
-class TeacherChoice(BaseModel):
-    rule: SelectionRule
-    base_retain: float
-    retain_threshold: float
-    chosen: str | None  # a candidate's name
-    candidates: list[Candidate]
-
-    def chosen_candidate(self) -> Candidate | None:
-        return next((c for c in self.candidates if c.name == self.chosen), None)
 
 
 def select_teacher(candidates: Sequence[Candidate], base_retain: float, rule: SelectionRule,

@@ -9,19 +9,20 @@ import inspect
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core.artifacts import Artifact
-from undo.core.engine import train
-from undo.core.errors import UserError
+from undo.training.engine import train
+from undo.schema.errors import UserError
 from undo.core.models import load_model, save_model
 from undo.objectives import OBJECTIVES, Objective, check_knobs
 from undo.objectives.sam import SAM
+from undo.schema.results import UnlearnResult
 from undo.stages.base import (
-    COMPUTE_OPTIONS, Stage, StageJob, StageResult, data_identity, defaulted, for_training, run_stage)
+    COMPUTE_OPTIONS, Stage, StageJob, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
 from undo.stages.labels import unlearning_data
 from undo.stages.pretrain import pretrain_key
@@ -68,16 +69,6 @@ def build_unlearning_objective(point: SweepPoint, reference: torch.nn.Module | N
     return SAM(objective, point.sam_rho) if point.sam_rho else objective
 
 
-class UnlearnResult(StageResult):
-    kind: Literal["unlearn"] = "unlearn"
-    label: str
-    method: str
-    lr: float
-    knobs: dict[str, Any]
-    sam_rho: float | None
-    metrics_before: dict[str, float]  # the base model at step 0, under `evaluation_key`
-
-
 @dataclass(frozen=True)
 class Unlearn(Stage):
     """One unlearning run from the `base` input: constant LR, AdamW without weight decay, clipping."""
@@ -112,13 +103,13 @@ class Unlearn(Stage):
                        eval_at_start=True, progress=job.progress, description=f"unlearn {point.description}",
                        run_key=job.key, config_keys=f"unlearn.methods[{point.label}].lrs")
         save_model(model, job.workdir / "model", setting.tokenizer)
-        write_evaluation(job.workdir, cfg.setting, result.final_metrics)
+        write_evaluation(job.workdir, cfg.setting, cfg.model, result.final_metrics)
         before = next(line for line in result.history if line["kind"] == "eval" and line["step"] == 0)
         return UnlearnResult(
             label=point.label, method=point.method, lr=point.lr, knobs=dict(point.knobs), sam_rho=point.sam_rho,
             seed=cfg.seed, steps=result.steps, tokens=result.tokens,
             labelled_tokens=result.tokens,  # every token it reads is forget- or retain-tagged
-            flops=result.flops, wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting),
+            flops=result.flops, wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting, cfg.model),
             metrics_before={k: v for k, v in before.items() if k not in ("kind", "step", "tokens", "flops")},
             final_metrics=result.final_metrics)
 

@@ -5,24 +5,29 @@
 - `PoolExecutor`: a local pool of N worker processes, each with its share of the CPU threads;
 - `RayExecutor`: every task a Ray task on a cluster (or a local Ray), with the CPUs and GPUs its stage asks for.
 
+`undo run --executor NAME` picks one of `EXECUTORS`, the registry of executor kinds: a kind checks the options it is
+given before any work starts (`check`) and opens its executor (`open`). Adding one = one class here with
+`@register_executor(name)`.
+
 A task travels to a worker with its inputs (run-relative artifact paths) and comes back with its output.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from rich.console import Console
 
-from undo.core import interrupts
+from undo.config import ExperimentConfig
+from undo.core import distributed, interrupts
+from undo.core.processes import die_with_parent
 from undo.core.artifacts import NotComputed
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.study.plan import Plan, SkipTask, Task
 
 console = Console(stderr=True, soft_wrap=True)  # paths stay whole in logs
@@ -32,6 +37,73 @@ class Executor(Protocol):
     def submit(self, task: Task, inputs: dict[str, Any]) -> Future: ...
 
     def close(self, cancel: bool) -> None: ...
+
+
+EXECUTORS: dict[str, type["ExecutorKind"]] = {}
+
+
+def register_executor(name: str):
+    def add(cls: type[ExecutorKind]) -> type[ExecutorKind]:
+        cls.name = name
+        EXECUTORS[name] = cls
+        return cls
+
+    return add
+
+
+class ExecutorKind:
+    """A way of running a study's tasks, as `undo run --executor NAME` names it."""
+
+    name: ClassVar[str] = "executor"
+
+    @classmethod
+    def default_workers(cls, cfg: ExperimentConfig) -> int:
+        return 1
+
+    @classmethod
+    def check(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> None:
+        """One-line errors for options this kind cannot honour, before the run directory is locked."""
+
+    @classmethod
+    def open(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> Executor:
+        raise NotImplementedError
+
+    @classmethod
+    def serial(cls, workers: int) -> bool:
+        """Whether tasks run one at a time in this process (then their progress bars can be shown)."""
+        return False
+
+
+def executor_kind(name: str) -> type[ExecutorKind]:
+    if name not in EXECUTORS:
+        raise UserError(f"--executor takes {' or '.join(EXECUTORS)}, got {name!r}")
+    return EXECUTORS[name]
+
+
+@register_executor("local")
+class LocalExecutors(ExecutorKind):
+    """This machine: in this process (one worker), or a pool of worker processes."""
+
+    @classmethod
+    def default_workers(cls, cfg: ExperimentConfig) -> int:
+        # The study's own default applies where this process schedules the stages (not under torchrun).
+        return 1 if distributed.launched() else cfg.study.workers or 1
+
+    @classmethod
+    def check(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> None:
+        if address is not None:
+            raise UserError("--address names a Ray cluster: it needs --executor ray")
+        if workers > 1 and distributed.launched():
+            raise UserError("--workers runs stages side by side in one machine's processes; under torchrun every "
+                            "process already trains each stage together: drop --workers (or torchrun)")
+
+    @classmethod
+    def open(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> Executor:
+        return SerialExecutor() if workers == 1 else PoolExecutor(workers)
+
+    @classmethod
+    def serial(cls, workers: int) -> bool:
+        return workers == 1
 
 
 class SerialExecutor:
@@ -71,32 +143,23 @@ def _worker_init(threads: int) -> None:
     die_with_parent()
 
 
-def die_with_parent() -> None:
-    """A worker must not outlive the `undo run` that started it (killed, the parent cannot stop its workers, and a
-    rerun would collide with them): on Linux the kernel kills it when its parent dies (PR_SET_PDEATHSIG); elsewhere
-    a watchdog thread exits once the parent is gone."""
-    parent = os.getppid()
-    try:
-        import ctypes
-        import signal
-
-        if ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL) == 0:  # 1 = PR_SET_PDEATHSIG
-            if os.getppid() != parent:  # the parent died before the request took effect
-                os._exit(1)
-            return
-    except OSError:
-        pass
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _run_task(task: Task, inputs: dict[str, Any]) -> Any:
     return task.run(inputs)
+
+
+@register_executor("ray")
+class RayExecutors(ExecutorKind):
+    """A Ray cluster (or a local Ray): every stage a Ray task with the resources it asks for."""
+
+    @classmethod
+    def check(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> None:
+        if workers > 1 or distributed.launched():
+            raise UserError("--executor ray schedules every stage on the cluster itself: drop --workers (and "
+                            "torchrun)")
+
+    @classmethod
+    def open(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> Executor:
+        return RayExecutor(cfg.run_dir, address)
 
 
 class RayExecutor:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from undo.config import ExperimentConfig, config_hash
-from undo.study.manifest import MANIFEST
+from undo.schema.study import MANIFEST
 
 
 def index_path() -> Path:

@@ -30,7 +30,7 @@ from undo.stages.filter import TrainFilter, train_filter
 from undo.stages.pretrain import Pretrain, pretrain
 from undo.stages.unlearn import SweepPoint, Unlearn, sweep_points, unlearn
 from undo.stages.selection import TeacherChoice, teacher_selection
-from undo.study.manifest import ModelSpec, Role
+from undo.schema.study import ModelSpec, Role
 
 DECISION = Resources(cpus=1, gpus=0.0)  # tasks that read evaluations and decide (no training)
 

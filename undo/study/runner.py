@@ -1,21 +1,22 @@
-"""Running a study: build the plan, execute it with an executor, keep the manifest current, write the report."""
+"""Running a study: build the plan, execute it with an executor, keep the manifest current. (The report is the
+layer above: `undo.api.run_study` runs the study, then writes it.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from undo.config import ExperimentConfig, config_hash
 from undo.core import distributed
 from undo.core.artifacts import Artifact, dry_run
-from undo.core.errors import UserError
+from undo.schema.errors import UserError
 from undo.core.locks import command_line, run_dir_lock
-from undo.report import write_report
 from undo.stages.pretrain import pretrain_key
-from undo.stages.evaluation import report_key
-from undo.study.executors import Executor, PoolExecutor, RayExecutor, SerialExecutor, console, execute
+from undo.stages.evaluation import report_key, setting_for
+from undo.study.executors import Executor, SerialExecutor, console, execute, executor_kind
 from undo.study.index import elsewhere, remember
-from undo.study.manifest import MANIFEST, Manifest, ModelEntry
+from undo.schema.study import MANIFEST, Manifest, ModelEntry
 from undo.study.plan import Plan, build_plan, select_task
 
 
@@ -37,7 +38,10 @@ def manifest_of(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pe
                                      skipped=skipped.get(task.name)))
     selection = {t.cfg.seed: outputs[t.name] for t in plan.tasks
                  if t.action is select_task and outputs.get(t.name) is not None}
-    return Manifest(config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg),
+    return Manifest(config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg), setting=cfg.setting.name,
+                    score=cfg.setting.score, budgets=list(cfg.attack.budgets),
+                    evaluation=setting_for(cfg, purpose="report").describe_evaluation(),
+                    pretraining_tokens=cfg.model.pretraining_tokens if cfg.model.pretrained else None,
                     run_dir=str(Path(cfg.run_dir).resolve()),
                     evaluation_key=report_key(cfg), seeds=cfg.seeds, attack_kinds=cfg.attack.kinds,
                     plan_key=plan.key, complete=all(t.name in outputs for t in plan.tasks) and not pending,
@@ -54,25 +58,18 @@ def execute_plan(plan: Plan, executor: Executor) -> dict[str, Any]:
     return execute(plan, executor, write)
 
 
-def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int | None = None,
-              executor: str = "local", address: str | None = None) -> Path:
-    """Build the plan, execute it (`executor` "local": in this process, or in `workers` processes, by default the
-    config's `study.workers`; "ray": as Ray tasks on the cluster at `address`, a local Ray when None), then write
-    the report. Returns the run directory."""
-    if workers is None:  # the study's own default applies where this process schedules the stages
-        local = executor == "local" and not distributed.launched()
-        workers = (cfg.study.workers or 1) if local else 1
+def run_study(cfg: ExperimentConfig, *, progress: bool = True, workers: int | None = None, executor: str = "local",
+              address: str | None = None, then: Callable[[Path], Any] | None = None) -> Path:
+    """Build the plan, execute it with the executor kind named `executor` (`undo.study.executors.EXECUTORS`: "local",
+    in this process or in `workers` processes, by default the config's `study.workers`; "ray", as Ray tasks on the
+    cluster at `address`, a local Ray when None), then call
+    `then(run_dir)` in the main process while the run directory is still locked (the report). Returns the run
+    directory."""
+    kind = executor_kind(executor)
+    workers = kind.default_workers(cfg) if workers is None else workers
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
-    if executor not in ("local", "ray"):
-        raise UserError(f"--executor takes local or ray, got {executor!r}")
-    if executor == "ray" and (workers > 1 or distributed.launched()):
-        raise UserError("--executor ray schedules every stage on the cluster itself: drop --workers (and torchrun)")
-    if address is not None and executor != "ray":
-        raise UserError("--address names a Ray cluster: it needs --executor ray")
-    if workers > 1 and distributed.launched():
-        raise UserError("--workers runs stages side by side in one machine's processes; under torchrun every "
-                        "process already trains each stage together: drop --workers (or torchrun)")
+    kind.check(cfg, workers, address)
     others = [] if (Path(cfg.run_dir) / MANIFEST).is_file() else elsewhere(cfg)
     if others:
         console.print(f"[yellow]note[/]: this config's study already exists in {others[0]}; this run starts a new one "
@@ -80,15 +77,10 @@ def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = Tr
     with run_dir_lock(Path(cfg.run_dir), command_line()):
         if distributed.is_main():
             remember(cfg)
-        serial = workers == 1 and executor == "local"
-        plan = build_plan(cfg, progress=progress and serial)  # parallel tasks would garble progress bars
-        if executor == "ray":
-            chosen: Executor = RayExecutor(cfg.run_dir, address)
-        else:
-            chosen = SerialExecutor() if workers == 1 else PoolExecutor(workers)
-        execute_plan(plan, chosen)
-        if report and distributed.is_main():
-            write_report(Path(cfg.run_dir))
+        plan = build_plan(cfg, progress=progress and kind.serial(workers))  # parallel tasks would garble bars
+        execute_plan(plan, kind.open(cfg, workers, address))
+        if then is not None and distributed.is_main():
+            then(Path(cfg.run_dir))
     return Path(cfg.run_dir)
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from undo.core.artifacts import CHECKSUMS, STAMPS, content_problems, verified_meta
-from undo.core.errors import UserError
-from undo.study.manifest import MANIFEST, Manifest
+from undo.schema.errors import UserError
+from undo.schema.study import MANIFEST, Manifest
 
 
 @dataclass(frozen=True)

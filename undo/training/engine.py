@@ -44,7 +44,7 @@ from undo.config import TrainConfig
 from undo.core import distributed, interrupts
 from undo.core.artifacts import file_sha256
 from undo.core.compute import train_flops_per_token
-from undo.core.errors import TrainingDiverged, UserError
+from undo.schema.errors import TrainingDiverged, UserError
 from undo.core.timing import phase
 from undo.objectives import Objective
 

@@ -1,4 +1,5 @@
-"""The study manifest, `<run_dir>/study.json`: what a study's plan made, in a typed form the report reads.
+"""The study's records: the roles models play, each model the plan makes (`ModelSpec`, `ModelEntry`), the teacher
+choices (`TeacherChoice`) and the manifest `<run_dir>/study.json` (`Manifest`) that the report reads.
 
 Paths are relative to the run directory (so a run directory can be moved, or seen from other machines); each model
 of the study appears once per seed with its role, its artifact and one attack artifact per attack kind.
@@ -11,12 +12,41 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from undo.core.errors import UserError
-from undo.stages.selection import TeacherChoice
+from undo.schema.errors import UserError
+from undo.schema.score import Score
+from undo.schema.strict import StrictModel
 
 MANIFEST = "study.json"
+
+
+class SelectionRule(StrictModel):
+    """How a sweep picks its teacher: the lowest forget metric among runs that keep enough retain performance (a
+    config section, `unlearn.selection`, recorded with every choice)."""
+
+    min_retain_fraction: float = Field(0.95, ge=0, le=1, description="retain metric >= this x the base model's")
+
+
+class Candidate(BaseModel):
+    name: str  # the unlearning artifact's folder name
+    path: str = ""  # its folder, relative to the run directory when it lies there
+    lr: float = 0.0
+    knobs: dict[str, Any] = {}
+    retain: float
+    forget: float
+    qualifies: bool | None = None
+
+
+class TeacherChoice(BaseModel):
+    rule: SelectionRule
+    base_retain: float
+    retain_threshold: float
+    chosen: str | None  # a candidate's name
+    candidates: list[Candidate]
+
+    def chosen_candidate(self) -> Candidate | None:
+        return next((c for c in self.candidates if c.name == self.chosen), None)
 
 
 class Role(str, Enum):
@@ -61,8 +91,13 @@ class ModelEntry(ModelSpec):
 
 
 class Manifest(BaseModel):
-    config: dict[str, Any]
+    config: dict[str, Any]  # the resolved config, for people (the report reads the typed fields below)
     config_hash: str
+    setting: str  # the setting's registered name
+    score: Score  # how its scores compare and print
+    evaluation: str | None = None  # what the reported numbers are measured on, in words
+    budgets: list[int]  # the attack budgets the report reads curves at
+    pretraining_tokens: int | None = None  # a checkpoint's declared pretraining tokens (`model.pretraining_tokens`)
     run_dir: str  # where the study ran, resolved (a relative run_dir depends on the working directory)
     evaluation_key: str  # the evaluation identity every reported metric is measured under
     seeds: list[int]

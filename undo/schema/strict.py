@@ -1,4 +1,5 @@
-"""The pydantic base of every config section (the experiment's and each setting's)."""
+"""The pydantic base of every config section (the experiment's and each setting's, and the selection rule that
+teacher choices record)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,143 @@
+"""The Python entry points above every layer: what the command line calls, and what a script or notebook can call.
+
+    run_study(cfg)                 the whole study (`undo run`): every stage, then the report
+    write_report(run_dir)          the report of a study's artifacts (`undo report`)
+    pretrain(cfg, only=None)       the base model, the oracle and the data filters' oracles (`undo pretrain`)
+    unlearn(cfg)                   the unlearning sweep and each method's teacher (`undo unlearn`)
+    distill(cfg, teacher, init)    Unlearn-and-Distill, UNDO (every alpha) or oracle matching (`undo distill`)
+    attack(cfg, targets, kinds)    the relearning attack of each target under each kind (`undo attack`)
+    evaluate(cfg, model)           a saved model on the setting's evaluation set (`undo eval`)
+
+Each checks its request first (one `UserError` line, nothing made), then holds the run directory's lock while it
+works; stages return artifact folders, whose typed records `undo.schema.io.read_result` reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from undo.config import ExperimentConfig
+from undo.core.locks import command_line, run_dir_lock
+from undo.report import write_report
+from undo.schema.errors import UserError
+from undo.schema.study import TeacherChoice
+from undo.study import runner
+
+PRETRAIN_ONLY = ("base", "oracle", "filtered", "classified")
+
+
+def run_study(cfg: ExperimentConfig, *, progress: bool = True, report: bool = True, workers: int | None = None,
+              executor: str = "local", address: str | None = None) -> Path:
+    """Run the study of `cfg` (see `undo.study.runner.run_study`) and, with `report`, write its report.md, figures and
+    results.json into the run directory. Returns the run directory."""
+    return runner.run_study(cfg, progress=progress, workers=workers, executor=executor, address=address,
+                            then=write_report if report else None)
+
+
+def report(cfg: ExperimentConfig, out: Path | None = None) -> Path:
+    """The report of the study of `cfg` from its complete artifacts (computing nothing): the report's path."""
+    if out is not None and Path(out).is_dir():
+        raise UserError(f"--out {out} is a folder; give the path of the report file, e.g. {Path(out) / 'report.md'}")
+    if not Path(cfg.run_dir).is_dir():
+        runner.collect_study(cfg)  # says there is nothing to report, without making the folder
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        runner.collect_study(cfg)
+        return write_report(Path(cfg.run_dir), out)
+
+
+def pretrain(cfg: ExperimentConfig, only: str | None = None, *, progress: bool = True) -> list[Path]:
+    """The base model and the oracle, each imperfect filter's oracle (`pretrain.filter_recalls`) and, with
+    `pretrain.classifier_filter`, the classifier of the config's seed and the oracle of what it keeps; `only` one of
+    `PRETRAIN_ONLY`. Returns the model artifacts' folders."""
+    from undo.stages.filter import train_filter
+    from undo.stages.pretrain import pretrain as pretrain_stage
+
+    if only not in (None, *PRETRAIN_ONLY):
+        raise UserError(f"--only takes 'base', 'oracle', 'filtered' or 'classified', got {only!r}")
+    if only == "filtered" and not cfg.pretrain.filter_recalls:
+        raise UserError("--only filtered: the config has no pretrain.filter_recalls (e.g. --set "
+                        "'pretrain.filter_recalls=[0.9, 0.99]')")
+    if only == "classified" and cfg.pretrain.classifier_filter is None:
+        raise UserError("--only classified: the config has no pretrain.classifier_filter (e.g. --set "
+                        "'pretrain.classifier_filter={}')")
+    models = [("base", None)] if only in (None, "base") else []
+    if only == "oracle" or (only is None and cfg.oracle_source):
+        models.append(("oracle", None))
+    if only in (None, "filtered"):
+        models += [("oracle", recall) for recall in cfg.pretrain.filter_recalls]
+    classified = only in (None, "classified") and cfg.pretrain.classifier_filter is not None
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        paths = [pretrain_stage(cfg, which, recall=recall, progress=progress) for which, recall in models]
+        if classified:  # the classifier reads the unlearning step's labels: no model is needed to train it
+            paths.append(pretrain_stage(cfg, "oracle", classifier=train_filter(cfg, progress=progress),
+                                        progress=progress))
+    return paths
+
+
+def unlearn(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, TeacherChoice]:
+    """Every unlearning sweep point from the base model, then each method family's teacher (also written to
+    `<run_dir>/unlearn_selection.json`)."""
+    from undo.stages.selection import run_unlearning
+
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        return run_unlearning(cfg, progress=progress)
+
+
+def distill(cfg: ExperimentConfig, teacher: Path, init: str | None = None, start: Path | None = None, *,
+            progress: bool = True) -> list[Path]:
+    """Distil `teacher` (an artifact folder) into a student: `init` random, noised (UNDO, once per alpha of
+    `distill.alphas`) or model (from `start`); default `distill.init`. Returns the students' folders."""
+    from undo.stages.distill import check_request
+    from undo.stages.distill import distill as distill_stage
+
+    init = init or cfg.distill.init
+    alphas = cfg.distill.alphas if init == "noised" else [None]
+    for alpha in alphas:  # before the run directory is locked (and so made): a mistyped command leaves nothing
+        check_request(init, alpha, teacher, start)
+    with run_dir_lock(Path(cfg.run_dir), command_line()):
+        return [distill_stage(cfg, teacher, init=init, alpha=alpha, start=start, progress=progress)
+                for alpha in alphas]
+
+
+def attack(cfg: ExperimentConfig, targets: list[Path], kinds: list[str] | None = None, *,
+           progress: bool = True) -> dict[str, dict[str, Path]]:
+    """The relearning attack of every target (artifact folders) under every kind (default `attack.kinds`): attack
+    kind -> target folder name -> the attack's artifact folder."""
+    from undo.attacks import ATTACK_KINDS
+    from undo.stages.attack import Attack
+    from undo.stages.attack import attack as attack_stage
+
+    kinds = list(kinds or cfg.attack.kinds)
+    names = [Path(target).resolve().name for target in targets]
+    if len(set(names)) < len(names):
+        raise UserError(f"two targets share a folder name ({', '.join(names)}); results are named by folder")
+    for kind in kinds:  # the stage's own checks, before the run directory is locked (and so made)
+        if kind not in ATTACK_KINDS:
+            raise UserError(f"unknown attack kind {kind!r}; use one of: {', '.join(sorted(ATTACK_KINDS))}")
+        for target in targets:
+            Attack(kind).check(cfg, {"target": Path(target)})
+    out: dict[str, dict[str, Path]] = {}
+    for kind in kinds:
+        with run_dir_lock(Path(cfg.run_dir), command_line()):
+            out[kind] = {name: attack_stage(cfg, Path(target), kind=kind, progress=progress)
+                         for name, target in zip(names, targets)}
+    return out
+
+
+def evaluate(cfg: ExperimentConfig, model_dir: Path) -> dict[str, float]:
+    """A saved model (an artifact folder or its model/ folder) on the setting's evaluation set, loaded as every stage
+    loads it (`model.dtype`, `model.attn_implementation`, `model.trust_remote_code`)."""
+    from undo.core.models import check_vocabulary, load_model
+    from undo.stages.evaluation import check_tokenizer, setting_for
+
+    directory = Path(model_dir) / "model" if (Path(model_dir) / "model").is_dir() else Path(model_dir)
+    if not directory.is_dir():
+        raise UserError(f"no model at {model_dir}: give an artifact folder (with model/) or a model folder")
+    setting = setting_for(cfg)
+    check_tokenizer(directory, setting)
+    model = load_model(directory, cfg.model)
+    check_vocabulary(model, setting.tokenizer, str(directory))
+    return setting.evaluate(model)
+
+
+__all__ = ["attack", "distill", "evaluate", "pretrain", "report", "run_study", "unlearn", "write_report"]
