@@ -4,8 +4,8 @@ wall times aside, and prints every number that differs.
 Run:  python benchmarks/results_parity.py OLD/results.json NEW/results.json [--kind lora]
 
 Either file may use the schema before the stage/manifest redesign (one `attack` and one `robustness` per model,
-claims not split by attack kind, selection keyed "seed N") or the current one (`attacks` and `robustness` per
-attack kind; the plain fine-tune is `finetune`). Kendall's tau is printed beside, not compared: the redesign
+claims not split by attack kind, selection keyed "seed N"), the one before the typed claims (no `id` in a claim) or
+the current one (`attacks` and `robustness` per attack kind; the plain fine-tune is `finetune`). Kendall's tau is printed beside, not compared: the redesign
 replaced a hand-written tau without tie handling by scipy's tau-b, so the two legitimately differ when there are
 ties. The attack numbers and claims compared are those of one attack kind (`--kind`, default the plain fine-tune).
 Exits 0 when every compared number is equal (floats to 1e-12), 1 otherwise.
@@ -57,6 +57,8 @@ def normalise(results: dict) -> dict:
             "robustness": robustness or None, "skipped": m.get("skipped")}
     claims = results["claims"].get(KIND, {}) if KIND in results["claims"] else results["claims"]
     claims = json.loads(json.dumps(claims))
+    for claim in claims.values():  # typed claims carry their id (the key they are stored under already says it)
+        claim.pop("id", None)
     tau = claims.get("R3", {}).pop("kendall_tau", None)  # R3's verdict, decided from tau, is still compared
     selection = {str(seed).removeprefix("seed "): {
         family: {"chosen": strip_names(choice["chosen"]), "base_retain": choice["base_retain"],

@@ -227,13 +227,13 @@ def test_robustness_summary_normalises_between_unlearn_only_and_oracle():
     results = {name: fake_attack(values) for name, values in {
         "unlearned": [0.0, 0.8, 0.9], "oracle": [0.0, 0.2, 0.9], "student": [0.0, 0.35, 0.9]}.items()}
     summary = robustness_summary(results, "unlearned", "oracle", [5, 10])
-    at5 = {name: s["budgets"][0] for name, s in summary.items()}
-    assert at5["unlearned"]["robustness"] == 0.0 and at5["oracle"]["robustness"] == 1.0
-    assert at5["student"]["robustness"] == pytest.approx(0.75) and at5["student"]["value"] == 0.35
-    at10 = summary["student"]["budgets"][1]  # all relearn fully by step 10: undefined there, and said why
-    assert at10["robustness"] is None and "relearn equally" in at10["note"]
-    area = summary["student"]["area"]
-    assert area["up_to"] == 10 and area["robustness"] == pytest.approx((0.625 - 0.4) / (0.625 - 0.325))
+    at5 = {name: s.budgets[0] for name, s in summary.items()}
+    assert at5["unlearned"].robustness == 0.0 and at5["oracle"].robustness == 1.0
+    assert at5["student"].robustness == pytest.approx(0.75) and at5["student"].value == 0.35
+    at10 = summary["student"].budgets[1]  # all relearn fully by step 10: undefined there, and said why
+    assert at10.robustness is None and "relearn equally" in at10.note
+    area = summary["student"].area
+    assert area.up_to == 10 and area.robustness == pytest.approx((0.625 - 0.4) / (0.625 - 0.325))
     with pytest.raises(UserError, match="'filtered' is not among the attacked models"):
         robustness_summary(results, "unlearned", "filtered", [5])
 

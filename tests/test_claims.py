@@ -10,7 +10,8 @@ import pytest
 from undo.schema.report import Accounting
 from undo.analysis.robustness import BestCurve, area_under
 from undo.analysis.stats import verdict_from_interval
-from undo.report.claims import all_of, claims
+from undo.report.claims import all_of
+from undo.report.claims import claims as decide
 from undo.report.markdown import claim_lines
 from undo.schema.report import AttackRecord, BudgetSnapshot as Snapshot, ClassifierSummary, ModelRecord, Results
 from undo.settings import score_of
@@ -19,6 +20,11 @@ from undo.schema.study import Role
 T2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (three seeds)
 BUDGETS = [2, 6]
 KIND = "finetune"
+
+
+def claims(results: Results, kind: str) -> dict[str, dict]:
+    """The typed claims as results.json holds them (the JSON every reader of a report sees)."""
+    return {name: claim.model_dump(mode="json") for name, claim in decide(results, kind).items()}
 
 
 def attack(forget_2: float, forget_6: float, before: float = 0.0) -> AttackRecord:
@@ -344,7 +350,7 @@ def test_r7_says_at_which_budgets_each_alpha_beats_the_budget_matched_filter():
     assert strong["numbers"]["2"]["difference"]["mean"] == pytest.approx((0.4 + 0.45 + 0.35) / 3)
     assert c["verdict"] == "held" and list(c["by_alpha"]) == ["0.2", "0.8"]
     assert c["filter"]["precision"] == pytest.approx(0.9) and c["filter"]["labelled_fraction"] == pytest.approx(0.004)
-    line = next(x for x in claim_lines(claims(results(models), KIND), score_of("arithmetic").format)
+    line = next(x for x in claim_lines(decide(results(models), KIND), score_of("arithmetic").format)
                 if x.startswith("- **R7**"))
     assert "a=0.8 (24.0% of the oracle's FLOPs" in line
     assert "UNDO relearns less at @2, @6, area, more at no budget" in line
@@ -367,7 +373,7 @@ def test_claim_lines_give_the_rule_then_the_verdict_then_mean_and_half_width():
     models = oracle_matching(base=[(0.5, 0.6), (0.6, 0.65), (0.55, 0.6)], random=[(0.2, 0.4), (0.25, 0.45),
                                                                                  (0.3, 0.4)])
     models += r5_sweep([0.9, 1.0, 0.95])
-    c = claims(results(models), KIND)
+    c = decide(results(models), KIND)
     lines = claim_lines(c, score_of("arithmetic").format)
     r1 = next(line for line in lines if line.startswith("- **R1**"))
     assert r1.index("Rule:") < r1.index("**held**") < r1.index("@2: 55.0% vs 25.0%, +30.0 ± 12.4 pts (held)")
@@ -377,12 +383,14 @@ def test_claim_lines_give_the_rule_then_the_verdict_then_mean_and_half_width():
     # The claims travel in results.json as they are.
     dumped = results(models).model_copy(update={"claims": {KIND: c}}).model_dump(mode="json")
     assert json.loads(json.dumps(dumped))["claims"][KIND]["R1"]["verdict"] == "held"
+    # ... and read back as the same typed records (the report's results.json is a `Results`).
+    assert Results.model_validate_json(json.dumps(dumped)).claims[KIND] == c
 
 
 def test_claim_lines_show_cross_entropy_differences_in_nats():
     models = oracle_matching(base=[(-2.0, -2.0), (-2.1, -2.0), (-2.05, -2.0)],
                              random=[(-3.0, -3.0), (-3.0, -3.0), (-3.0, -3.0)])
-    c = claims(results(models, setting="language"), KIND)
+    c = decide(results(models, setting="language"), KIND)
     r1 = claim_lines(c, score_of("language").format)[0]
     # CE 2.05 vs 3.00 at budget 2; the score (-CE) difference is +0.95 nats on average.
     assert "@2: 2.05 vs 3.00, +0.950 ± 0.124 nats of -CE (held)" in r1

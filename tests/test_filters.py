@@ -175,7 +175,7 @@ def test_the_classifier_sees_exactly_the_documents_an_unlearning_run_reads(tmp_p
 
 
 def test_the_classifier_oracle_filters_the_corpus_and_counts_only_its_labels(tmp_path):
-    from undo.analysis.accounting import accounting
+    from undo.analysis.accounting import accounting_of
     from undo.stages.filter import train_filter
 
     cfg = validate_config({**CLASSIFIED, "run_dir": str(tmp_path / "runs")})
@@ -195,10 +195,10 @@ def test_the_classifier_oracle_filters_the_corpus_and_counts_only_its_labels(tmp
     corpus = [d.text for d in setting.pretraining_documents("base", cfg.seed)]
     _, corpus_flops = load_classifier(classifier).predict(corpus)
     assert meta["flops"]["filter"] > corpus_flops > 0
-    labelled = accounting(meta, tmp_path / "runs")
+    labelled = accounting_of(folder)
     filter_tokens = json.loads((classifier / "meta.json").read_text())["labelled_tokens"]
-    assert labelled["labelled_tokens"] == filter_tokens  # its classifier's labels, not the whole corpus
-    assert 0 < labelled["labelled_fraction"] < 1
+    assert labelled.labelled_tokens == filter_tokens  # its classifier's labels, not the whole corpus
+    assert 0 < labelled.labelled_fraction < 1
 
 
 def test_a_study_with_the_classifier_filter_attacks_one_per_seed_and_sets_it_beside_undo(tmp_path):

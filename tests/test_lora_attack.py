@@ -77,7 +77,7 @@ def test_a_lora_attack_runs_through_the_stage_under_its_own_key(base, tmp_path, 
     for run in result.per_lr:  # a forget and a retain curve at every evaluated step, for every LR
         assert run.steps == ATTACK["steps"] and run.forget["steps"] == run.retain["steps"] == [0, 2, 4]
         assert (path / f"lr_{run.lr:g}" / "metrics.jsonl").is_file()
-    assert len(result.best["values"]) == 3 and result.flops_total > 0
+    assert len(result.best.values) == 3 and result.flops_total > 0
     assert model_files(target) == files  # the attacked model's own files are untouched
 
     finetune_path = attack(cfg, target, progress=False)
@@ -169,6 +169,6 @@ def test_a_lora_attack_on_a_gpt2_checkpoint(tmp_path):
     target = pretrain(cfg, "base", progress=False)
     files = model_files(target)
     result = read_result(attack(cfg, target, kind="lora", progress=False), AttackResult)
-    assert [run.steps for run in result.per_lr] == [2] and len(result.best["values"]) == 2
+    assert [run.steps for run in result.per_lr] == [2] and len(result.best.values) == 2
     assert result.flops_total > 0
     assert model_files(target) == files

@@ -115,8 +115,8 @@ def test_every_stage_runs_on_the_architecture_and_changes_what_it_should(tmp_pat
     assert changed(student, base_weights)
 
     result = read_result(attack(cfg, teacher, progress=False), AttackResult)
-    assert [run.steps for run in result.per_lr] == [2] and result.flops_total > 0 and len(result.best["values"]) == 2
-    assert math.isfinite(result.best["values"][-1])
+    assert [run.steps for run in result.per_lr] == [2] and result.flops_total > 0 and len(result.best.values) == 2
+    assert math.isfinite(result.best.values[-1])
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))

@@ -175,7 +175,7 @@ def attack(targets: Annotated[list[Path], typer.Argument(help="artifact folders 
             row = [name, S.format(result.metrics_before["forget"]), *cells, S.format(result.area.value)]
             if summary:
                 score = summary[name]
-                row += [_robustness(r["robustness"]) for r in (*score["budgets"], score["area"])]
+                row += [_robustness(r.robustness) for r in (*score.budgets, score.area)]
             table.add_row(*row)
         console.print(table)
         if summary:

@@ -23,29 +23,18 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from undo.schema.curves import BestCurve, Curve, RetainCap, Snapshot, index_at
+from undo.schema.curves import (
+    BestCurve, AreaRobustness, Curve, Normalised, RetainCap, RobustnessSummary, Snapshot, SnapshotRobustness,
+    finite_number, index_at, lr_text,
+)
 from undo.schema.errors import UserError
 
 DEFAULT_BUDGETS: tuple[int, ...] = (40, 500)
 # Two floats closer than this are treated as equal: a denominator this small is zero, and a retain drop this
 # close to the cap is within it (0.8 - 0.7 is 0.10000000000000009 in floating point).
 EPS = 1e-12
-
-
-def _finite(value: Any, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{what}: expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise UserError(f"{what}: expected a finite number, got {value!r}")
-    return number
-
-
-def _lr(lr: Any) -> str:
-    return f"{lr:g}" if isinstance(lr, (int, float)) else repr(lr)
 
 
 def _check_grid(curves: Mapping[float, Curve], what: str) -> list[float]:
@@ -55,7 +44,7 @@ def _check_grid(curves: Mapping[float, Curve], what: str) -> list[float]:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise UserError(f"{what}: learning rates must be positive finite numbers, got {lr!r}")
         if not isinstance(curve, Curve):
-            raise UserError(f"{what}: the curve for lr {_lr(lr)} is a {type(curve).__name__}, not a Curve")
+            raise UserError(f"{what}: the curve for lr {lr_text(lr)} is a {type(curve).__name__}, not a Curve")
     return sorted(curves)
 
 
@@ -84,7 +73,7 @@ def attacker_best(curves: Mapping[float, Curve], retain_curves: Mapping[float, C
     if differ:
         raise UserError(
             f"attacker_best: all learning rates must be evaluated at the same steps; lr "
-            f"{', '.join(_lr(lr) for lr in differ)} differ from lr {_lr(lrs[0])} (steps {_describe(reference)})")
+            f"{', '.join(lr_text(lr) for lr in differ)} differ from lr {lr_text(lrs[0])} (steps {_describe(reference)})")
 
     keep = {lr: [True] * len(reference) for lr in lrs}
     removed: dict[float, list[int]] = {}
@@ -92,18 +81,18 @@ def attacker_best(curves: Mapping[float, Curve], retain_curves: Mapping[float, C
     if (retain_curves is None) != (max_retain_drop is None):
         raise UserError("attacker_best: the retain cap needs both retain_curves and max_retain_drop")
     if retain_curves is not None:
-        limit = _finite(max_retain_drop, "attacker_best: max_retain_drop")
+        limit = finite_number(max_retain_drop, "attacker_best: max_retain_drop")
         if limit < 0:
             raise UserError(f"attacker_best: max_retain_drop must be >= 0, got {max_retain_drop!r}")
         _check_grid(retain_curves, "attacker_best retain_curves")
         if set(retain_curves) != set(lrs):
             raise UserError(
-                f"attacker_best: retain curves are for lr {', '.join(_lr(lr) for lr in sorted(retain_curves))} "
-                f"but forget curves are for lr {', '.join(_lr(lr) for lr in lrs)}; they must match")
+                f"attacker_best: retain curves are for lr {', '.join(lr_text(lr) for lr in sorted(retain_curves))} "
+                f"but forget curves are for lr {', '.join(lr_text(lr) for lr in lrs)}; they must match")
         bad = [lr for lr in lrs if retain_curves[lr].steps != reference]
         if bad:
             raise UserError(
-                f"attacker_best: retain curves for lr {', '.join(_lr(lr) for lr in bad)} are not evaluated at "
+                f"attacker_best: retain curves for lr {', '.join(lr_text(lr) for lr in bad)} are not evaluated at "
                 f"the forget curves' steps {_describe(reference)}")
         if reference[0] != 0:
             raise UserError(f"attacker_best: the retain cap measures drops from step 0, but the curves start "
@@ -181,9 +170,9 @@ def normalised_robustness(p_method: float, p_unlearn_only: float, p_oracle: floa
     """(P_unlearn_only - P_method) / (P_unlearn_only - P_oracle), with P the attacker-best forget performance
     after the attack (accuracy, or -CE), at one budget or as an area. 0 = relearns like the unlearn-only model,
     1 = like the data-filtered oracle; below 0 relearns more than unlearn-only, above 1 less than the oracle."""
-    method = _finite(p_method, "normalised_robustness: p_method")
-    unlearn_only = _finite(p_unlearn_only, "normalised_robustness: p_unlearn_only")
-    oracle = _finite(p_oracle, "normalised_robustness: p_oracle")
+    method = finite_number(p_method, "normalised_robustness: p_method")
+    unlearn_only = finite_number(p_unlearn_only, "normalised_robustness: p_unlearn_only")
+    oracle = finite_number(p_oracle, "normalised_robustness: p_oracle")
     denominator = unlearn_only - oracle
     if abs(denominator) < EPS:
         raise UserError(
@@ -201,7 +190,7 @@ def robustness_or_none(p_method: float, p_unlearn_only: float, p_oracle: float) 
 
 
 def robustness_summary(curves: Mapping[str, BestCurve], unlearn_only: str, oracle: str,
-                       budgets: Sequence[int]) -> dict[str, dict[str, Any]]:
+                       budgets: Sequence[int]) -> dict[str, RobustnessSummary]:
     """For each attacked model (name -> attacker-best curve): the value (and its LR) at each budget and the area up
     to the largest budget, each with robustness normalised between the `unlearn_only` model (0) and the `oracle`
     (1); None, with the reason, where the two relearn equally."""
@@ -209,20 +198,20 @@ def robustness_summary(curves: Mapping[str, BestCurve], unlearn_only: str, oracl
         if name not in curves:
             raise UserError(f"the {role} model {name!r} is not among the attacked models: {', '.join(curves)}")
 
-    def normalised(p_method: float, p_unlearn_only: float, p_oracle: float) -> dict[str, Any]:
+    def normalised(p_method: float, p_unlearn_only: float, p_oracle: float) -> Normalised:
         value = robustness_or_none(p_method, p_unlearn_only, p_oracle)
         note = None if value is not None else (f"the unlearn-only model and the oracle relearn equally here (both "
                                                f"{p_unlearn_only:g}), so robustness is undefined")
-        return {"robustness": value, "note": note}
+        return Normalised(robustness=value, note=note)
 
     up_to = max(budgets)
-    summary: dict[str, dict[str, Any]] = {}
+    summary = {}
     for name, curve in curves.items():
-        rows = [{**row.model_dump(exclude={"tokens"}),
-                 **normalised(row.value, value_at(curves[unlearn_only], row.budget), value_at(curves[oracle], row.budget))}
-                for row in snapshots(curve, budgets)]
+        rows = [SnapshotRobustness(**row.model_dump(), **normalised(
+                    row.value, value_at(curves[unlearn_only], row.budget), value_at(curves[oracle], row.budget)
+                ).model_dump()) for row in snapshots(curve, budgets)]
         area = area_under(curve, up_to)
-        summary[name] = {"before": curve.values[0], "budgets": rows, "area": {
-            "up_to": up_to, "value": area,
-            **normalised(area, area_under(curves[unlearn_only], up_to), area_under(curves[oracle], up_to))}}
+        area_rob = normalised(area, area_under(curves[unlearn_only], up_to), area_under(curves[oracle], up_to))
+        summary[name] = RobustnessSummary(before=curve.values[0], budgets=rows,
+                                          area=AreaRobustness(up_to=up_to, value=area, **area_rob.model_dump()))
     return summary

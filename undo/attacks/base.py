@@ -8,23 +8,17 @@ study runs on every attacked model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import nn
 
+from undo.core.registry import registrar
 from undo.objectives import OBJECTIVES, Objective
 
 ATTACK_KINDS: dict[str, type["AttackKind"]] = {}
 
 
-def register_attack(name: str) -> Callable[[type["AttackKind"]], type["AttackKind"]]:
-    def add(cls: type[AttackKind]) -> type[AttackKind]:
-        cls.name = name
-        ATTACK_KINDS[name] = cls
-        return cls
-
-    return add
+register_attack = registrar(ATTACK_KINDS)  # `@register_attack(name)` on a class adds it to ATTACK_KINDS
 
 
 class AttackKind:

@@ -11,16 +11,12 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from undo.core.registry import registrar
+
 OBJECTIVES: dict[str, type["Objective"]] = {}
 
 
-def register(name: str) -> Callable[[type["Objective"]], type["Objective"]]:
-    def add(cls: type[Objective]) -> type[Objective]:
-        cls.name = name
-        OBJECTIVES[name] = cls
-        return cls
-
-    return add
+register = registrar(OBJECTIVES)  # `@register(name)` on a class adds it to OBJECTIVES
 
 
 class Objective(ABC):

@@ -2,7 +2,9 @@
 artifacts that the study manifest (`<run_dir>/study.json`) lists.
 
     records.py   typed records per (model, seed): evaluation, accounting, attacks, robustness
-    claims.py    the paper's claims R1-R6, decided from the records, per attack kind
+    aggregate.py groups of records, seed means and intervals (one implementation for claims, figures, tables)
+    rules.py     the claims and their decision rules in words
+    claims.py    the paper's claims R1-R7 as typed records, decided from the records, per attack kind
     figures.py   relearning curves, UNDO compute vs robustness, Pareto plots, oracle matching
     markdown.py  the report text and its tables
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from undo.analysis.stats import mean_ci
+from undo.schema.claims import Interval
 from undo.schema.errors import UserError
 from undo.schema.report import ModelRecord
 from undo.schema.score import Score
@@ -66,12 +67,12 @@ def paired(first: Iterable[ModelRecord], second: Iterable[ModelRecord], get: Get
     return {seed: a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())}
 
 
-def interval(per_seed: dict[int, float]) -> dict[str, Any]:
+def interval(per_seed: dict[int, float]) -> Interval:
     """The mean and the half-width of its 95 % t-interval over seeds (None with one seed), and the values."""
     seeds = sorted(per_seed)
     values = [per_seed[s] for s in seeds]
     mean, half = mean_ci(values)
-    return {"mean": mean, "half_width": half, "seeds": seeds, "per_seed": values}
+    return Interval(mean=mean, half_width=half, seeds=seeds, per_seed=values)
 
 
 def seed_interval(group: Iterable[ModelRecord], get: Get, scale: float = 1.0) -> tuple[float | None, float | None]:

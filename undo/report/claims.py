@@ -1,10 +1,10 @@
 """The paper's claims R1-R6 (and R7: UNDO against a data filter trained on its labels), decided from a study's
 records under one attack kind, with their uncertainty over seeds.
 
-Every claim is a JSON-ready dict with the claim in words ("claim"), its decision rule ("rule", stated before any
-number), a "verdict" (`Verdict`: "held", "did not hold", "inconclusive" or "not measured"), "why" where the
-verdict needs a reason, and its numbers. R1-R3 and R5 are decided on 95 % Student-t intervals over seeds
-(`verdict_from_interval`): a difference between two models is taken per seed (paired: same seed, same data
+Every claim is a record of `undo.schema.claims` with the claim in words, its decision rule (stated before any
+number, worded in `undo.report.rules`), its verdict ("held", "did not hold", "inconclusive" or "not measured"), why
+where the verdict needs a reason, and its numbers. R1-R3, R5 and R7 are decided on 95 % Student-t intervals over
+seeds (`verdict_from_interval`): a difference between two models is taken per seed (paired: same seed, same data
 order), so the interval is that of the paired difference.
 
 Scores are oriented so that higher means more of the capability (accuracy, or minus the cross-entropy), so a
@@ -18,33 +18,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
-from undo.analysis.stats import Verdict, kendall_tau, verdict_from_interval
+from undo.analysis.stats import kendall_tau, verdict_from_interval
+from undo.report import rules
 from undo.report.aggregate import by_model, by_seed, finished, interval, paired, seed_mean
 from undo.report.records import floored_area
+from undo.schema.claims import (
+    R1, R2, R3, R4, R5, R6, R7, AlphaAgainstFilter, AlphaRobustness, Cheapest, Claim, DecidedInterval, DistillKey,
+    FamilyComparison, FilterKey, FilterSide, Interval, OracleMatchingKey, PairedKey, ParetoAtBudget, ParetoPoint,
+    UndoPoint, Verdict,
+)
 from undo.schema.report import ModelRecord, Results
 from undo.schema.score import Score
 from undo.schema.study import Role
 
-PAPER_LABELLED_FRACTION = 1e-4  # the paper: labels for ~0.01 % of the pretraining data
-OUR_LABELLED_FRACTION = 1e-2  # ours: 1 %, since our pretraining is tiny (see R6's rule)
 
-INTERVAL_RULE = ("95 % Student-t interval over seeds: held when it lies above 0, did not hold when below 0, "
-                 "inconclusive when it contains 0 or with a single seed (no interval)")
-ALL_OF_RULE = ("held when every {part} held, did not hold when some {part} did not hold and none held, else "
-               "inconclusive")
-ONE_SEED = "a single seed: no interval over seeds to decide on"
-
-
-def decided(stats: dict[str, Any], direction: int = 1) -> Verdict:
-    """The verdict of an `interval` on the claimed side of 0."""
-    return verdict_from_interval(stats["mean"], stats["half_width"], direction)
+def decided(stats: Interval, direction: int = 1) -> Verdict:
+    """The verdict of an interval on the claimed side of 0."""
+    return verdict_from_interval(stats.mean, stats.half_width, direction)
 
 
 def all_of(verdicts: list[Verdict]) -> Verdict:
-    """Several parts (budgets, families, trends) into one verdict (`ALL_OF_RULE`): held only when every part held;
-    did not hold when some part did not hold and none held; not measured when no part was; else inconclusive."""
+    """Several parts (budgets, families, trends) into one verdict (`rules.ALL_OF_RULE`): held only when every part
+    held; did not hold when some part did not hold and none held; not measured when no part was; else
+    inconclusive."""
     if not verdicts or all(v == "not measured" for v in verdicts):
         return "not measured"
     if all(v == "held" for v in verdicts):
@@ -67,20 +64,16 @@ def any_of(verdicts: list[Verdict]) -> Verdict:
     return "inconclusive"
 
 
-def reason(verdict: Verdict, intervals: list[dict[str, Any]], missing: str) -> str | None:
+def reason(verdict: Verdict, intervals: list[Interval], missing: str) -> str | None:
     """Why a verdict is "not measured" (`missing`) or inconclusive for want of seeds; None otherwise."""
     if verdict == "not measured":
         return missing
     if verdict == "inconclusive":
-        if all(len(i["seeds"]) == 1 for i in intervals):
-            return ONE_SEED
-        if any(not i["seeds"] for i in intervals):
+        if all(len(i.seeds) == 1 for i in intervals):
+            return rules.ONE_SEED
+        if any(not i.seeds for i in intervals):
             return "some of its numbers are not measured"
     return None
-
-
-def with_reason(claim: dict[str, Any], why: str | None) -> dict[str, Any]:
-    return {**claim, "why": why} if why else claim
 
 
 def forget_after(kind: str, key: str, score: Score) -> Callable[[ModelRecord], float | None]:
@@ -96,25 +89,25 @@ def forget_after(kind: str, key: str, score: Score) -> Callable[[ModelRecord], f
     return get
 
 
-def compared(first: list[ModelRecord], second: list[ModelRecord], names: tuple[str, str], keys: list[str],
-             kind: str, score: Score) -> dict[str, dict[str, Any]]:
-    """Per budget and for the area: both groups' mean forget score, their paired per-seed difference (first minus
-    second) with its interval, and its verdict (claimed: above 0)."""
+def compared(first: list[ModelRecord], second: list[ModelRecord], record: type[PairedKey], names: tuple[str, str],
+             keys: list[str], kind: str, score: Score) -> dict[str, PairedKey]:
+    """Per budget and for the area: both groups' mean forget score (under `record`'s `names`), their paired per-seed
+    difference (first minus second) with its interval, and its verdict (claimed: above 0)."""
     numbers = {}
     for key in keys:
         get = forget_after(kind, key, score)
         difference = interval(paired(first, second, get))
-        numbers[key] = {names[0]: seed_mean(first, get), names[1]: seed_mean(second, get),
-                        "difference": difference, "verdict": decided(difference)}
+        numbers[key] = record(**{names[0]: seed_mean(first, get), names[1]: seed_mean(second, get)},
+                              difference=difference, verdict=decided(difference))
     return numbers
 
 
-def verdict_of_keys(numbers: dict[str, dict[str, Any]], missing: str) -> tuple[Verdict, str | None]:
-    verdict = all_of([n["verdict"] for n in numbers.values()])
-    return verdict, reason(verdict, [n["difference"] for n in numbers.values()], missing)
+def verdict_of_keys(numbers: dict[str, PairedKey], missing: str) -> tuple[Verdict, str | None]:
+    verdict = all_of([n.verdict for n in numbers.values()])
+    return verdict, reason(verdict, [n.difference for n in numbers.values()], missing)
 
 
-def claims(results: Results, kind: str) -> dict[str, Any]:
+def claims(results: Results, kind: str) -> dict[str, Claim]:
     """Every claim this study speaks to under the attack `kind`: claim id -> claim (see the module docstring).
     A claim whose models the study did not make is left out (the report says "not measured")."""
     records, budgets = results.models, results.budgets
@@ -125,53 +118,42 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
     units = "accuracy" if not score.relative else "nats of -CE"
     not_attacked = f"no seed has both models attacked ({kind})"
 
-    out: dict[str, Any] = {}
+    out: dict[str, Claim] = {}
     # R1: oracle matching.
     fin, rnd = finished(records, Role.ORACLE_MATCH_BASE), finished(records, Role.ORACLE_MATCH_RANDOM)
     if fin and rnd:
-        numbers = compared(fin, rnd, ("finetuned_base", "random_init"), keys + ["area"], kind, score)
+        numbers = compared(fin, rnd, OracleMatchingKey, ("finetuned_base", "random_init"), keys + ["area"], kind,
+                           score)
         verdict, why = verdict_of_keys(numbers, not_attacked)
-        out["R1"] = with_reason({
-            "claim": "the base model distilled toward the oracle relearns faster than a random-init student "
-                     "distilled from the oracle",
-            "rule": f"per seed, the attacker-best forget score{floor_note} of the finetuned base minus the random "
-                    f"init's (in {units}; claimed above 0: the finetuned base relearned more), at each budget and "
-                    f"for the area under the curve (the keys); each key, on its {INTERVAL_RULE}; R1 overall: "
-                    + ALL_OF_RULE.format(part="key"),
-            "score": results.score, "verdict": verdict, "numbers": numbers}, why)
+        out["R1"] = R1(claim=rules.R1_CLAIM, rule=rules.r1_rule(floor_note, units), score=results.score,
+                       verdict=verdict, why=why, numbers=numbers)
     # R2: Unlearn-and-Distill vs unlearn-only, per family.
     r2 = {}
     for family in sorted({r.family for r in records if r.role == Role.DISTILLED}):
         student = finished(records, Role.DISTILLED, family=family)
         teacher = finished(records, Role.TEACHER, family=family)
         if student and teacher:
-            numbers = compared(teacher, student, ("unlearn_only", "unlearn_and_distill"), keys + ["area"], kind,
-                               score)
+            numbers = compared(teacher, student, DistillKey, ("unlearn_only", "unlearn_and_distill"), keys + ["area"],
+                               kind, score)
             verdict, why = verdict_of_keys(numbers, not_attacked)
-            r2[family] = with_reason({"verdict": verdict, "numbers": numbers}, why)
+            r2[family] = FamilyComparison(verdict=verdict, why=why, numbers=numbers)
     if r2:
-        verdict = all_of([v["verdict"] for v in r2.values()])
-        out["R2"] = with_reason({
-            "claim": "Unlearn-and-Distill relearns more slowly than unlearn-only",
-            "rule": f"per seed and family, the attacker-best forget score{floor_note} of the unlearn-only teacher "
-                    f"minus its Unlearn-and-Distill student's (in {units}; claimed above 0: the student relearned "
-                    f"less), at each budget and for the area (the keys); each key, on its {INTERVAL_RULE}; a "
-                    "family: " + ALL_OF_RULE.format(part="key") + "; R2 overall: "
-                    + ALL_OF_RULE.format(part="family"),
-            "score": results.score, "verdict": verdict, "by_family": r2},
-            reason(verdict, [n["difference"] for v in r2.values() for n in v["numbers"].values()], not_attacked))
+        verdict = all_of([v.verdict for v in r2.values()])
+        out["R2"] = R2(claim=rules.R2_CLAIM, rule=rules.r2_rule(floor_note, units), score=results.score,
+                       verdict=verdict, by_family=r2,
+                       why=reason(verdict, [n.difference for v in r2.values() for n in v.numbers.values()],
+                                  not_attacked))
     # R3 and R5: UNDO's alpha sweep; the points table gives seed means.
     undo_models = finished(records, Role.UNDO)
     points = []
-    for group in by_model(finished(records, Role.UNDO)).values():
-        points.append({"alpha": group[0].alpha,
-                       "compute": seed_mean(group, lambda r: r.stage_compute),
-                       "steps": seed_mean(group, lambda r: r.steps),
-                       "robustness": {k: seed_mean(group, lambda r, k=k: r.robustness_at(kind, k))
-                                      for k in keys + ["area"]},
-                       "retain": seed_mean(group, lambda r: r.metric("retain")),
-                       "labelled_fraction": seed_mean(group, lambda r: r.labelled_fraction)})
-    points.sort(key=lambda p: p["alpha"])
+    for group in by_model(undo_models).values():
+        points.append(UndoPoint(
+            alpha=group[0].alpha, compute=seed_mean(group, lambda r: r.stage_compute),
+            steps=seed_mean(group, lambda r: r.steps),
+            robustness={k: seed_mean(group, lambda r, k=k: r.robustness_at(kind, k)) for k in keys + ["area"]},
+            retain=seed_mean(group, lambda r: r.metric("retain")),
+            labelled_fraction=seed_mean(group, lambda r: r.labelled_fraction)))
+    points.sort(key=lambda p: p.alpha)
     unanchored = ("there is no data-filtered oracle to measure compute and robustness against"
                   if not finished(records, Role.ORACLE)
                   else "some of its numbers are not measured: robustness needs the oracle and the unlearn-only "
@@ -179,7 +161,7 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
     if len(points) >= 2:
         out["R3"] = r3(undo_models, kind, points, unanchored)
     if points:
-        out["R5"] = r5(records, kind, unanchored)
+        out["R5"] = r5(undo_models, kind, unanchored)
     # R4: Pareto frontier of the baselines (retain as shipped vs forget after the attack).
     baselines = [r for r in records if r.role in (Role.UNLEARN, Role.TEACHER) and r.attack(kind) and r.metrics]
     attacked_undo = [r for r in undo_models if r.attack(kind) and r.metrics]
@@ -191,12 +173,12 @@ def claims(results: Results, kind: str) -> dict[str, Any]:
     # R7: UNDO against the data filter trained on the same labels.
     budget_matched = [r for r in finished(records, Role.FILTERED) if r.classifier]
     if points and budget_matched:
-        out["R7"] = r7(records, budget_matched, kind, keys, score, results.score, floor_note, units,
+        out["R7"] = r7(undo_models, budget_matched, kind, keys, score, results.score, floor_note, units,
                        not_attacked)
     return dict(sorted(out.items()))  # R1 to R7
 
 
-def r3(undo_models: list[ModelRecord], kind: str, points: list[dict[str, Any]], unanchored: str) -> dict[str, Any]:
+def r3(undo_models: list[ModelRecord], kind: str, points: list[UndoPoint], unanchored: str) -> R3:
     """Per seed, Kendall tau-b of alpha against compute and against robustness (area) across that seed's UNDO
     models; each tau's interval over seeds decides (claimed: above 0)."""
     seeds: dict[int, list[ModelRecord]] = defaultdict(list)
@@ -217,23 +199,18 @@ def r3(undo_models: list[ModelRecord], kind: str, points: list[dict[str, Any]], 
     kendall = {}
     for name, per_seed in taus.items():
         stats = interval(per_seed)
-        kendall[name] = {**stats, "verdict": decided(stats)}
-    verdict = all_of([k["verdict"] for k in kendall.values()])
-    return with_reason({
-        "claim": "UNDO's compute and robustness rise with alpha",
-        "rule": "per seed, Kendall tau-b across that seed's UNDO alphas of alpha vs compute (share of the oracle's "
-                "pretraining FLOPs) and of alpha vs robustness (area; a constant series counts as tau 0, no "
-                f"rise); each tau, on its {INTERVAL_RULE}; R3 overall: " + ALL_OF_RULE.format(part="tau"),
-        "verdict": verdict, "kendall_tau": kendall, "points": points},
-        reason(verdict, list(kendall.values()), unanchored))
+        kendall[name] = DecidedInterval(**stats.model_dump(), verdict=decided(stats))
+    verdict = all_of([k.verdict for k in kendall.values()])
+    return R3(claim=rules.R3_CLAIM, rule=rules.R3_RULE, verdict=verdict, kendall_tau=kendall, points=points,
+              why=reason(verdict, list(kendall.values()), unanchored))
 
 
 def r4(baselines: list[ModelRecord], undo_models: list[ModelRecord], kind: str, keys: list[str], score: Score,
-       floor_note: str) -> dict[str, Any]:
+       floor_note: str) -> R4:
     """At each budget, the share of UNDO models (each seed and alpha) that no baseline of the same seed dominates."""
     by_budget = {}
     for k in ["before", *keys]:
-        def point(r: ModelRecord, k=k) -> tuple[float, float]:
+        def point(r: ModelRecord, k=k) -> tuple[float, float]:  # every model here has its metrics and this attack
             forget = r.metrics["forget"] if k == "before" else r.attack(kind).at[k].forget
             return r.metrics["retain"], score.floored(forget)
 
@@ -243,106 +220,80 @@ def r4(baselines: list[ModelRecord], undo_models: list[ModelRecord], kind: str, 
             # Dominated: a baseline keeps at least as much retain and leaves at most as much forget, not a tie.
             dominated_by = [b.id for b in baselines if b.seed == u.seed
                             and point(b)[0] >= ur and point(b)[1] <= uf and point(b) != (ur, uf)]
-            rows[f"{u.id} (seed {u.seed})"] = {"retain": ur, "forget": uf, "dominated_by": dominated_by}
-        undominated = sum(not row["dominated_by"] for row in rows.values())
-        by_budget[k] = {"undominated": undominated, "points": len(rows), "share": undominated / len(rows),
-                        "by_point": rows}
-    held = all(by_budget[k]["share"] > 0.5 for k in keys)
-    return {"claim": "UNDO lies on or beyond the Pareto frontier of the unlearn-only baselines after the attack",
-            "rule": "at each budget, every UNDO model (each seed and alpha) against the attacked unlearn-only runs "
-                    "of the same seed, with retain as shipped (higher is better) and attacker-best forget after "
-                    f"the attack{floor_note} (lower is better): a point is dominated when some baseline has retain "
-                    ">= and forget <= it, not both equal; held when more than half of the UNDO points are "
-                    "undominated at every budget, else did not hold (the share is the result; no interval)",
-            "verdict": "held" if held else "did not hold", "by_budget": by_budget,
-            "baselines": sorted({b.id for b in baselines})}
+            rows[f"{u.id} (seed {u.seed})"] = ParetoPoint(retain=ur, forget=uf, dominated_by=dominated_by)
+        undominated = sum(not row.dominated_by for row in rows.values())
+        by_budget[k] = ParetoAtBudget(undominated=undominated, points=len(rows), share=undominated / len(rows),
+                                      by_point=rows)
+    held = all(by_budget[k].share > 0.5 for k in keys)
+    return R4(claim=rules.R4_CLAIM, rule=rules.r4_rule(floor_note), verdict="held" if held else "did not hold",
+              by_budget=by_budget, baselines=sorted({b.id for b in baselines}))
 
 
-def r5(records: list[ModelRecord], kind: str, unanchored: str) -> dict[str, Any]:
+def r5(undo_models: list[ModelRecord], kind: str, unanchored: str) -> R5:
     """Per alpha, UNDO's robustness (area) interval over seeds: does some alpha reach data filtering's 1, and at
     what compute?"""
-    by_alpha = []
-    for group in by_model(finished(records, Role.UNDO)).values():
-        by_alpha.append({"alpha": group[0].alpha,
-                         "robustness": interval(by_seed(group, lambda r: r.robustness_at(kind, "area"))),
-                         "compute": interval(by_seed(group, lambda r: r.stage_compute))})
-    by_alpha.sort(key=lambda a: a["alpha"])
-    measured = [a for a in by_alpha if a["robustness"]["mean"] is not None]
-    reaching = [a for a in measured if a["robustness"]["half_width"] is not None
-                and a["robustness"]["mean"] + a["robustness"]["half_width"] >= 1]
-    claim: dict[str, Any] = {
-        "claim": "UNDO's strongest alpha matches data filtering's robustness (1 by definition) with less than its "
-                 "compute (the paper: 60-80 %)",
-        "rule": "per alpha, the 95 % Student-t interval over seeds of UNDO's robustness (area; 0 = unlearn-only, "
-                "1 = the data-filtered oracle); held when some alpha's interval reaches 1 (upper end >= 1: not "
-                "distinguishable from data filtering, or beyond), reported at the mean compute (share of the "
-                "oracle's pretraining FLOPs) of the cheapest such alpha; did not hold when no alpha's interval "
-                "reaches 1; inconclusive with a single seed (no interval)",
-        "by_alpha": by_alpha, "reaching_1": [a["alpha"] for a in reaching],
-        "strongest": max(measured, key=lambda a: a["robustness"]["mean"])["alpha"] if measured else None}
+    by_alpha = sorted((AlphaRobustness(alpha=group[0].alpha,
+                                       robustness=interval(by_seed(group, lambda r: r.robustness_at(kind, "area"))),
+                                       compute=interval(by_seed(group, lambda r: r.stage_compute)))
+                       for group in by_model(undo_models).values()), key=lambda a: a.alpha)
+    measured = [a for a in by_alpha if a.robustness.mean is not None]
+    reaching = [a for a in measured if a.robustness.half_width is not None
+                and a.robustness.mean + a.robustness.half_width >= 1]
+    claim = R5(claim=rules.R5_CLAIM, rule=rules.R5_RULE, verdict="not measured", by_alpha=by_alpha,
+               reaching_1=[a.alpha for a in reaching],
+               strongest=max(measured, key=lambda a: a.robustness.mean).alpha if measured else None)
     if reaching:
         # Cheapest by mean compute; an alpha with no compute measured sorts last.
-        cheapest = min(reaching, key=lambda a: (a["compute"]["mean"] is None, a["compute"]["mean"] or 0.0))
-        return {**claim, "verdict": "held", "cheapest": {"alpha": cheapest["alpha"],
-                                                         "compute": cheapest["compute"]["mean"]}}
+        cheapest = min(reaching, key=lambda a: (a.compute.mean is None, a.compute.mean or 0.0))
+        return claim.model_copy(update={"verdict": "held",
+                                        "cheapest": Cheapest(alpha=cheapest.alpha, compute=cheapest.compute.mean)})
     if not measured:
-        return {**claim, "verdict": "not measured", "why": unanchored}
-    if any(a["robustness"]["half_width"] is None for a in measured):
-        return {**claim, "verdict": "inconclusive", "why": ONE_SEED}
-    return {**claim, "verdict": "did not hold"}
+        return claim.model_copy(update={"why": unanchored})
+    if any(a.robustness.half_width is None for a in measured):
+        return claim.model_copy(update={"verdict": "inconclusive", "why": rules.ONE_SEED})
+    return claim.model_copy(update={"verdict": "did not hold"})
 
 
-def r6(undo_models: list[ModelRecord], points: list[dict[str, Any]]) -> dict[str, Any]:
+def r6(undo_models: list[ModelRecord], points: list[UndoPoint]) -> R6:
     """The largest labelled fraction of an UNDO model's lineage, against 1 % (ours) and the paper's 0.01 %."""
     fractions = [r.labelled_fraction for r in undo_models]
     largest = None if None in fractions else max(fractions)
-    claim: dict[str, Any] = {
-        "claim": "UNDO needs labels only for the unlearning step: a small fraction of the pretraining tokens (data "
-                 "filtering labels all of them)",
-        "rule": "the largest labelled fraction of an UNDO model's lineage over alphas and seeds (labelled tokens, "
-                "read only by the unlearning step, / the base model's pretraining tokens); held when below 1 %, "
-                "our threshold rather than the paper's < 0.01 %, because this study's pretraining is tiny and so "
-                "its unlearning step is a large share of it; also compared with the paper's 0.01 %",
-        "labelled_fraction": {f"{p['alpha']:g}": p["labelled_fraction"] for p in points},  # seed means
-        "largest": largest, "data_filtering": 1.0,
-        "thresholds": {"ours": OUR_LABELLED_FRACTION, "paper": PAPER_LABELLED_FRACTION}}
+    claim = R6(claim=rules.R6_CLAIM, rule=rules.R6_RULE, verdict="not measured",
+               labelled_fraction={f"{p.alpha:g}": p.labelled_fraction for p in points},  # seed means
+               largest=largest, data_filtering=1.0,
+               thresholds={"ours": rules.OUR_LABELLED_FRACTION, "paper": rules.PAPER_LABELLED_FRACTION})
     if largest is None:  # no pretraining token count to divide by
-        return {**claim, "verdict": "not measured",
-                "why": "the base model's pretraining tokens are unknown (set model.pretraining_tokens)"}
-    return {**claim, "verdict": "held" if largest < OUR_LABELLED_FRACTION else "did not hold",
-            "below_ours": largest < OUR_LABELLED_FRACTION, "below_paper": largest < PAPER_LABELLED_FRACTION}
+        return claim.model_copy(update={
+            "why": "the base model's pretraining tokens are unknown (set model.pretraining_tokens)"})
+    return claim.model_copy(update={"verdict": "held" if largest < rules.OUR_LABELLED_FRACTION else "did not hold",
+                                    "below_ours": largest < rules.OUR_LABELLED_FRACTION,
+                                    "below_paper": largest < rules.PAPER_LABELLED_FRACTION})
 
 
-def r7(records: list[ModelRecord], budget_matched: list[ModelRecord], kind: str, keys: list[str], score: Score,
-       score_name: str, floor_note: str, units: str, not_attacked: str) -> dict[str, Any]:
+def r7(undo_models: list[ModelRecord], budget_matched: list[ModelRecord], kind: str, keys: list[str], score: Score,
+       score_name: str, floor_note: str, units: str, not_attacked: str) -> R7:
     """Per UNDO alpha, at each attack budget and for the area: does UNDO relearn less than the oracle of a data
     filter whose classifier was trained on exactly that seed's unlearning labels? With each side's compute and
     labelled fraction, so the budgets where UNDO wins can be read off."""
     by_alpha = {}
-    for group in by_model(finished(records, Role.UNDO)).values():
-        numbers = compared(budget_matched, group, ("budget_matched_filter", "undo"), keys + ["area"], kind, score)
+    for group in by_model(undo_models).values():
+        numbers = compared(budget_matched, group, FilterKey, ("budget_matched_filter", "undo"), keys + ["area"], kind,
+                           score)
         verdict, why = verdict_of_keys(numbers, not_attacked)
-        by_alpha[f"{group[0].alpha:g}"] = with_reason({
-            "verdict": verdict, "numbers": numbers,
-            "beats_at": [k for k, n in numbers.items() if n["verdict"] == "held"],
-            "loses_at": [k for k, n in numbers.items() if n["verdict"] == "did not hold"],
-            "compute": seed_mean(group, lambda r: r.compute),
-            "labelled_fraction": seed_mean(group, lambda r: r.labelled_fraction)}, why)
+        by_alpha[f"{group[0].alpha:g}"] = AlphaAgainstFilter(
+            verdict=verdict, why=why, numbers=numbers,
+            beats_at=[k for k, n in numbers.items() if n.verdict == "held"],
+            loses_at=[k for k, n in numbers.items() if n.verdict == "did not hold"],
+            compute=seed_mean(group, lambda r: r.compute),
+            labelled_fraction=seed_mean(group, lambda r: r.labelled_fraction))
     by_alpha = dict(sorted(by_alpha.items(), key=lambda item: float(item[0])))
-    verdict = any_of([a["verdict"] for a in by_alpha.values()])
-    return with_reason({
-        "claim": "UNDO relearns less than a data filter trained on the same labels (a classifier fitted on exactly "
-                 "the documents the unlearning step read, run on the whole pretraining corpus, and the oracle of "
-                 "what it kept)",
-        "rule": f"per seed and alpha, the attacker-best forget score{floor_note} of the budget-matched filter's "
-                f"oracle minus UNDO's (in {units}; claimed above 0: UNDO relearned less), at each budget and for the "
-                f"area (the keys); each key, on its {INTERVAL_RULE}; an alpha: " + ALL_OF_RULE.format(part="key")
-                + "; R7 overall: held when some alpha held, did not hold when every alpha did not hold, else "
-                  "inconclusive",
-        "score": score_name, "verdict": verdict, "by_alpha": by_alpha,
-        "filter": {"compute": seed_mean(budget_matched, lambda r: r.compute),
-                   "labelled_fraction": seed_mean(budget_matched, lambda r: r.labelled_fraction),
-                   "precision": seed_mean(budget_matched, lambda r: r.classifier.precision),
-                   "recall": seed_mean(budget_matched, lambda r: r.classifier.recall),
-                   "forget_removed": seed_mean(budget_matched, lambda r: r.filter_removed)}},
-        reason(verdict, [n["difference"] for a in by_alpha.values() for n in a["numbers"].values()], not_attacked))
+    verdict = any_of([a.verdict for a in by_alpha.values()])
+    return R7(claim=rules.R7_CLAIM, rule=rules.r7_rule(floor_note, units), score=score_name, verdict=verdict,
+              by_alpha=by_alpha,
+              filter=FilterSide(compute=seed_mean(budget_matched, lambda r: r.compute),
+                                labelled_fraction=seed_mean(budget_matched, lambda r: r.labelled_fraction),
+                                precision=seed_mean(budget_matched, lambda r: r.classifier.precision),
+                                recall=seed_mean(budget_matched, lambda r: r.classifier.recall),
+                                forget_removed=seed_mean(budget_matched, lambda r: r.filter_removed)),
+              why=reason(verdict, [n.difference for a in by_alpha.values() for n in a.numbers.values()],
+                         not_attacked))

@@ -84,9 +84,11 @@ def with_direction(text: str, direction: str) -> str:
     return f"{text}  (higher is better →)" if direction == "higher" else f"{text}  (← lower is better)"
 
 
-def forget_axis(score: Score, after_attack: bool = True) -> str:
+def forget_axis(score: Score, after_attack: bool = True, vertical: bool = False) -> str:
+    """The forget axis's label; on a vertical axis in two lines (in one it is taller than a one-panel figure)."""
     text = score.label("forget") + (", attacker-best" if after_attack else "")
-    return with_direction(text, better(score, "forget"))
+    label = with_direction(text, better(score, "forget"))
+    return label.replace("  (", "\n(") if vertical else label
 
 
 def title(results: Results, kind: str, what: str, banded: str = "bands") -> str:
@@ -136,7 +138,7 @@ def relearning_figure(results: Results, kind: str, score: Score):
         draw_references(ax, records, family, kind, score, "oracle (data filtering)", "base (no unlearning)")
         ax.set_title(family, color=color(family))
         finish_curves(ax, results, score)
-    axes[0][0].set_ylabel(forget_axis(score))
+    axes[0][0].set_ylabel(forget_axis(score, vertical=True))
     # One legend for all panels: line styles in grey (each panel's colour is its family, named in its title).
     handles = [Line2D([], [], color="0.2", ls="--", label="unlearn-only (the family's chosen teacher)"),
                Line2D([], [], color="0.2", label="unlearn-and-distill"),
@@ -198,7 +200,7 @@ def undo_figure(results: Results, kind: str, score: Score):
     for p in points:
         draw_curve(right, p["group"], kind, score, f"UNDO α={p['alpha']:g}", color=tint[p["alpha"]])
     draw_references(right, records, family, kind, score, "oracle", "base")
-    right.set_ylabel(forget_axis(score))
+    right.set_ylabel(forget_axis(score, vertical=True))
     right.set_title("relearning curves per alpha", fontsize=9)
     finish_curves(right, results, score)
     # One legend for both panels: an alpha has the same colour in each (a star on the left, a line on the right).
@@ -377,7 +379,7 @@ def oracle_matching_figure(results: Results, kind: str, score: Score):
                color=SPECIAL[Role.ORACLE_MATCH_RANDOM][1])
     draw_curve(ax, finished(records, Role.ORACLE), kind, score, "oracle (data filtering)", **ORACLE_STYLE)
     draw_curve(ax, finished(records, Role.BASE), kind, score, "base (no unlearning)", **BASE_STYLE)
-    ax.set_ylabel(forget_axis(score))
+    ax.set_ylabel(forget_axis(score, vertical=True))
     finish_curves(ax, results, score)
     handles = [Line2D([], [], color=SPECIAL[Role.ORACLE_MATCH_BASE][1], label="base distilled toward the oracle"),
                Line2D([], [], color=SPECIAL[Role.ORACLE_MATCH_RANDOM][1],

@@ -3,9 +3,8 @@ every stage (mean and 95 % t-interval over seeds)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from undo.report.aggregate import Get, grouped, seed_interval
+from undo.schema.claims import Claim, Decided, Interval, PairedKey
 from undo.schema.report import ModelRecord, Results
 from undo.schema.study import Role
 
@@ -33,34 +32,33 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
-def verdict(claim: dict[str, Any] | None) -> str:
+def verdict(claim: Decided | None) -> str:
     """The verdict in bold, with its reason where it has one."""
     if claim is None:
         return "**not measured** in this study"
-    why = claim.get("why")
-    return f"**{claim['verdict']}**" + (f" ({why})" if why else "")
+    return f"**{claim.verdict}**" + (f" ({claim.why})" if claim.why else "")
 
 
-def ci(stats: dict[str, Any], fmt) -> str:
+def ci(stats: Interval, fmt) -> str:
     """An interval over seeds as "mean ± half-width" (just the mean with one seed)."""
-    if stats["mean"] is None:
+    if stats.mean is None:
         return "–"
-    return fmt(stats["mean"]) + (f" ± {fmt(stats['half_width'])}" if stats["half_width"] is not None else "")
+    return fmt(stats.mean) + (f" ± {fmt(stats.half_width)}" if stats.half_width is not None else "")
 
 
-def difference(stats: dict[str, Any], score: str) -> str:
+def difference(stats: Interval, score: str) -> str:
     """A difference of scores, signed: accuracy points, or nats of -CE (`score` is "neg_ce")."""
-    if stats["mean"] is None:
+    if stats.mean is None:
         return "–"
     scale, digits, unit = (1, 3, " nats of -CE") if score == "neg_ce" else (100, 1, " pts")
-    half = stats["half_width"]
-    return (f"{scale * stats['mean']:+.{digits}f}" + (f" ± {scale * half:.{digits}f}" if half is not None else "")
+    half = stats.half_width
+    return (f"{scale * stats.mean:+.{digits}f}" + (f" ± {scale * half:.{digits}f}" if half is not None else "")
             + unit)
 
 
-def seeds_of(stats: list[dict[str, Any]]) -> str:
+def seeds_of(stats: list[Interval]) -> str:
     """How many seeds the intervals span (the most of any)."""
-    n = max((len(s["seeds"]) for s in stats), default=0)
+    n = max((len(s.seeds) for s in stats), default=0)
     return "no seed measured" if n == 0 else f"{n} seed{'s' if n != 1 else ''}"
 
 
@@ -68,76 +66,76 @@ def key_name(key: str) -> str:
     return key if key == "area" else "@" + key
 
 
-def headline(name: str, title: str, claim: dict[str, Any] | None) -> str:
+def headline(name: str, title: str, claim: Claim | None) -> str:
     """A claim's line up to its numbers: what it says, its decision rule, then the verdict."""
     if claim is None:
         return f"- **{name}** ({title}): {verdict(None)}"
-    return f"- **{name}** ({title}). Rule: {claim['rule']}. Verdict: {verdict(claim)}"
+    return f"- **{name}** ({title}). Rule: {claim.rule}. Verdict: {verdict(claim)}"
 
 
-def compared_numbers(numbers: dict[str, Any], first: str, second: str, fmt, score: str) -> str:
+def compared_numbers(numbers: dict[str, PairedKey], first: str, second: str, fmt, score: str) -> str:
     """Per key: both seed means, then their paired difference (mean ± half-width) and its verdict."""
-    return "; ".join(f"{key_name(k)}: {fmt(n[first])} vs {fmt(n[second])}, {difference(n['difference'], score)} "
-                     f"({n['verdict']})" for k, n in numbers.items())
+    return "; ".join(f"{key_name(k)}: {fmt(getattr(n, first))} vs {fmt(getattr(n, second))}, "
+                     f"{difference(n.difference, score)} ({n.verdict})" for k, n in numbers.items())
 
 
-def claim_lines(c: dict[str, Any], fmt) -> list[str]:
+def claim_lines(c: dict[str, Claim], fmt) -> list[str]:
     """One line per claim: the rule, the verdict in bold, then the numbers (mean ± 95 % half-width over seeds)."""
     lines = []
     r1 = c.get("R1")
     line = headline("R1", "oracle matching: the finetuned base relearns faster than a random-init student", r1)
     if r1:
-        diffs = [n["difference"] for n in r1["numbers"].values()]
+        diffs = [n.difference for n in r1.numbers.values()]
         line += (f". Attacker-best forget, finetuned base vs random init (seed means), then their per-seed "
                  f"difference (mean ± half-width, {seeds_of(diffs)}): "
-                 + compared_numbers(r1["numbers"], "finetuned_base", "random_init", fmt, r1["score"]))
+                 + compared_numbers(r1.numbers, "finetuned_base", "random_init", fmt, r1.score))
     lines.append(line)
 
     r2 = c.get("R2")
     line = headline("R2", "Unlearn-and-Distill relearns more slowly than unlearn-only", r2)
     if r2:
-        diffs = [n["difference"] for v in r2["by_family"].values() for n in v["numbers"].values()]
+        diffs = [n.difference for v in r2.by_family.values() for n in v.numbers.values()]
         line += (f". Attacker-best forget, unlearn-only vs Unlearn-and-Distill (seed means), then their per-seed "
                  f"difference (mean ± half-width, {seeds_of(diffs)}):")
         line += "".join(f"\n  - {fam}: {verdict(v)}; "
-                        + compared_numbers(v["numbers"], "unlearn_only", "unlearn_and_distill", fmt, r2["score"])
-                        for fam, v in sorted(r2["by_family"].items()))
+                        + compared_numbers(v.numbers, "unlearn_only", "unlearn_and_distill", fmt, r2.score)
+                        for fam, v in sorted(r2.by_family.items()))
     lines.append(line)
 
     r3 = c.get("R3")
     line = headline("R3", "UNDO's compute and robustness rise with alpha", r3)
     if r3:
-        tau = r3["kendall_tau"]
+        tau = r3.kendall_tau
         line += (f". Kendall tau-b with alpha (mean ± half-width, {seeds_of(list(tau.values()))}): compute "
-                 f"{ci(tau['compute'], num)} ({tau['compute']['verdict']}), robustness "
-                 f"{ci(tau['robustness_area'], num)} ({tau['robustness_area']['verdict']}). Seed means per alpha: "
-                 + "; ".join(f"a={p['alpha']:g}: {pct(p['compute'], 2)} of oracle FLOPs, {num(p['steps'], 0)} "
-                             f"steps, robustness {num(p['robustness']['area'])}" for p in r3["points"]))
+                 f"{ci(tau['compute'], num)} ({tau['compute'].verdict}), robustness "
+                 f"{ci(tau['robustness_area'], num)} ({tau['robustness_area'].verdict}). Seed means per alpha: "
+                 + "; ".join(f"a={p.alpha:g}: {pct(p.compute, 2)} of oracle FLOPs, {num(p.steps, 0)} "
+                             f"steps, robustness {num(p.robustness['area'])}" for p in r3.points))
     lines.append(line)
 
     r4 = c.get("R4")
     line = headline("R4", "UNDO on or beyond the baselines' Pareto frontier after the attack", r4)
     if r4:
-        budgets = {k: v for k, v in r4["by_budget"].items() if k != "before"}
-        line += (f". UNDO points undominated by the {len(r4['baselines'])} attacked unlearn-only run(s) of their "
-                 f"seed ({', '.join(r4['baselines'])}): "
-                 + "; ".join(f"after {k} steps: {pct(v['share'], 0)} ({v['undominated']}/{v['points']})"
+        budgets = {k: v for k, v in r4.by_budget.items() if k != "before"}
+        line += (f". UNDO points undominated by the {len(r4.baselines)} attacked unlearn-only run(s) of their "
+                 f"seed ({', '.join(r4.baselines)}): "
+                 + "; ".join(f"after {k} steps: {pct(v.share, 0)} ({v.undominated}/{v.points})"
                              for k, v in budgets.items()))
-        if "before" in r4["by_budget"]:
-            before = r4["by_budget"]["before"]
-            line += f" (before the attack: {pct(before['share'], 0)}, {before['undominated']}/{before['points']})"
+        if "before" in r4.by_budget:
+            before = r4.by_budget["before"]
+            line += f" (before the attack: {pct(before.share, 0)}, {before.undominated}/{before.points})"
     lines.append(line)
 
     r5 = c.get("R5")
     line = headline("R5", "UNDO's strongest alpha vs data filtering", r5)
     if r5:
         line += (f". Robustness (area) per alpha (mean ± half-width, "
-                 f"{seeds_of([a['robustness'] for a in r5['by_alpha']])}) at its compute (share of the oracle's "
+                 f"{seeds_of([a.robustness for a in r5.by_alpha])}) at its compute (share of the oracle's "
                  "pretraining FLOPs): "
-                 + "; ".join(f"a={a['alpha']:g}: {ci(a['robustness'], num)} at {ci(a['compute'], pct)}"
-                             for a in r5["by_alpha"]))
-        if r5.get("cheapest"):
-            line += (f". Reaches 1 at alpha {r5['cheapest']['alpha']:g}, for {pct(r5['cheapest']['compute'], 1)} "
+                 + "; ".join(f"a={a.alpha:g}: {ci(a.robustness, num)} at {ci(a.compute, pct)}"
+                             for a in r5.by_alpha))
+        if r5.cheapest:
+            line += (f". Reaches 1 at alpha {r5.cheapest.alpha:g}, for {pct(r5.cheapest.compute, 1)} "
                      "of data filtering's pretraining FLOPs")
     lines.append(line)
 
@@ -145,29 +143,29 @@ def claim_lines(c: dict[str, Any], fmt) -> list[str]:
     line = headline("R6", "labelled fraction", r6)
     if r6:
         line += (". UNDO's lineage read labelled tokens equal to " + ", ".join(
-            f"{pct(v, 3)} (a={a})" for a, v in r6["labelled_fraction"].items())
+            f"{pct(v, 3)} (a={a})" for a, v in r6.labelled_fraction.items())
             + " of the pretraining tokens; data filtering must label 100%")
-        if r6.get("largest") is not None:
-            line += (f". Largest {pct(r6['largest'], 3)}: {'below' if r6['below_ours'] else 'not below'} our 1 %, "
-                     f"{'below' if r6['below_paper'] else 'not below'} the paper's 0.01 %")
+        if r6.largest is not None:
+            line += (f". Largest {pct(r6.largest, 3)}: {'below' if r6.below_ours else 'not below'} our 1 %, "
+                     f"{'below' if r6.below_paper else 'not below'} the paper's 0.01 %")
     lines.append(line)
 
     r7 = c.get("R7")
     if r7:  # only a study with pretrain.classifier_filter speaks to it
-        f = r7["filter"]
+        f = r7.filter
         line = headline("R7", "UNDO vs a data filter trained on the same labels", r7)
-        diffs = [n["difference"] for a in r7["by_alpha"].values() for n in a["numbers"].values()]
-        line += (f". The filter: {pct(f['labelled_fraction'], 3)} of the pretraining tokens labelled, held-out "
-                 f"precision {num(f['precision'], 3)} and recall {num(f['recall'], 3)}, removed "
-                 f"{pct(f['forget_removed'], 1)} of the forget documents, {pct(f['compute'], 1)} of the oracle's "
+        diffs = [n.difference for a in r7.by_alpha.values() for n in a.numbers.values()]
+        line += (f". The filter: {pct(f.labelled_fraction, 3)} of the pretraining tokens labelled, held-out "
+                 f"precision {num(f.precision, 3)} and recall {num(f.recall, 3)}, removed "
+                 f"{pct(f.forget_removed, 1)} of the forget documents, {pct(f.compute, 1)} of the oracle's "
                  f"FLOPs. Attacker-best forget, filter vs UNDO (seed means), then their per-seed difference (mean ± "
                  f"half-width, {seeds_of(diffs)}):")
-        for alpha, a in r7["by_alpha"].items():
-            beats = ", ".join(key_name(k) for k in a["beats_at"]) or "no budget"
-            loses = ", ".join(key_name(k) for k in a["loses_at"]) or "no budget"
-            line += (f"\n  - a={alpha} ({pct(a['compute'], 1)} of the oracle's FLOPs, {pct(a['labelled_fraction'], 3)} "
+        for alpha, a in r7.by_alpha.items():
+            beats = ", ".join(key_name(k) for k in a.beats_at) or "no budget"
+            loses = ", ".join(key_name(k) for k in a.loses_at) or "no budget"
+            line += (f"\n  - a={alpha} ({pct(a.compute, 1)} of the oracle's FLOPs, {pct(a.labelled_fraction, 3)} "
                      f"labelled): {verdict(a)}; UNDO relearns less at {beats}, more at {loses}; "
-                     + compared_numbers(a["numbers"], "budget_matched_filter", "undo", fmt, r7["score"]))
+                     + compared_numbers(a.numbers, "budget_matched_filter", "undo", fmt, r7.score))
         lines.append(line)
     return [line if line.endswith(".") else line + "." for line in lines] + [""]
 
@@ -201,7 +199,8 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
              "separate **validation** split; after an attack, forget = the test score of the LR the attacker chose "
              "(on validation) at the budget; robustness is normalised between the method's unlearn-only teacher (0) "
              "and the oracle (1); compute is a share of the oracle's pretraining FLOPs. With several seeds: mean ± "
-             "95 % t-interval.", ""]
+             "95 % t-interval.", "",
+             *([f"Evaluation (test split): {results.evaluation}.", ""] if results.evaluation else [])]
     if not any(r.role == Role.ORACLE and r.artifact for r in records):
         lines += ["**No data-filtered oracle in this study**: robustness (0 = unlearn-only, 1 = oracle) and compute "
                   "as a share of the oracle's are not computed, not guessed. Compare the attacker-best forget of each "

@@ -47,7 +47,7 @@ def _steps(raw: Any, what: str) -> list[int]:
         raise UserError(f"{what}: steps must be a list of integers, got {raw!r}") from None
 
 
-def _finite(value: Any, what: str) -> float:
+def finite_number(value: Any, what: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -57,7 +57,7 @@ def _finite(value: Any, what: str) -> float:
     return number
 
 
-def _lr(lr: Any) -> str:
+def lr_text(lr: Any) -> str:
     return f"{lr:g}" if isinstance(lr, (int, float)) else repr(lr)
 
 
@@ -78,7 +78,7 @@ class Curve(_PydanticField):
             raise UserError(f"{name}: values must be a list of numbers, got {self.values!r}") from None
         if len(steps) != len(raw_values):
             raise UserError(f"{name}: {len(steps)} steps but {len(raw_values)} values; they must pair up")
-        values = [_finite(v, f"{name} value at step {s}") for s, v in zip(steps, raw_values)]
+        values = [finite_number(v, f"{name} value at step {s}") for s, v in zip(steps, raw_values)]
         if not steps:
             raise UserError(f"{name}: no points; a curve needs at least the step-0 evaluation")
         if steps[0] < 0:
@@ -184,3 +184,28 @@ class Snapshot(BaseModel):
     value: float
     lr: float | None = None
     tokens: int | None = None
+
+
+class Normalised(BaseModel):
+    """Robustness between the unlearn-only model (0) and the oracle (1); None, with a note, where it is undefined
+    (the two relearn equally there)."""
+
+    robustness: float | None
+    note: str | None = None
+
+
+class SnapshotRobustness(Snapshot, Normalised):
+    """A model's attacker-best value at a budget and its robustness there."""
+
+
+class AreaRobustness(Normalised):
+    up_to: int
+    value: float
+
+
+class RobustnessSummary(BaseModel):
+    """One attacked model against the unlearn-only model and the oracle: at each budget and for the area."""
+
+    before: float
+    budgets: list[SnapshotRobustness]
+    area: AreaRobustness

@@ -30,20 +30,19 @@ def repair_hint(folder: Path) -> str:
 def read_result(folder: Path, result_type: type[R] | None = None) -> R:
     """An artifact's meta.json as its stage's typed result (the subclass its `kind` names, or `result_type`)."""
     path = Path(folder) / META
+    damaged = f"{path} is damaged ({{}}); {repair_hint(Path(folder))}"
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is damaged or missing ({type(err).__name__}); {repair_hint(Path(folder))}") from None
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(damaged.format(type(err).__name__)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("key"), str) or not data["key"]:
+        raise UserError(damaged.format("not an artifact's record: no key"))
     try:
-        result = _ANY_RESULT.validate_json(text) if result_type is None else result_type.model_validate_json(text)
+        return _ANY_RESULT.validate_python(data) if result_type is None else result_type.model_validate(data)
     except ValidationError as err:
         problem = err.errors()[0]
         where = ".".join(str(part) for part in problem["loc"]) or "the top level"
-        raise UserError(f"{path} is damaged (not a stage's record: {where}: {problem['msg']}); "
-                        f"{repair_hint(Path(folder))}") from None
-    if not result.key:
-        raise UserError(f"{path} is damaged (not an artifact's record: no key); {repair_hint(Path(folder))}")
-    return result
+        raise UserError(damaged.format(f"not a stage's record: {where}: {problem['msg']}")) from None
 
 
 def write_result(folder: Path, result: StageResult) -> Path:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
+from undo.schema.claims import AnyClaim
 from undo.schema.curves import BestCurve
 from undo.schema.score import Score
 from undo.schema.study import Role, TeacherChoice
@@ -154,10 +155,20 @@ class Results(BaseModel):
     skipped: dict[str, str]
     wall_time_s: dict[str, float]
     models: list[ModelRecord]
-    claims: dict[str, dict[str, dict[str, Any]]] = {}  # attack kind -> claim id -> claim (`undo.report.claims`)
+    claims: dict[str, dict[str, AnyClaim]] = {}  # attack kind -> claim id -> claim (`undo.report.claims`)
     oracle_budget: str | None = None  # an oracle pretrained here: same_compute or same_examples
     chance: float | None = None  # a multiple-choice score's chance level
     evaluation: str | None = None  # what every reported number is measured on, in words (the setting's own)
+
+    @field_validator("claims", mode="before")
+    @classmethod
+    def _claims_named_by_their_key(cls, value: Any) -> Any:
+        """A results.json written before claims carried their id names each by its key ("R1": {...})."""
+        if isinstance(value, dict):
+            return {kind: {name: {"id": name, **claim} if isinstance(claim, dict) and "id" not in claim else claim
+                           for name, claim in by_name.items()} if isinstance(by_name, dict) else by_name
+                    for kind, by_name in value.items()}
+        return value
 
     @property
     def scoring(self) -> Score:

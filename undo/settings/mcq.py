@@ -208,7 +208,7 @@ class MCQSetting(LanguageSetting):
     def describe_evaluation(self) -> str:
         limit = "every question" if self.cfg.limit is None else f"the first {self.cfg.limit} questions"
         return (f"lm-eval tasks, {limit} of each: forget {', '.join(self.cfg.forget_tasks)}; retain "
-                f"{', '.join(self.cfg.retain_tasks)}")
+                f"{', '.join(self.cfg.retain_tasks)}; {self.bos_policy}")
 
 
 UNDO_PRETRAINED = f"undo pretrained this model on documents opened by {EOS}"

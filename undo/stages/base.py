@@ -103,7 +103,16 @@ def model_identity(model: ModelConfig) -> dict[str, Any]:
     if model.pretrained is not None:  # by content: the same checkpoint moved elsewhere is the same model
         fields.pop("pretrained"), fields.pop("revision")
         fields["checkpoint"] = fingerprint(model.pretrained, model.revision)
+    else:  # a tiny Llama built here runs no checkpoint's code: pinned, so that keys made before stay the same
+        fields["trust_remote_code"] = False
     return fields
+
+
+def pinned(fields: dict[str, Any], section: BaseModel, names: tuple[str, ...]) -> dict[str, Any]:
+    """`fields` (a dump of `section`) with `names` set to their defaults: they cannot change what the stage makes
+    (a cadence, a memory option), and pinning them, rather than dropping them, keeps the keys made before."""
+    return {**fields, **{name: type(section).model_fields[name].get_default(call_default_factory=True)
+                         for name in names if name in fields}}
 
 
 # Options added after the keys were fixed: a key names them only when they are set (see `defaulted`).

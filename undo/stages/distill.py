@@ -27,7 +27,7 @@ from undo.objectives import OBJECTIVES
 from undo.schema.results import DistillInit, DistillResult, StopRuleRecord
 from undo.settings import Setting
 from undo.stages.base import (
-    TRAIN_OPTIONS_ADDED, Stage, StageJob, StageResult, data_identity, defaulted, for_training, run_stage)
+    TRAIN_OPTIONS_ADDED, Stage, StageJob, StageResult, data_identity, defaulted, for_training, pinned, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
 
 
@@ -74,12 +74,15 @@ class Distill(Stage):
         # The evaluation set counts: the stop rule reads it, so it decides where training ends.
         return {"seed": cfg.seed, "init": self.init, "alpha": self.alpha if noised else None,
                 "beta": d.beta if noised else None,
-                "student_model": (d.student_model or cfg.model).model_dump(mode="json")
+                "student_model": pinned((d.student_model or cfg.model).model_dump(mode="json"), cfg.model,
+                                        ("gradient_checkpointing", "pretraining_tokens", "trust_remote_code"))
                 if self.init == "random" else None,
                 "data": data_identity(cfg), "evaluation": cfg.setting.evaluation_identity(),
                 "context": cfg.model.context,
-                "train": d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every",
-                                                                  *defaulted(d.train, TRAIN_OPTIONS_ADDED)}),
+                # Evaluation cadence: the stop rule probes on its own grid, and without one evaluations are only logged.
+                "train": pinned(d.train.model_dump(mode="json", exclude={"checkpoint_every", "log_every",
+                                                                         *defaulted(d.train, TRAIN_OPTIONS_ADDED)}),
+                                d.train, ("eval_every", "eval_steps")),
                 "stop_tolerance": d.stop_tolerance, "stop_on": stop_metrics(self.init), "temperature": d.temperature,
                 "stop_probes": [d.stop_resolution, d.stop_probe_every] if d.stop_tolerance is not None else None,
                 "examples": d.examples,

@@ -79,7 +79,9 @@ class Unlearn(Stage):
     def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
         p = self.point
         # Evaluation cadence and the selection rule change what is logged and chosen, never the weights.
+        # How the base model is loaded (dtype, attention kernel) changes every number of the run.
         return {"seed": cfg.seed, "data": data_identity(cfg), "context": cfg.model.context,
+                **({"load": cfg.model.load_identity()} if cfg.model.load_identity() else {}),
                 "method": p.method, "lr": p.lr, "knobs": p.knobs, "sam_rho": p.sam_rho,
                 "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every",
                                                                         *defaulted(cfg.unlearn, COMPUTE_OPTIONS)})}

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 from rich.console import Console
 
+from undo.core.registry import registrar
 from undo.config import ExperimentConfig
 from undo.core import distributed, interrupts
 from undo.core.processes import die_with_parent
@@ -42,13 +43,7 @@ class Executor(Protocol):
 EXECUTORS: dict[str, type["ExecutorKind"]] = {}
 
 
-def register_executor(name: str):
-    def add(cls: type[ExecutorKind]) -> type[ExecutorKind]:
-        cls.name = name
-        EXECUTORS[name] = cls
-        return cls
-
-    return add
+register_executor = registrar(EXECUTORS)  # `@register_executor(name)` on a class adds it to EXECUTORS
 
 
 class ExecutorKind:
