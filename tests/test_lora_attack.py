@@ -75,7 +75,7 @@ def test_a_lora_attack_runs_through_the_stage_under_its_own_key(base, tmp_path, 
     assert path.name.startswith("attack_lora_base_") and result.attack_kind == "lora"
     assert [run.lr for run in result.per_lr] == LRS
     for run in result.per_lr:  # a forget and a retain curve at every evaluated step, for every LR
-        assert run.steps == ATTACK["steps"] and run.forget["steps"] == run.retain["steps"] == [0, 2, 4]
+        assert run.steps == ATTACK["steps"] and run.forget.steps == run.retain.steps == [0, 2, 4]
         assert (path / f"lr_{run.lr:g}" / "metrics.jsonl").is_file()
     assert len(result.best.values) == 3 and result.flops_total > 0
     assert model_files(target) == files  # the attacked model's own files are untouched
