@@ -185,3 +185,22 @@ def test_the_budgets_figure_without_unlearn_and_distill(arithmetic):
         assert {t.get_text() for t in fig.axes[0].texts} >= {"r=0.9", "classifier", "α=0.5"}
     finally:
         plt.close(fig)
+
+
+def test_a_reader_that_names_a_missing_field_fails_instead_of_printing_a_dash(arithmetic):
+    """Issue 28, bug 2: the report's accessors caught KeyError/TypeError/AttributeError, so a renamed field printed
+    "not measured" or "–". A number that is legitimately absent reads None; a misspelt one is an error."""
+    from undo.report.aggregate import seed_interval
+    from undo.report.markdown import stat
+
+    undo_models = [r for r in arithmetic.models if r.role == Role.UNDO and r.artifact]
+    mean, _ = seed_interval(undo_models, lambda r: r.stage_compute)
+    assert mean is not None and mean > 0  # the real field, measured
+    with pytest.raises(AttributeError):
+        seed_interval(undo_models, lambda r: r.stage_computee)
+    with pytest.raises(AttributeError):
+        stat(undo_models, lambda r: r.accounting.stage_fraction_of_the_oracle)
+    with pytest.raises(KeyError):
+        stat(undo_models, lambda r: r.metrics["retian"])
+    unattacked = [r.model_copy(update={"attacks": {}}) for r in undo_models]
+    assert stat(unattacked, lambda r: r.forget_at(KIND, "area")) == "–"  # not attacked: legitimately no number

@@ -127,10 +127,11 @@ def attack(cfg: ExperimentConfig, targets: list[Path], kinds: list[str] | None =
 def evaluate(cfg: ExperimentConfig, model_dir: Path) -> dict[str, float]:
     """A saved model (an artifact folder or its model/ folder) on the setting's evaluation set, loaded as every stage
     loads it (`model.dtype`, `model.attn_implementation`, `model.trust_remote_code`)."""
+    from undo.core.artifacts import model_or_artifact
     from undo.core.models import check_vocabulary, load_model
     from undo.stages.evaluation import check_tokenizer, setting_for
 
-    directory = Path(model_dir) / "model" if (Path(model_dir) / "model").is_dir() else Path(model_dir)
+    directory = model_or_artifact(model_dir)
     if not directory.is_dir():
         raise UserError(f"no model at {model_dir}: give an artifact folder (with model/) or a model folder")
     setting = setting_for(cfg)

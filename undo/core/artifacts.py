@@ -134,6 +134,23 @@ def verified_meta(folder: Path) -> StageResult:
     return meta
 
 
+MODEL = "model"  # an artifact's model folder: Hugging Face save_pretrained (safetensors) and its tokenizer
+
+
+def model_folder(folder: Path | None, missing: str, example: str = "") -> Path:
+    """`folder`'s model/ subfolder; when there is none, a UserError that starts with `missing` (e.g. "no teacher")
+    and says what was expected (`example`: where such a folder usually is)."""
+    if folder is None or not (Path(folder) / MODEL).is_dir():
+        raise UserError(f"{missing} at {folder}: expected an artifact folder with a {MODEL}/ subfolder"
+                        + (f", e.g. {example}" if example else ""))
+    return Path(folder) / MODEL
+
+
+def model_or_artifact(folder: Path) -> Path:
+    """A model folder given either as an artifact folder (its model/ subfolder) or directly."""
+    return Path(folder) / MODEL if (Path(folder) / MODEL).is_dir() else Path(folder)
+
+
 class Artifact:
     def __init__(self, run_dir: str | Path, name: str, key: str):
         self.run_dir = Path(run_dir)
@@ -167,13 +184,13 @@ class Artifact:
         """Drop the resumable checkpoint, record the model's files, write meta.json last, and rename the folder to
         its final name."""
         shutil.rmtree(self.partial / "checkpoint", ignore_errors=True)
-        weights = self.partial / "model" / "model.safetensors"
+        weights = self.partial / MODEL / "model.safetensors"
         result = result.model_copy(update={"name": self.name, "key": self.key, "code_version": code_version()})
         if weights.is_file():
             result.model_sha256 = file_sha256(weights)
-        if (self.partial / "model").is_dir():
-            result.files = content_record(self.partial / "model")
-            write_stamps(self.partial / "model", result.files, self.partial / STAMPS)
+        if (self.partial / MODEL).is_dir():
+            result.files = content_record(self.partial / MODEL)
+            write_stamps(self.partial / MODEL, result.files, self.partial / STAMPS)
         write_result(self.partial, result)
         self.partial.rename(self.path)
         return self.path

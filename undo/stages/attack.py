@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from undo.config import ExperimentConfig, TrainConfig
 from undo.core import distributed
-from undo.core.artifacts import stable_hash
+from undo.core.artifacts import model_folder, stable_hash
 from undo.core.data import PackedBatches, derive_seed
 from undo.training.engine import read_metrics, train
 from undo.schema.errors import TrainingDiverged, UserError
@@ -97,10 +97,7 @@ class Attack(Stage):
         return f"attack_{kind}{inputs['target'].resolve().name}_{key[:8]}"
 
     def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
-        target = inputs.get("target")
-        if target is None or not (target / "model").is_dir():
-            raise UserError(f"nothing to attack at {target}: expected an artifact folder with a model/ subfolder, "
-                            f"e.g. {Path(cfg.run_dir) / 'base'}")
+        model_folder(inputs.get("target"), "nothing to attack", example=str(Path(cfg.run_dir) / "base"))
         if self.attack_kind not in ATTACK_KINDS:
             raise UserError(f"unknown attack kind {self.attack_kind!r}; use one of: {', '.join(sorted(ATTACK_KINDS))}")
 

@@ -27,10 +27,9 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from undo.config import ExperimentConfig, ModelConfig, dump_yaml
-from undo.core.artifacts import Artifact, content_record, is_dry_run, stable_hash, verified_meta
+from undo.core.artifacts import Artifact, content_record, is_dry_run, model_folder, stable_hash, verified_meta
 from undo.core import distributed
 from undo.core.checkpoints import fingerprint
-from undo.schema.errors import UserError
 from undo.core.locks import artifact_lock, writable_run_dir
 from undo.core.timing import STOPWATCH
 from undo.schema.results import StageResult
@@ -84,8 +83,8 @@ class Stage(ABC):
     def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
         """Raise a UserError for bad inputs, before any work starts."""
         for role, path in inputs.items():
-            if path is not None and not (path / "model").is_dir():
-                raise UserError(f"no {role} model at {path}: expected an artifact folder with a model/ subfolder")
+            if path is not None:
+                model_folder(path, f"no {role} model")
 
     @abstractmethod
     def run(self, job: StageJob) -> StageResult:

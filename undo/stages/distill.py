@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from undo.config import ExperimentConfig
 from undo.core.compute import matmul_parameters, train_flops_per_token
+from undo.core.artifacts import model_folder
 from undo.core.data import PackedBatches, derive_seed
 from undo.training.engine import train
 from undo.schema.errors import UserError
@@ -97,11 +98,7 @@ class Distill(Stage):
         return f"_a{self.alpha:g}" if self.alpha is not None else ""
 
     def check(self, cfg: ExperimentConfig, inputs: dict[str, Path | None]) -> None:
-        teacher, start = inputs.get("teacher"), inputs.get("start")
-        if teacher is None or not (teacher / "model").is_dir():
-            raise UserError(f"no teacher at {teacher}: expected an artifact folder with a model/ subfolder")
-        if self.init == "model" and (start is None or not (start / "model").is_dir()):
-            raise UserError(f"no start model at {start}: expected an artifact folder with a model/ subfolder")
+        check_request(self.init, self.alpha, inputs.get("teacher"), inputs.get("start"))
 
     def student(self, job: StageJob, setting: Setting, teacher: torch.nn.Module) -> torch.nn.Module:
         """The student before distillation: a fresh tiny Llama (or `distill.student_model`) for a model built here, a
@@ -178,7 +175,7 @@ class Distill(Stage):
         return f"{'stopped' if result.stopped_early else 'capped'} at step {result.steps}"
 
 
-def check_request(init: str, alpha: float | None, teacher: Path, start: Path | None) -> None:
+def check_request(init: str, alpha: float | None, teacher: Path | None, start: Path | None) -> None:
     """One-line errors for a distillation asked for wrongly, before anything is made (the CLI calls it before it
     locks the run directory)."""
     if init not in ("random", "noised", "model"):
@@ -193,9 +190,9 @@ def check_request(init: str, alpha: float | None, teacher: Path, start: Path | N
                         "model for oracle matching)")
     if init != "model" and start is not None:
         raise UserError(f"--start only applies to --init model (this run is --init {init})")
-    for role, folder in (("teacher", teacher), ("start model", start)):
-        if folder is not None and not (Path(folder) / "model").is_dir():
-            raise UserError(f"no {role} at {folder}: expected an artifact folder with a model/ subfolder")
+    model_folder(teacher, "no teacher")
+    if start is not None:
+        model_folder(start, "no start model")
 
 
 def distill(cfg: ExperimentConfig, teacher: Path, *, init: DistillInit, alpha: float | None = None,

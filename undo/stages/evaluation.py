@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from undo.config import ExperimentConfig, ModelConfig
 from undo.core import distributed
-from undo.core.artifacts import NotComputed, is_dry_run, stable_hash
+from undo.core.artifacts import NotComputed, is_dry_run, model_or_artifact, stable_hash
 from undo.core.checkpoints import fingerprint
 from undo.schema.errors import UserError
 from undo.schema.io import EvaluationRecord, evaluation_path, read_evaluation
@@ -109,7 +109,7 @@ def decision_key(cfg: ExperimentConfig) -> str:
 def check_tokenizer(folder: Path, setting: Setting) -> None:
     """A model saved with a tokenizer (every artifact) must have been trained with the setting's: the same weights
     read through another tokenizer measure nothing (a swapped tokenizer cache, or a model of another setting)."""
-    model_dir = Path(folder) / "model" if (Path(folder) / "model").is_dir() else Path(folder)
+    model_dir = model_or_artifact(folder)
     if not any((model_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         return
     try:
