@@ -3,8 +3,11 @@
 A stage's artifact is reused whenever its key matches, so a knob that changes what a stage makes but is left out
 of its key silently reuses a stale artifact (issue 28, bug 1: the model's dtype), and a knob that cannot change it but
 is in the key recomputes for nothing. `AFFECTS` below says, for each stage, which config fields can change its
-output; the test changes every field of the config (each to another valid value) and checks that each stage's key
-changes exactly for those. A new config field fails the test until it is placed here (`UNPLACED`).
+output. Three checks hold the keys to it:
+- a new config field fails until it is placed here (`UNPLACED`);
+- every field of the config, changed to another valid value, changes each stage's key exactly when `AFFECTS` says;
+- every field a stage reads while it runs (recorded, `undo.schema.strict.recording_reads`) is in `AFFECTS` or is
+  one that cannot change its artifact (`READ_ELSEWHERE`, each with its reason).
 """
 
 from __future__ import annotations
@@ -197,3 +200,63 @@ def test_a_stage_key_changes_with_each_of_its_own_parameters():
         assert len(set(made)) == len(made), kind
     # And with each input's identity: another base model is another unlearning run.
     assert stage_key(Unlearn(POINT), cfg, {"base": "other"}) != stage_key(Unlearn(POINT), cfg, {"base": "k-base"})
+
+
+# What each stage reads while it runs, recorded field by field (`undo.schema.strict.recording_reads`): every field a
+# stage reads must be in its key (AFFECTS) or be one that cannot change its artifact (`READ_ELSEWHERE`, each with
+# its reason). A new knob that a stage reads fails here until it is placed: in the key, or in that list.
+READ_ELSEWHERE = {
+    # The evaluations written beside a model are keyed by their own identity (what is measured, how it is loaded).
+    *SETTING_EVALUATION, "setting.eval_batch_size", *MODEL_LOAD,
+    # Where artifacts go; which checkpoint (none here: tests/test_own_model.py) and whether to run its code.
+    "run_dir", "model.pretrained", "model.revision", "model.trust_remote_code", "oracle.pretrained",
+    "oracle.revision", "pretrain.oracle",
+    # Memory options and cadences: the same numbers, computed or logged differently.
+    "model.gradient_checkpointing", *(f"{s}.{f}" for s in ("pretrain.train", "distill.train") for f in CADENCE),
+    "unlearn.eval_every",
+}
+
+RUN = {**BASE, "run_dir": None,
+       "unlearn": {"steps": 2, "batch_size": 4, "eval_every": 2, "examples": 60,
+                   "methods": [{"method": "maxent", "lrs": [1e-3]}]},
+       "distill": {"examples": 100, "stop_tolerance": None,
+                   "train": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "warmup_steps": 1}},
+       "attack": {"steps": 2, "eval_every": 2, "budgets": [2], "lrs": [1e-3], "eval_per_cell": 3, "examples": 100,
+                  "batch_size": 4},
+       "pretrain": {**BASE["pretrain"], "classifier_filter": {"heldout_per_side": 20}}}
+
+
+def test_every_field_a_stage_reads_is_in_its_key_or_cannot_change_its_artifact(tmp_path):
+    from undo.schema.strict import recording_reads
+    from undo.stages.attack import attack
+    from undo.stages.distill import distill
+    from undo.stages.filter import train_filter
+    from undo.stages.pretrain import pretrain
+    from undo.stages.unlearn import unlearn
+
+    cfg = validate_config({**RUN, "run_dir": str(tmp_path / "runs")})
+    made: dict[str, object] = {}
+    runs = {
+        "pretrain base": lambda: made.setdefault("base", pretrain(cfg, "base", progress=False)),
+        "pretrain oracle": lambda: pretrain(cfg, "oracle", progress=False),
+        "pretrain oracle, filter recall": lambda: pretrain(cfg, "oracle", recall=0.5, progress=False),
+        "filter": lambda: made.setdefault("filter", train_filter(cfg, progress=False)),
+        "pretrain oracle, classifier filter": lambda: pretrain(cfg, "oracle", classifier=made["filter"],
+                                                               progress=False),
+        "unlearn": lambda: made.setdefault("teacher", unlearn(cfg, POINT, made["base"], progress=False)),
+        "distill random": lambda: distill(cfg, made["teacher"], init="random", progress=False),
+        "distill noised": lambda: distill(cfg, made["teacher"], init="noised", alpha=0.5, progress=False),
+        "distill model": lambda: distill(cfg, made["teacher"], init="model", start=made["base"], progress=False),
+        "attack finetune": lambda: attack(cfg, made["base"], kind="finetune", progress=False),
+        "attack lora": lambda: attack(cfg, made["base"], kind="lora", progress=False),
+    }
+    assert set(runs) == set(STAGES)  # every stage of the specification runs here
+    unplaced = {}
+    for name, run in runs.items():
+        with recording_reads(cfg) as reads:
+            run()
+        read = reads.fields & set(FIELDS)  # fields, not the sections holding them
+        assert read, name  # the recorder saw the stage read its config
+        if extra := sorted(read - AFFECTS[name] - READ_ELSEWHERE):
+            unplaced[name] = extra
+    assert unplaced == {}, "fields a stage reads that its key leaves out"

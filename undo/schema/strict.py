@@ -3,8 +3,11 @@ teacher choices record)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import types
 import typing
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -19,6 +22,19 @@ class StrictModel(BaseModel):
     `false` are booleans (pydantic would read 1, "yes" or "on" as true)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def __getattribute__(self, name: str) -> Any:
+        reads = _READS.get()
+        if reads is not None and not name.startswith("_") and name in type(self).model_fields:
+            reads.saw(self, name)
+        return super().__getattribute__(name)
+
+    def model_copy(self, *args: Any, **kwargs: Any) -> Any:
+        copy = super().model_copy(*args, **kwargs)
+        reads = _READS.get()
+        if reads is not None:  # a copy of a section (e.g. the setting with fewer items) is still that section
+            reads.alias(copy, self)
+        return copy
 
     @field_validator("*", mode="before")
     @classmethod
@@ -65,3 +81,46 @@ def _holds_bool(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_holds_bool(v) for v in value.values())
     return False
+
+
+class Reads:
+    """The config fields read while it records (`recording_reads`), by dotted path from the section it was given."""
+
+    def __init__(self, root: BaseModel):
+        self.paths: dict[int, str] = {}
+        self.fields: set[str] = set()
+        self._keep: list[BaseModel] = []  # the sections whose ids are mapped stay alive while recording
+        self._map(root, "")
+
+    def _map(self, section: BaseModel, prefix: str) -> None:
+        self.paths[id(section)] = prefix
+        self._keep.append(section)
+        for name in type(section).model_fields:
+            value = BaseModel.__getattribute__(section, name)
+            if isinstance(value, BaseModel):
+                self._map(value, f"{prefix}{name}.")
+
+    def alias(self, copy: BaseModel, original: BaseModel) -> None:
+        prefix = self.paths.get(id(original))
+        if prefix is not None:
+            self._map(copy, prefix)
+
+    def saw(self, section: BaseModel, name: str) -> None:
+        prefix = self.paths.get(id(section))
+        if prefix is not None:  # a section built on the way (e.g. a stage's TrainConfig) is not the config's
+            self.fields.add(prefix + name)
+
+
+_READS: contextvars.ContextVar[Reads | None] = contextvars.ContextVar("undo_config_reads", default=None)
+
+
+@contextlib.contextmanager
+def recording_reads(config: BaseModel) -> Iterator[Reads]:
+    """Within this block, every field of `config` (a StrictModel, and its sections) that is read by attribute is
+    recorded by its dotted path (tests/test_keys.py checks that a stage's key covers what it reads)."""
+    reads = Reads(config)
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
