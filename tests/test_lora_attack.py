@@ -92,11 +92,14 @@ def test_a_lora_attack_runs_through_the_stage_under_its_own_key(base, tmp_path, 
     # The CLI finds the finished artifact under the same key (nothing reruns) and prints its table.
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(yaml.safe_dump({**TINY, "run_dir": cfg.run_dir, "attack": {**ATTACK, "kinds": ["lora"]}}))
+    made = {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
     with pytest.raises(SystemExit) as exit_info:
         main(["attack", str(target), "--kind", "lora", "--config", str(config_file), "--no-progress"])
     out = capsys.readouterr()
     assert exit_info.value.code in (0, None), out.err
-    assert "relearning attack (lora," in out.out and path.name in out.out and "not recomputed" in out.err
+    assert "relearning attack (lora," in out.out and path.name in out.out
+    # Reused, not redone: the same artifact, every file of it untouched.
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()} == made and made
 
 
 def test_the_lora_identity_names_its_hyper_parameters():

@@ -20,11 +20,10 @@ def test_nested_phases_count_once_and_the_rest_is_io():
         time.sleep(0.02)
     time.sleep(0.03)  # outside every phase: I/O and setup
     split = watch.split(time.perf_counter() - started)
-    # Sleeps overrun under load, never underrun: lower bounds, and the nested 0.1 s left out of training.
-    assert 0.05 <= split["training"] < 0.15
-    assert 0.1 <= split["reference_forwards"] < 0.2
-    assert 0.02 <= split["evaluation"] < 0.12
-    assert 0.03 <= split[OTHER] < 0.13
+    # Sleeps overrun under load, never underrun: lower bounds only (an upper bound fails on a loaded machine). The
+    # nested 0.1 s counts once: the phases add up to the wall time (counted twice, they would exceed it by 0.1 s).
+    assert split["training"] >= 0.05 and split["reference_forwards"] >= 0.1
+    assert split["evaluation"] >= 0.02 and split[OTHER] >= 0.03
     assert sum(split.values()) == pytest.approx(time.perf_counter() - started, abs=0.01)
     watch.reset()
     assert watch.split(1.0) == {**{name: 0.0 for name in PHASES}, OTHER: 1.0}
