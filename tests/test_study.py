@@ -80,6 +80,13 @@ def test_tiny_study_report_has_every_section(finished):
     # Seeds differ downstream of pretraining but share the pretrained base.
     base = [m for m in results["models"] if m["role"] == "base"]
     assert len({m["artifact"] for m in base}) == 1 and len({m["attacks"]["finetune"]["artifact"] for m in base}) == 2
+    # Every artifact names the machine that made it; the report lists it, once (one machine made them all).
+    from undo.core.host import host_record
+
+    made = len(list(finished.glob("*/meta.json")))
+    assert [(h["host"]["cpu"], h["artifacts"]) for h in results["hosts"]] == [(host_record().cpu, made)]
+    assert results["hosts_unrecorded"] == 0
+    assert f"- {host_record().label}: {made} artifacts" in report and "different machines" not in report
 
 
 def test_report_numbers_come_from_the_artifacts(finished):

@@ -170,6 +170,23 @@ def claim_lines(c: dict[str, Claim], fmt) -> list[str]:
     return [line if line.endswith(".") else line + "." for line in lines] + [""]
 
 
+def host_lines(results: Results) -> list[str]:
+    """The machines that made the study's artifacts; several are flagged: float kernels differ across CPUs, so the
+    same seed gives slightly different numbers on each, and a host difference is not a regression."""
+    lines = ["## Hosts (the machines that made the artifacts)", ""]
+    lines += [f"- {h.host.label}: {h.artifacts} artifact{'s' if h.artifacts != 1 else ''}" for h in results.hosts]
+    if results.hosts_unrecorded:
+        lines.append(f"- not recorded (made before undo recorded hosts): {results.hosts_unrecorded} artifacts")
+    if len(results.hosts) > 1:
+        lines += ["", f"**This study's artifacts come from {len(results.hosts)} different machines.** Float kernels "
+                  "differ across CPUs (and GPUs), so the same seed gives slightly different numbers on each: compare "
+                  "numbers made on one machine, and read a difference between machines as that, not as a regression."]
+    elif results.hosts:
+        lines += ["", "Every artifact was made on this one machine; another CPU gives slightly different numbers for "
+                  "the same seed (float kernels differ)."]
+    return lines + [""]
+
+
 def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) -> str:
     """The report; `figs` maps each attack kind to its figures (name -> file in `fig_dir`)."""
     records, budgets, keys = results.models, results.budgets, [str(b) for b in results.budgets]
@@ -205,8 +222,9 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
         lines += ["**No data-filtered oracle in this study**: robustness (0 = unlearn-only, 1 = oracle) and compute "
                   "as a share of the oracle's are not computed, not guessed. Compare the attacker-best forget of each "
                   "model with the base model's and its unlearn-only teacher's rows.", ""]
-    lines += ["## Stage wall times (this machine)", ""]
+    lines += ["## Stage wall times", ""]
     lines += table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in results.wall_time_s.items()])
+    lines += host_lines(results)
 
     for kind in kinds:
         lines += [f"## The paper's claims at this scale{of_kind(kind)}", ""]

@@ -17,7 +17,7 @@ from undo.core.artifacts import code_version
 from undo.schema.curves import Curve, index_at
 from undo.schema.io import read_evaluation, read_result
 from undo.schema.report import (
-    AttackRecord, BudgetSnapshot, ClassifierSummary, DistillSummary, ModelRecord, Results,
+    AttackRecord, BudgetSnapshot, ClassifierSummary, DistillSummary, HostCount, ModelRecord, Results,
 )
 from undo.schema.results import AttackResult, DistillResult, FilterResult, PretrainResult, StageResult
 from undo.schema.score import Score
@@ -105,6 +105,17 @@ def add_robustness(records: list[ModelRecord], budgets: list[int], kinds: list[s
             r.robustness[kind] = rob
 
 
+def hosts_of(results: list[StageResult]) -> tuple[list[HostCount], int]:
+    """The distinct machines that made these artifacts (most artifacts first), and how many recorded none."""
+    counts: dict[str, HostCount] = {}
+    for result in results:
+        if result.host is not None:
+            key = result.host.label
+            counts[key] = HostCount(host=result.host, artifacts=counts[key].artifacts + 1 if key in counts else 1)
+    return (sorted(counts.values(), key=lambda h: -h.artifacts),
+            sum(result.host is None for result in results))
+
+
 def gather(run_dir: Path) -> Results:
     """Every record of the study in `run_dir` and its wall times (the claims are `undo.report.claims`)."""
     manifest = Manifest.read(run_dir)
@@ -125,8 +136,11 @@ def gather(run_dir: Path) -> Results:
             if name and name not in seen and seconds is not None:
                 seen.add(name)
                 wall[kind] += seconds
+    made = {r.artifact for r in records} | {a.artifact for r in records for a in r.attacks.values()} | {
+        r.classifier.artifact for r in records if r.classifier}
+    hosts, unrecorded = hosts_of([m for m in metas.values() if m.name in made])
     oracle = shared.get(Role.ORACLE)
-    return Results(
+    return Results(hosts=hosts, hosts_unrecorded=unrecorded,
         run_dir=str(run_dir), config_hash=manifest.config_hash, code_version=code_version(), setting=manifest.setting,
         score=score.kind, chance=score.chance, complete=manifest.complete, seeds=manifest.seeds, budgets=budgets,
         attack_kinds=manifest.attack_kinds, selection=manifest.selection, skipped=manifest.skipped,

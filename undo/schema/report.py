@@ -10,6 +10,7 @@ from pydantic import BaseModel, field_validator
 
 from undo.schema.claims import AnyClaim
 from undo.schema.curves import BestCurve
+from undo.schema.results import HostRecord
 from undo.schema.score import Score
 from undo.schema.study import Role, TeacherChoice
 
@@ -141,6 +142,13 @@ class ModelRecord(BaseModel):
         return self.lineage_compute if self.role == Role.FILTERED else self.stage_compute
 
 
+class HostCount(BaseModel):
+    """A machine that made some of a study's artifacts, and how many."""
+
+    host: HostRecord
+    artifacts: int
+
+
 class Results(BaseModel):
     run_dir: str
     config_hash: str
@@ -157,6 +165,8 @@ class Results(BaseModel):
     models: list[ModelRecord]
     claims: dict[str, dict[str, AnyClaim]] = {}  # attack kind -> claim id -> claim (`undo.report.claims`)
     oracle_budget: str | None = None  # an oracle pretrained here: same_compute or same_examples
+    hosts: list[HostCount] = []  # the machines that made the study's artifacts (several: numbers differ slightly)
+    hosts_unrecorded: int = 0  # artifacts made before hosts were recorded
     chance: float | None = None  # a multiple-choice score's chance level
     evaluation: str | None = None  # what every reported number is measured on, in words (the setting's own)
 

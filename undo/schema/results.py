@@ -14,6 +14,31 @@ from pydantic import BaseModel, ConfigDict
 from undo.schema.curves import BestCurve, Curve, Snapshot
 
 
+class HostRecord(BaseModel):
+    """The machine a stage ran on (`undo.core.host`): the same seed gives slightly different numbers on another CPU
+    or GPU, since float kernels differ."""
+
+    cpu: str  # the CPU model
+    cores: int | None
+    machine: str  # the architecture, e.g. x86_64
+    torch: str
+    blas: str | None = None  # the BLAS library torch was built with, e.g. mkl
+    onednn: str | None = None  # torch's oneDNN (MKL-DNN) version
+    cpu_capability: str | None = None  # the vector instructions torch's kernels use, e.g. AVX512
+    threads: int  # torch's intra-op threads in the process that ran the stage
+    device: str  # "cpu", or the GPU's name
+    python: str
+    os: str
+
+    @property
+    def label(self) -> str:
+        """The host in one line; threads left out (the same machine runs stages with different thread counts)."""
+        build = ", ".join(part for part in (self.cpu_capability, self.blas and f"BLAS {self.blas}",
+                                            self.onednn and f"oneDNN {self.onednn}") if part)
+        return (f"{self.cpu} ({self.cores} cores, {self.machine}{', ' + build if build else ''}), torch {self.torch}, "
+                f"{self.device}")
+
+
 class StageResult(BaseModel):
     """What every artifact's meta.json records."""
 
@@ -39,6 +64,7 @@ class StageResult(BaseModel):
     final_metrics: dict[str, float] = {}
     flops_total: int = 0  # sum of `flops`, set by the runner
     files: dict[str, dict[str, Any]] = {}  # model/'s files (sha256, size), checked at every reuse
+    host: HostRecord | None = None  # the machine that made it (None: made before hosts were recorded)
 
 
 # --- pretraining ---------------------------------------------------------------------------------------------

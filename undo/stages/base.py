@@ -30,6 +30,7 @@ from undo.config import ExperimentConfig, ModelConfig, dump_yaml
 from undo.core.artifacts import Artifact, content_record, is_dry_run, model_folder, stable_hash, verified_meta
 from undo.core import distributed
 from undo.core.checkpoints import fingerprint
+from undo.core.host import host_record
 from undo.core.locks import artifact_lock, writable_run_dir
 from undo.core.timing import STOPWATCH
 from undo.schema.results import StageResult
@@ -187,6 +188,7 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
             if not result.wall_time_s:
                 result.wall_time_s = round(elapsed, 2)
             result.time_split = STOPWATCH.split(elapsed)
+            result.host = host_record()
             result.inputs = input_keys
             result.flops_total = sum(result.flops.values())
             result.input_paths = {role: None if path is None else str(path) for role, path in inputs.items()}
