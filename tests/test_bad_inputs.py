@@ -203,6 +203,7 @@ def test_a_malformed_config_file_is_one_line_naming_it(tmp_path, capsys, name):
 
 # argv with {tmp} for the test's folder, which holds a_file, a_folder and empty_artifact/model/
 CLI_MISUSE = {
+    "report below a file": ["report", "--out", "{tmp}/a_file/report.md", "--run-dir", "{tmp}/never_ran"],
     "unknown command": ["nosuch"],
     "unknown flag": ["run", "--nosuch"],
     "workers 0": ["run", "--workers", "0"],
@@ -301,6 +302,12 @@ def _weights_header(model: Path) -> None:
     (model / "model.safetensors").write_bytes(bytes(data))
 
 
+def _flip_one_bit(model: Path) -> None:
+    data = bytearray((model / "model.safetensors").read_bytes())
+    data[-5] ^= 1  # inside the last tensor's values: still valid safetensors, other weights
+    (model / "model.safetensors").write_bytes(bytes(data))
+
+
 def _pickle_instead(model: Path) -> None:
     import torch
 
@@ -314,6 +321,7 @@ DAMAGED_MODELS = {
     "weights empty": _write("model.safetensors", b""),
     "weights are text": _write("model.safetensors", b"not weights at all\n"),
     "weights header garbled": _weights_header,
+    "weights with one bit flipped": _flip_one_bit,  # `undo eval` read them silently (issue 29, item 4)
     "weights deleted": _delete("model.safetensors"),
     "weights only as a pickle": _pickle_instead,
     "config.json empty": _write("config.json", b""),
@@ -348,3 +356,12 @@ def test_a_damaged_or_foreign_model_folder_is_one_line_naming_it(trained, tmp_pa
     line = run_cli(argv, capsys)
     assert "suspect" in line, line
     assert not list(tmp_path.glob("runs/**/meta.json"))  # no attack result was written for it
+
+
+def test_a_report_below_a_file_is_one_line_naming_the_file(tmp_path, capsys):
+    """Issue 29, item 4: `undo report --out FILE/report.md` ended in NotADirectoryError when making the figures'
+    folder; it is refused before anything is read or written."""
+    (tmp_path / "a_file").write_text("x")
+    line = run_cli(["report", "--out", tmp_path / "a_file" / "report.md", "--run-dir", tmp_path / "never_ran"], capsys)
+    assert f"{tmp_path / 'a_file'} is a file, not a folder" in line
+    assert not (tmp_path / "never_ran").exists()

@@ -133,6 +133,62 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_recovers_to_the_same_numb
     assert res["model_sha256"] == ref["model_sha256"] and res["final_metrics"] == ref["final_metrics"]
 
 
+def _drop_from_state(field: str):
+    def damage(checkpoint: Path) -> None:
+        state = json.loads((checkpoint / "state.json").read_text())
+        (checkpoint / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != field}))
+    return damage
+
+
+def _log(edit):
+    def damage(checkpoint: Path) -> None:
+        log = checkpoint.parent / "metrics.jsonl"
+        log.write_bytes(edit(log.read_bytes()))
+    return damage
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("state.json without its step", _drop_from_state("step")),
+    ("state.json without the log's length", _drop_from_state("log_bytes")),
+    ("state.json without the optimizer's groups", _drop_from_state("param_groups")),
+    ("an emptied metrics.jsonl", _log(lambda data: b"")),
+    ("a metrics.jsonl cut short", _log(lambda data: data[: len(data) // 3])),
+    ("a garbled line in metrics.jsonl", _log(lambda data: b"{not json\n" + data)),
+])
+def test_a_checkpoint_with_damaged_records_is_set_aside_and_the_run_recovers(tmp_path, monkeypatch, capsys, name,
+                                                                             damage):
+    """Issue 29, item 4: a checkpoint whose state lacks a field, or whose log no longer reaches where it was saved,
+    ended in a traceback (or resumed onto a log padded with zero bytes)."""
+    reference = pretrain(tiny(tmp_path / "ref"), "base", progress=False)
+    cfg = tiny(tmp_path)
+    interrupt_pretraining(cfg, monkeypatch)
+    damage(tmp_path / "runs" / ".base.partial" / "checkpoint")
+    capsys.readouterr()
+    resumed = pretrain(cfg, "base", progress=False)
+    assert "damaged" in capsys.readouterr().err and list(resumed.glob("checkpoint.damaged-*")), name
+    ref, res = (json.loads((p / "meta.json").read_text()) for p in (reference, resumed))
+    assert res["model_sha256"] == ref["model_sha256"] and res["final_metrics"] == ref["final_metrics"]
+
+
+def test_a_cached_tokenizer_whose_file_was_deleted_is_set_aside_and_rebuilt(tmp_path, capsys):
+    """Issue 29, item 4: deleting the cached tokenizer's own file (its folder kept) ended in a traceback."""
+    from tests.test_language import language_config
+    from undo.settings.base import _BUILT
+    from undo.stages.evaluation import setting_for
+
+    cfg = validate_config(language_config(tmp_path))
+    first = setting_for(cfg).tokenizer
+    (cache,) = (tmp_path / "runs" / "cache" / "tokenizers").glob("tokenizer_*")
+    (cache / "tokenizer.json").unlink()
+    _BUILT.clear()
+    capsys.readouterr()
+    rebuilt = setting_for(cfg).tokenizer
+    err = capsys.readouterr().err
+    assert "set aside" in err and "tokenizer.json is missing" in err
+    assert rebuilt.get_vocab() == first.get_vocab() and (cache / "tokenizer.json").is_file()
+    assert list(cache.parent.glob("tokenizer_*.damaged-*"))
+
+
 def test_a_damaged_tokenizer_cache_is_set_aside_and_rebuilt(tmp_path, capsys):
     from tests.test_language import language_config
     from undo.settings.base import _BUILT

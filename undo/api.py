@@ -38,6 +38,10 @@ def report(cfg: ExperimentConfig, out: Path | None = None) -> Path:
     """The report of the study of `cfg` from its complete artifacts (computing nothing): the report's path."""
     if out is not None and Path(out).is_dir():
         raise UserError(f"--out {out} is a folder; give the path of the report file, e.g. {Path(out) / 'report.md'}")
+    if out is not None:  # the report and its figures' folder go beside it: every existing folder above must be one
+        blocking = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise UserError(f"--out {out}: {blocking} is a file, not a folder; give a report path in a folder")
     if not Path(cfg.run_dir).is_dir():
         runner.collect_study(cfg)  # says there is nothing to report, without making the folder
     with run_dir_lock(Path(cfg.run_dir), command_line()):
@@ -127,11 +131,13 @@ def attack(cfg: ExperimentConfig, targets: list[Path], kinds: list[str] | None =
 def evaluate(cfg: ExperimentConfig, model_dir: Path) -> dict[str, float]:
     """A saved model (an artifact folder or its model/ folder) on the setting's evaluation set, loaded as every stage
     loads it (`model.dtype`, `model.attn_implementation`, `model.trust_remote_code`)."""
-    from undo.core.artifacts import model_or_artifact
+    from undo.core.artifacts import model_or_artifact, verified_meta
     from undo.core.models import check_vocabulary, load_model
     from undo.stages.evaluation import check_tokenizer, setting_for
 
     directory = model_or_artifact(model_dir)
+    if (Path(model_dir) / "meta.json").is_file():  # an artifact: its model files must be the ones it made
+        verified_meta(Path(model_dir))
     if not directory.is_dir():
         raise UserError(f"no model at {model_dir}: give an artifact folder (with model/) or a model folder")
     setting = setting_for(cfg)

@@ -202,14 +202,17 @@ def build_once(final: Path, marker: str, build: Callable[[Path], None]) -> Path:
     recorded ones; a damaged or swapped cache is set aside (renamed, not deleted) and built again, saying so. Two
     processes building the same folder at once both finish: the later rename loses the race harmlessly."""
     final = Path(final)
-    if (final / marker).is_file():
-        try:
-            record = json.loads((final / CHECKSUMS).read_text())
-            problems = content_problems(final, record, final / STAMPS)
-        except (OSError, ValueError):
-            problems = ["its record of its files is missing or unreadable"]
-        if not problems:
-            return final
+    if final.exists():
+        if (final / marker).is_file():
+            try:
+                record = json.loads((final / CHECKSUMS).read_text())
+                problems = content_problems(final, record, final / STAMPS)
+            except (OSError, ValueError):
+                problems = ["its record of its files is missing or unreadable"]
+            if not problems:
+                return final
+        else:  # its main file is gone (deleted by hand): a folder that cannot be used, nor be replaced by a rename
+            problems = [f"{marker} is missing"]
         aside = final.with_name(f"{final.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
         final.rename(aside)
         console.print(f"[yellow]cache {final}[/]: {problems[0]}; set aside as {aside.name}, building it again")

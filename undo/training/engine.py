@@ -164,9 +164,9 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
     state = {"step": 0, "tokens": 0, "flops": {}, "elapsed_s": 0.0, "last_eval": {}, "stopped_early": False}
     resumed_from = None
     if main:  # the main process judges the checkpoint (and sets a damaged one aside); the others follow it
-        damage = checkpoint.damage(run_key) if checkpoint.exists() else None
-        if damage is None and checkpoint.exists() and not log_path.is_file():
-            damage = "its metrics.jsonl is missing"
+        damage = None
+        if checkpoint.exists():
+            damage = checkpoint.damage(run_key, log_path) if log_path.is_file() else "its metrics.jsonl is missing"
         if damage is not None:  # never resume from a state that is not the one saved: start over, keeping evidence
             aside = checkpoint.set_aside()
             console.print(f"[yellow]{description}[/]: the checkpoint in {workdir} is damaged ({damage}); set aside "
@@ -339,21 +339,39 @@ class Checkpoint:
     def step(self) -> int:
         return json.loads((self.path / "state.json").read_text())["step"]
 
-    def damage(self, run_key: str) -> str | None:
-        """Why this checkpoint cannot be resumed from (unreadable state, files that are not the ones saved), or
-        None. A checkpoint of another run is not damage: that is a UserError (its folder belongs to someone else)."""
+    # What a resume reads from state.json: the training state the engine keeps, and the checkpoint's own records.
+    STATE_FIELDS = ("step", "tokens", "flops", "elapsed_s", "last_eval", "stopped_early", "log_bytes", "param_groups",
+                    "run_key", "checksums")
+
+    def damage(self, run_key: str, log_path: Path | None = None) -> str | None:
+        """Why this checkpoint cannot be resumed from (unreadable or incomplete state, files that are not the ones
+        saved, a log shorter than or different from the one it saved with), or None. A checkpoint of another run is
+        not damage: that is a UserError (its folder belongs to someone else)."""
         try:
             state = json.loads((self.path / "state.json").read_text())
-            checksums = state["checksums"]
+            checksums = dict(state["checksums"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             return f"state.json unreadable: {type(err).__name__}"
         if state.get("run_key") != run_key:
             raise UserError(f"the checkpoint in {self.path} belongs to another run (key {state.get('run_key')}, "
                             f"this run is {run_key}); delete that folder to start over")
+        missing = [name for name in self.STATE_FIELDS if name not in state]
+        if missing:
+            return f"state.json has no {missing[0]}"
         for name, digest in checksums.items():
             path = self.path / name
             if not path.is_file() or file_sha256(path) != digest:
                 return f"{name} is not the file that was saved"
+        if log_path is not None:  # the log is cut back to where the checkpoint was saved: it must reach that far
+            try:
+                with open(log_path, "rb") as log:
+                    saved = log.read(int(state["log_bytes"]))
+                lines = saved.decode("utf-8").splitlines()
+                [json.loads(line) for line in lines if line.strip()]
+            except (OSError, ValueError, TypeError) as err:  # a decoding or JSON error is a ValueError
+                return f"its metrics.jsonl is unreadable ({type(err).__name__})"
+            if len(saved) < int(state["log_bytes"]):
+                return "its metrics.jsonl is shorter than when the checkpoint was saved"
         return None
 
     def set_aside(self) -> Path:
