@@ -319,3 +319,27 @@ def test_a_diverging_lr_is_left_out_and_recorded_and_the_grid_does_not_extend_pa
     assert grid["extended"] == pytest.approx([1e-4 * 10 ** 0.5])  # tried once; not again beyond it
     assert grid["edge_at"] == {"2": "top", "6": "top"}  # so the report flags the edge
     assert [run["lr"] for run in meta["per_lr"]] == SMALL_LRS
+
+
+def test_the_attacker_chooses_on_validation_and_the_curve_reports_test_when_the_splits_disagree(tmp_path,
+                                                                                                 monkeypatch):
+    """Issue 29, item 3: with every LR at 0 on both splits, choosing the LR on test (or reporting validation) would
+    pass. Here the splits rank the LRs in opposite orders (test = 1 - validation), so either swap fails."""
+    cfg = config(tmp_path / "runs")
+    base = pretrain(cfg, "base", progress=False)
+
+    def split_dependent(self, model) -> dict[str, float]:
+        spread = math.modf(float(sum(p.detach().double().abs().sum() for p in model.parameters())) * 1000)[0]
+        return {"retain": 0.9, "forget": spread if self.cfg.split == "validation" else 1 - spread}
+
+    monkeypatch.setattr(arithmetic.ArithmeticSetting, "evaluate", split_dependent)
+    path = attack(cfg, base, progress=False)
+    meta = meta_of(path)
+    validation = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "forget")[1] for lr in LRS}
+    test = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "test/forget")[1] for lr in LRS}
+    assert all(t == pytest.approx(1 - v) for lr in LRS for v, t in zip(validation[lr], test[lr]))
+    best = meta["best"]
+    for i in range(1, len(best["steps"])):  # after step 0 the LRs' models differ
+        on_validation = max(LRS, key=lambda lr: validation[lr][i])
+        assert best["best_lr"][i] == on_validation != max(LRS, key=lambda lr: test[lr][i])
+        assert best["values"][i] == test[on_validation][i] != validation[on_validation][i]

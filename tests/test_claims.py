@@ -394,3 +394,27 @@ def test_claim_lines_show_cross_entropy_differences_in_nats():
     r1 = claim_lines(c, score_of("language").format)[0]
     # CE 2.05 vs 3.00 at budget 2; the score (-CE) difference is +0.95 nats on average.
     assert "@2: 2.05 vs 3.00, +0.950 ± 0.124 nats of -CE (held)" in r1
+
+
+def test_robustness_is_anchored_on_the_same_seed_and_family_teacher_and_the_oracle():
+    """Issue 29, item 3: `add_robustness` on hand-made records, with numbers that a wrong anchor changes: another
+    seed's teacher or oracle, another family's teacher, or teacher and oracle swapped."""
+    from undo.report.records import add_robustness
+
+    models = [model(Role.TEACHER, 0, (0.8, 0.8), id="maxent (unlearn-only)", family="maxent"),
+              model(Role.TEACHER, 1, (0.6, 0.6), id="maxent (unlearn-only)", family="maxent"),
+              model(Role.TEACHER, 0, (0.95, 0.95), id="grad_diff (unlearn-only)", family="grad_diff"),
+              model(Role.ORACLE, 0, (0.2, 0.2)), model(Role.ORACLE, 1, (0.1, 0.1)),
+              model(Role.UNDO, 0, (0.35, 0.5), id="UNDO a=0.5", family="maxent", alpha=0.5),
+              model(Role.UNDO, 1, (0.35, 0.5), id="UNDO a=0.5", family="maxent", alpha=0.5),
+              model(Role.FILTERED, 0, (0.3, 0.3), id="classifier filter")]  # no family: UNDO's teacher anchors it
+    add_robustness(models, BUDGETS, [KIND], score_of("arithmetic"))
+    undo0, undo1, filtered = models[5].robustness[KIND], models[6].robustness[KIND], models[7].robustness[KIND]
+    assert undo0["2"] == pytest.approx((0.8 - 0.35) / (0.8 - 0.2))  # 0.75; teacher and oracle swapped: 0.25
+    assert undo0["6"] == pytest.approx((0.8 - 0.5) / (0.8 - 0.2))
+    assert undo1["2"] == pytest.approx((0.6 - 0.35) / (0.6 - 0.1))  # seed 1's anchors, not seed 0's (0.75)
+    assert filtered["2"] == pytest.approx((0.8 - 0.3) / (0.8 - 0.2))  # maxent's teacher, not grad_diff's (0.65/0.75)
+    # The area: each model's curve is 0 at step 0, then its two budget values (trapezoids over 0..2..6, / 6).
+    area = lambda f2, f6: (2 * f2 / 2 + 4 * (f2 + f6) / 2) / 6  # noqa: E731
+    assert undo0["area"] == pytest.approx((area(0.8, 0.8) - area(0.35, 0.5)) / (area(0.8, 0.8) - area(0.2, 0.2)))
+    assert models[0].robustness[KIND]["2"] == 0.0 and models[3].robustness == {}  # the anchors themselves

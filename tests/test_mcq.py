@@ -158,6 +158,18 @@ def test_maxent_kl_retain_term_is_the_kl_to_the_frozen_model():
     q = F.log_softmax(model(input_ids=batch["retain_input_ids"]).logits[:, :-1].float(), -1)
     expected_kl = (p.exp() * (p - q)).sum(-1).mean().detach()
     assert logs["retain_kl"] == pytest.approx(expected_kl.item(), rel=1e-5)
+    # The whole loss and its gradient, by hand (issue 29, item 3: only a logged number was checked): KL(u || p) on the
+    # forget tokens, plus 2 x KL(p_ref || p) on the retain tokens, differentiated through the trained model only.
+    forget_logp = F.log_softmax(model(input_ids=batch["forget_input_ids"]).logits[:, :-1].float(), -1)
+    kl_uniform = (-math.log(40) - forget_logp.mean(-1)).mean()
+    expected = kl_uniform + 2.0 * (p.detach().exp() * (p.detach() - q)).sum(-1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    params = [w for w in model.parameters() if w.requires_grad]
+    for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(expected, params)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    reference.zero_grad(set_to_none=True)
+    objective.loss(model, batch)[0].backward()
+    assert all(w.grad is None for w in reference.parameters())  # the frozen model is only read
     assert MaxEnt.wants_reference({"retain_loss": "kl"}) and not MaxEnt.wants_reference({})
     assert MaxEnt(reference=None).loss(model, batch)[1]["retain_ce"] > 0
 
