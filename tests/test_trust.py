@@ -363,3 +363,23 @@ def test_a_swallowed_ctrl_c_still_stops_training_at_the_next_step(tiny_config):
         assert not (Path(tiny_config.run_dir) / "base" / "meta.json").exists()  # nothing finished by mistake
     finally:
         interrupts._requested.clear()
+
+
+def test_verify_judges_a_checkpoint_as_the_engine_does(tmp_path, monkeypatch):
+    """`undo verify` reports where an interrupted stage resumes, and calls damaged exactly the checkpoints the
+    engine would set aside: it asks the engine's own check (before, a state.json without its step was a KeyError
+    traceback in verify, and a log cut short passed as resumable)."""
+    from undo.study.verify import verify_run_dir
+
+    cfg = tiny(tmp_path)
+    interrupt_pretraining(cfg, monkeypatch)
+    partial = tmp_path / "runs" / ".base.partial"
+    (finding,) = [f for f in verify_run_dir(tmp_path / "runs") if f.path == partial]
+    assert finding.status == "in progress" and finding.detail == "resumes at step 6"
+    log = partial / "metrics.jsonl"
+    log.write_bytes(log.read_bytes()[:10])
+    (finding,) = [f for f in verify_run_dir(tmp_path / "runs") if f.path == partial]
+    assert finding.damaged and "metrics.jsonl" in finding.detail
+    _drop_from_state("step")(partial / "checkpoint")
+    (finding,) = [f for f in verify_run_dir(tmp_path / "runs") if f.path == partial]
+    assert finding.damaged and "state.json has no step" in finding.detail

@@ -107,7 +107,6 @@ def attack(cfg: ExperimentConfig, targets: list[Path], kinds: list[str] | None =
            progress: bool = True) -> dict[str, dict[str, Path]]:
     """The relearning attack of every target (artifact folders) under every kind (default `attack.kinds`): attack
     kind -> target folder name -> the attack's artifact folder."""
-    from undo.attacks import ATTACK_KINDS
     from undo.stages.attack import Attack
     from undo.stages.attack import attack as attack_stage
 
@@ -115,9 +114,7 @@ def attack(cfg: ExperimentConfig, targets: list[Path], kinds: list[str] | None =
     names = [Path(target).resolve().name for target in targets]
     if len(set(names)) < len(names):
         raise UserError(f"two targets share a folder name ({', '.join(names)}); results are named by folder")
-    for kind in kinds:  # the stage's own checks, before the run directory is locked (and so made)
-        if kind not in ATTACK_KINDS:
-            raise UserError(f"unknown attack kind {kind!r}; use one of: {', '.join(sorted(ATTACK_KINDS))}")
+    for kind in kinds:  # the stage's own checks (the folder, the kind), before the run directory is locked and made
         for target in targets:
             Attack(kind).check(cfg, {"target": Path(target)})
     out: dict[str, dict[str, Path]] = {}

@@ -15,6 +15,7 @@ from undo.analysis.accounting import account, artifact_metas
 from undo.analysis.robustness import area_under, robustness_or_none
 from undo.core.artifacts import code_version
 from undo.schema.curves import Curve, index_at
+from undo.schema.errors import UserError
 from undo.schema.io import read_evaluation, read_result
 from undo.schema.report import (
     AttackRecord, BudgetSnapshot, ClassifierSummary, DistillSummary, HostCount, ModelRecord, Results,
@@ -24,8 +25,26 @@ from undo.schema.score import Score
 from undo.schema.study import Manifest, ModelEntry, Role
 
 
-def attack_record(kind: str, attack_dir: Path, budgets: list[int]) -> AttackRecord:
-    result = read_result(attack_dir, AttackResult)
+class Artifacts:
+    """The records of a study's artifacts, each read once: those in the run directory by `artifact_metas` (which the
+    accounting needs whole), any other (an artifact made elsewhere) when first asked for."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.by_key = artifact_metas(run_dir)
+        self._by_path = {run_dir / m.name: m for m in self.by_key.values()}
+
+    def __getitem__(self, folder: Path) -> StageResult:
+        if folder not in self._by_path:
+            self._by_path[folder] = read_result(folder)
+        return self._by_path[folder]
+
+
+def attack_record(kind: str, attack_dir: Path, budgets: list[int], artifacts: Artifacts) -> AttackRecord:
+    result = artifacts[attack_dir]
+    if not isinstance(result, AttackResult):  # study.json names another kind of artifact here
+        raise UserError(f"{attack_dir} is a {result.kind} artifact, not an attack; run `undo report` with the "
+                        "study's config to rewrite study.json")
     best = result.best
     at = {}
     for budget in budgets:
@@ -43,13 +62,14 @@ def attack_record(kind: str, attack_dir: Path, budgets: list[int]) -> AttackReco
 
 
 def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets: list[int],
-                 metas: dict[str, StageResult], base: StageResult | None, oracle: StageResult | None,
+                 artifacts: Artifacts, base: StageResult | None, oracle: StageResult | None,
                  pretraining_tokens: int | None) -> ModelRecord:
     record = ModelRecord(**entry.model_dump(include={"id", "role", "seed", "family", "alpha", "beta", "lr", "knobs",
                                                      "filter_recall", "skipped"}))
     if entry.artifact:
         folder = run_dir / entry.artifact
-        meta = read_result(folder)
+        meta = artifacts[folder]
+        metas = artifacts.by_key
         record.artifact = folder.name
         record.metrics = read_evaluation(folder, evaluation_key)
         record.wall_time_s = meta.wall_time_s
@@ -69,7 +89,8 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
                                             flops=meta.flops, flops_at_stop=meta.flops_at_stop,
                                             teacher_metrics=meta.teacher_metrics,
                                             teacher=Path(meta.input_paths.get("teacher") or "").name or None)
-    record.attacks = {kind: attack_record(kind, run_dir / path, budgets) for kind, path in entry.attacks.items()
+    record.attacks = {kind: attack_record(kind, run_dir / path, budgets, artifacts)
+                      for kind, path in entry.attacks.items()
                       if path is not None}
     return record
 
@@ -120,10 +141,10 @@ def gather(run_dir: Path) -> Results:
     """Every record of the study in `run_dir` and its wall times (the claims are `undo.report.claims`)."""
     manifest = Manifest.read(run_dir)
     budgets, score = manifest.budgets, manifest.score
-    metas = artifact_metas(run_dir)
-    shared = {e.role: read_result(run_dir / e.artifact) for e in manifest.models
+    artifacts = Artifacts(run_dir)
+    shared = {e.role: artifacts[run_dir / e.artifact] for e in manifest.models
               if e.role in (Role.BASE, Role.ORACLE) and e.artifact}
-    records = [model_record(entry, run_dir, manifest.evaluation_key, budgets, metas, shared.get(Role.BASE),
+    records = [model_record(entry, run_dir, manifest.evaluation_key, budgets, artifacts, shared.get(Role.BASE),
                             shared.get(Role.ORACLE), manifest.pretraining_tokens) for entry in manifest.models]
     add_robustness(records, budgets, manifest.attack_kinds, score)
     seen, wall = set(), defaultdict(float)
@@ -138,7 +159,7 @@ def gather(run_dir: Path) -> Results:
                 wall[kind] += seconds
     made = {r.artifact for r in records} | {a.artifact for r in records for a in r.attacks.values()} | {
         r.classifier.artifact for r in records if r.classifier}
-    hosts, unrecorded = hosts_of([m for m in metas.values() if m.name in made])
+    hosts, unrecorded = hosts_of([m for m in artifacts.by_key.values() if m.name in made])
     oracle = shared.get(Role.ORACLE)
     return Results(hosts=hosts, hosts_unrecorded=unrecorded,
         run_dir=str(run_dir), config_hash=manifest.config_hash, code_version=code_version(), setting=manifest.setting,

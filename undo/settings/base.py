@@ -14,6 +14,7 @@ registers its config class; no code outside `undo/settings/` asks which setting 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -109,7 +110,8 @@ Split = Literal["validation", "test"]
 
 
 class SettingConfig(StrictModel):
-    """The `setting:` section. Subclasses narrow `name` to a Literal, set `score`, and implement the methods below.
+    """The `setting:` section. Subclasses narrow `name` to a Literal, set `score`, and implement the abstract methods
+    below (pydantic's model class is an ABC: a section that leaves one out cannot be made).
 
     Every setting holds out two disjoint evaluation splits, never trained on: **validation**, which every decision
     reads (the stop rule, teacher selection, the attacker's choice of LR), and **test**, behind every reported
@@ -129,26 +131,26 @@ class SettingConfig(StrictModel):
         copy._split = split
         return copy
 
+    @abstractmethod
     def data_identity(self) -> dict[str, Any]:
         """Everything that shapes training data (stage keys hash it): not evaluation sizes, which only change what
         is measured. A file's contents count, not just its name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluation_identity(self) -> dict[str, Any]:
         """Everything that decides what `evaluate` measures (the items, their seed, the files they come from)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def with_eval_items(self, items: int) -> "SettingConfig":
         """This setting evaluated on `items` items per cell/side (the attack evaluates often, on fewer)."""
-        raise NotImplementedError
 
     def check_experiment(self, experiment: Any) -> None:
         """Raise ValueError (one line, naming the keys) if the rest of the experiment does not fit this setting."""
 
+    @abstractmethod
     def build(self, cache_dir: Path, tokenizer: Any = None) -> Setting:
         """The setting object; `cache_dir` is where it may keep derived files (e.g. a trained tokenizer).
         `tokenizer` is the model's own when the model comes from a checkpoint; None = the setting's own."""
-        raise NotImplementedError
 
     def full_evaluation(self) -> "SettingConfig":
         """This section with its evaluation at full size. A setting whose evaluations during training are cut short

@@ -15,6 +15,7 @@ A task travels to a worker with its inputs (run-relative artifact paths) and com
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 import time
 from collections.abc import Callable
@@ -46,8 +47,9 @@ EXECUTORS: dict[str, type["ExecutorKind"]] = {}
 register_executor = registrar(EXECUTORS)  # `@register_executor(name)` on a class adds it to EXECUTORS
 
 
-class ExecutorKind:
-    """A way of running a study's tasks, as `undo run --executor NAME` names it."""
+class ExecutorKind(ABC):
+    """A way of running a study's tasks, as `undo run --executor NAME` names it (used as a class: its methods are
+    class methods)."""
 
     name: ClassVar[str] = "executor"
 
@@ -60,8 +62,9 @@ class ExecutorKind:
         """One-line errors for options this kind cannot honour, before the run directory is locked."""
 
     @classmethod
+    @abstractmethod
     def open(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> Executor:
-        raise NotImplementedError
+        """The executor that runs the study's tasks (after `check` accepted the options)."""
 
     @classmethod
     def serial(cls, workers: int) -> bool:

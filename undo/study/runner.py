@@ -20,7 +20,20 @@ from undo.schema.study import MANIFEST, Manifest, ModelEntry
 from undo.study.plan import Plan, build_plan, select_task
 
 
-def manifest_of(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pending: set[str]) -> Manifest:
+def study_header(plan: Plan) -> dict[str, Any]:
+    """What the manifest says of the study as a whole: the same after every task, so computed once (the evaluation
+    identity hashes the setting's files)."""
+    cfg = plan.cfg
+    return {"config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg), "setting": cfg.setting.name,
+            "score": cfg.setting.score, "budgets": list(cfg.attack.budgets),
+            "evaluation": setting_for(cfg, purpose="report").describe_evaluation(),
+            "pretraining_tokens": cfg.model.pretraining_tokens if cfg.model.pretrained else None,
+            "run_dir": str(Path(cfg.run_dir).resolve()), "evaluation_key": report_key(cfg), "seeds": cfg.seeds,
+            "attack_kinds": cfg.attack.kinds, "plan_key": plan.key}
+
+
+def manifest_of(plan: Plan, header: dict[str, Any], outputs: dict[str, Any], skipped: dict[str, str],
+                pending: set[str]) -> Manifest:
     """What the plan has made so far: every model (once per seed) with its artifact and its attacks."""
     cfg = plan.cfg
     attacks: dict[tuple[str, int], dict[str, str | None]] = {}
@@ -38,22 +51,17 @@ def manifest_of(plan: Plan, outputs: dict[str, Any], skipped: dict[str, str], pe
                                      skipped=skipped.get(task.name)))
     selection = {t.cfg.seed: outputs[t.name] for t in plan.tasks
                  if t.action is select_task and outputs.get(t.name) is not None}
-    return Manifest(config=cfg.model_dump(mode="json"), config_hash=config_hash(cfg), setting=cfg.setting.name,
-                    score=cfg.setting.score, budgets=list(cfg.attack.budgets),
-                    evaluation=setting_for(cfg, purpose="report").describe_evaluation(),
-                    pretraining_tokens=cfg.model.pretraining_tokens if cfg.model.pretrained else None,
-                    run_dir=str(Path(cfg.run_dir).resolve()),
-                    evaluation_key=report_key(cfg), seeds=cfg.seeds, attack_kinds=cfg.attack.kinds,
-                    plan_key=plan.key, complete=all(t.name in outputs for t in plan.tasks) and not pending,
+    return Manifest(**header, complete=all(t.name in outputs for t in plan.tasks) and not pending,
                     selection=selection, models=models, skipped=skipped)
 
 
 def execute_plan(plan: Plan, executor: Executor) -> dict[str, Any]:
     run_dir = Path(plan.cfg.run_dir)
+    header = study_header(plan) if distributed.is_main() else {}
 
     def write(outputs, skipped, pending) -> None:
         if distributed.is_main():
-            manifest_of(plan, outputs, skipped, pending).write(run_dir)
+            manifest_of(plan, header, outputs, skipped, pending).write(run_dir)
 
     return execute(plan, executor, write)
 

@@ -26,20 +26,23 @@ class Finding:
 
 
 def checkpoint_finding(partial: Path) -> Finding:
-    """A work-in-progress folder: where it would resume, or why its checkpoint cannot be resumed from."""
-    checkpoints = [p for p in partial.rglob("checkpoint") if p.is_dir()]
-    for checkpoint in checkpoints:
+    """A work-in-progress folder: where it would resume, or why its checkpoint cannot be resumed from (the engine's
+    own check, `Checkpoint.damage`: the stage sets such a checkpoint aside and starts over by itself)."""
+    from undo.training.engine import Checkpoint
+
+    steps = []
+    for folder in sorted(p for p in partial.rglob("checkpoint") if p.is_dir()):
+        checkpoint = Checkpoint(folder)
         try:
-            state = json.loads((checkpoint / "state.json").read_text())
-            for name, digest in state["checksums"].items():
-                if content_problems(checkpoint, {name: {"sha256": digest, "size": (checkpoint / name).stat().st_size}},
-                                    checkpoint / STAMPS):
-                    return Finding(partial, "damaged", f"{checkpoint / name} is not the file that was saved (the "
-                                                       "stage sets it aside and starts over by itself)")
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            return Finding(partial, "damaged", f"{checkpoint}/state.json is unreadable ({type(err).__name__}; the "
-                                               "stage sets it aside and starts over by itself)")
-    steps = [json.loads((c / "state.json").read_text())["step"] for c in checkpoints]
+            run_key = json.loads((folder / "state.json").read_text()).get("run_key", "")
+        except (OSError, ValueError, AttributeError) as err:
+            run_key, damage = None, f"state.json unreadable: {type(err).__name__}"
+        if run_key is not None:
+            damage = checkpoint.damage(run_key, folder.parent / "metrics.jsonl")
+        if damage is not None:
+            return Finding(partial, "damaged", f"{folder}: {damage} (the stage sets it aside and starts over by "
+                                               "itself)")
+        steps.append(checkpoint.step())
     return Finding(partial, "in progress", f"resumes at step {max(steps)}" if steps else "starts from step 0")
 
 
