@@ -20,6 +20,29 @@ TINY = {
                             {"method": "rmu", "lrs": [1e-3, 3e-3], "knobs": {"layer": 0}}]},
 }
 
+# The capable tiny fixture: the toy alphabet setting (undo.settings.alphabet), which the TINY model learns in 150
+# steps (seconds): the base predicts about 90 % of letters on both sides, the oracle 100 % retain and 0 % forget, so
+# unlearning, distillation and the attack give distinct, non-zero numbers. Every end-to-end test that compares numbers
+# between two runs uses it; TINY (arithmetic, about 0 % everywhere at this size) stays for mechanics.
+CAPABLE = {
+    **TINY,
+    "setting": {"name": "alphabet", "examples": 2000},
+    "pretrain": {"train": {**TINY["pretrain"]["train"], "lr": 1e-2, "epochs": 20, "max_steps": 150,
+                           "eval_every": 75, "checkpoint_every": 50}},
+}
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory):
+    """The shared tiny study (tests/studies.py) run once, serially, in this process: the reference that the
+    SIGKILL, --workers, Ray and torchrun runs are compared with. Tests copy it before changing it."""
+    from tests.studies import study_config
+    from undo.api import run_study
+
+    run_dir = tmp_path_factory.mktemp("study") / "runs"
+    run_study(validate_config(study_config(run_dir)), progress=False)
+    return run_dir
+
 
 @pytest.fixture
 def tiny_config(tmp_path) -> ExperimentConfig:

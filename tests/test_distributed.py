@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import TINY
+from tests.conftest import CAPABLE, TINY
 from undo.config import validate_config
 from undo.core import distributed
 from undo.schema.errors import UserError
@@ -71,20 +72,23 @@ def same_artifact(one: Path, two: Path) -> float:
 
 
 def test_two_processes_pretrain_and_unlearn_like_one(tmp_path):
-    raw, _ = config(tmp_path, "one")
+    """Pretraining with each step's rows split between the processes, then unlearning with whole micro-batches per
+    process (grad_accum a multiple of the processes): one process's weights, metrics and counts, for every
+    objective, RepNoise's batch-level MMD term included (under a row split it differs by ~7e-3: its MMD is per
+    process)."""
+    unlearn = {**UNLEARN, "grad_accum": 2}
+    raw, _ = config(tmp_path, "one", unlearn=unlearn)
     cfg = validate_config(raw)
     pretrain(cfg, "base", progress=False)
     run_unlearning(cfg, progress=False)
-    _, two = config(tmp_path, "two")
+    _, two = config(tmp_path, "two", unlearn=unlearn)
     finished(torchrun("pretrain", str(two), "--only", "base"))
     finished(torchrun("unlearn", str(two)))
     same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base")
     names = sorted(p.name for p in (tmp_path / "one").glob("unlearn_*") if p.is_dir())
     assert len(names) == 3 and names == sorted(p.name for p in (tmp_path / "two").glob("unlearn_*") if p.is_dir())
     for name in names:
-        if "repnoise" in name:
-            continue  # its MMD term is a statistic of the whole batch: exact only with whole micro-batches, below
-        same_artifact(tmp_path / "one" / name, tmp_path / "two" / name)
+        assert same_artifact(tmp_path / "one" / name, tmp_path / "two" / name) < 2e-5, name
     selection = [json.loads((tmp_path / d / "unlearn_selection.json").read_text()) for d in ("one", "two")]
     assert selection[0] == selection[1]
 
@@ -106,22 +110,6 @@ def test_two_processes_train_compiled_like_one(tmp_path):
     for run in ("one", "two"):
         assert json.loads((tmp_path / run / "base" / "meta.json").read_text())["key"] == compiled_key, run
     assert same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base") <= 2e-5
-
-
-def test_whole_micro_batches_per_process_are_exact_for_every_objective(tmp_path):
-    """grad_accum a multiple of the processes: each process takes whole micro-batches, so even RepNoise's
-    batch-level MMD term is the one process's."""
-    unlearn = {**UNLEARN, "grad_accum": 2, "methods": [{"method": "repnoise", "lrs": [1e-3]}]}
-    raw, _ = config(tmp_path, "one", unlearn=unlearn)
-    cfg = validate_config(raw)
-    pretrain(cfg, "base", progress=False)
-    run_unlearning(cfg, progress=False)
-    _, two = config(tmp_path, "two", unlearn=unlearn)
-    finished(torchrun("pretrain", str(two), "--only", "base"))
-    finished(torchrun("unlearn", str(two)))
-    [name] = [p.name for p in (tmp_path / "one").glob("unlearn_repnoise*")]
-    # Under the row split the same run differs by ~7e-3 (its MMD is per process); with whole micro-batches, not.
-    assert same_artifact(tmp_path / "one" / name, tmp_path / "two" / name) < 2e-5
 
 
 def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
@@ -160,8 +148,13 @@ def test_a_step_is_shared_by_whole_micro_batches_or_by_rows(monkeypatch):
         distributed.shard_step(odd, "unlearn")
 
 
-def every_stage_study(options: dict, methods: list[dict]) -> dict:
-    """A tiny study (every stage kind, the given unlearning methods) whose every training stage sets `options`."""
+def every_stage_study(options: dict, methods: list[dict], *, capable: bool = False) -> dict:
+    """A tiny study (every stage kind, the given unlearning methods) whose every training stage sets `options`; or,
+    `capable`, one on the capable fixture whose stages after pretraining set them (pretraining as the shared
+    study's, whose models it reuses)."""
+    if capable:
+        study = every_stage_study(options, methods)
+        return {**study, "setting": CAPABLE["setting"], "pretrain": CAPABLE["pretrain"]}
     return {"pretrain": {"train": {**TINY["pretrain"]["train"], **options}},
             "unlearn": {**UNLEARN, **options, "methods": methods},
             "distill": {"examples": 100, "alphas": [0.5], "stop_tolerance": None,
@@ -198,20 +191,26 @@ def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
     assert teacher.weight.dtype == torch.bfloat16
 
 
-def test_every_stage_trains_compiled_close_to_eager_under_its_own_key(tmp_path):
-    """`compile` in pretraining, unlearning (a method reading block activations through hooks among them),
-    distillation and the attack: a whole tiny study runs compiled; its weights are eager's to float rounding, its
-    keys are not eager's, and left at false the option is in no stage's key (keys made before it stay valid)."""
+def test_every_stage_after_pretraining_trains_compiled_close_to_eager_under_its_own_key(tmp_path, finished_study):
+    """`compile` in unlearning (a method reading block activations through hooks among them), distillation and the
+    attack, from the capable base: the weights are eager's to float rounding, the attack curves (which move) are
+    eager's, the keys are not eager's, and left at false the option is in no stage's key (keys made before it stay
+    valid). Compiled pretraining is compared on weights in tests/test_engine.py and under torchrun above (a 150-step
+    one would not stay at rounding: see `with_pretrained_models_of`)."""
     from undo.api import run_study
 
     study = every_stage_study({"compile": True}, [{"method": "grad_diff", "lrs": [1e-3]},
-                                                  {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 0}}])
+                                                  {"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 0}}],
+                              capable=True)
     raw, _ = config(tmp_path, "compiled", **study)
-    run_study(validate_config(raw), progress=False, report=False)
     eager = json.loads(json.dumps(raw).replace('"compile": true', '"compile": false'))
     eager["run_dir"] = str(tmp_path / "eager")
-    run_study(validate_config(eager), progress=False, report=False)
-    for pattern in ("base", "unlearn_grad_diff*", "unlearn_rmu*", "distill_noised*", "attack_unlearn_grad_diff*"):
+    for run in (raw, eager):
+        with_pretrained_models_of(finished_study, Path(run["run_dir"]))
+        run_study(validate_config(run), progress=False, report=False)
+        base = Path(run["run_dir"]) / "base" / "meta.json"
+        assert base.stat().st_mtime_ns == (finished_study / "base" / "meta.json").stat().st_mtime_ns  # reused
+    for pattern in ("unlearn_grad_diff*", "unlearn_rmu*", "distill_noised*", "attack_unlearn_grad_diff*"):
         [one], [two] = (sorted((tmp_path / d).glob(pattern)) for d in ("compiled", "eager"))
         a, b = (json.loads((p / "meta.json").read_text()) for p in (one, two))
         assert a["key"] != b["key"], pattern
@@ -220,8 +219,9 @@ def test_every_stage_trains_compiled_close_to_eager_under_its_own_key(tmp_path):
             for key in weights[0]:
                 torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-3, atol=1e-4,
                                            msg=f"{pattern}: {key}")
-        else:  # the attack: the same curve (accuracies on a few items: rounding cannot flip a greedy answer here)
+        else:  # the attack: the same curve, one that moves
             assert a["best"]["values"] == pytest.approx(b["best"]["values"], abs=1e-6), pattern
+            assert len(set(a["best"]["values"])) > 1, pattern
     made = sorted(p.name for p in (tmp_path / "eager").iterdir())
     without = json.loads(json.dumps(eager).replace(', "compile": false', "").replace('"compile": false, ', ""))
     assert "compile" not in json.dumps(without)
@@ -229,22 +229,32 @@ def test_every_stage_trains_compiled_close_to_eager_under_its_own_key(tmp_path):
     assert sorted(p.name for p in (tmp_path / "eager").iterdir()) == made  # every artifact reused: the same keys
 
 
-def test_a_whole_study_under_torchrun_matches_one_process(tmp_path):
-    """`torchrun ... -m undo run`: every stage kind (distillation's stop rule and the attack's curves included)
-    with two processes gives the artifacts, weights and report numbers of the serial run."""
-    from tests.test_study import artifact_stamps, numbers, study_config
-    from undo.api import run_study
+def with_pretrained_models_of(reference: Path, run_dir: Path) -> Path:
+    """`run_dir` holding copies of `reference`'s pretrained models (reused: same keys), so that a study there runs
+    its short stages only. Needed to compare two ways of running them on capable models: a 150-step pretraining at a
+    high LR amplifies rounding (measured: DDP's other summation order, 1e-7 in the first losses, is 1e-2 by step 60
+    and 0.03 in the final weights, as between two CPUs); a stage of a few steps keeps it at rounding."""
+    for name in ("base", "oracle"):
+        shutil.copytree(reference / name, run_dir / name)
+    return run_dir
 
-    run_study(validate_config(study_config(tmp_path / "one")), progress=False)
+
+def test_a_whole_study_under_torchrun_matches_one_process(tmp_path, finished_study):
+    """`torchrun ... -m undo run`: every stage kind after pretraining (distillation's stop rule and the attack's
+    curves included) with two processes gives the artifacts, weights and report numbers of the serial run.
+    (Pretraining under torchrun: the tests above.)"""
+    from tests.studies import artifact_stamps, numbers, study_config
+
+    with_pretrained_models_of(finished_study, tmp_path / "two")
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(study_config(tmp_path / "two")))
     finished(torchrun("run", str(path)))
-    assert sorted(artifact_stamps(tmp_path / "two")) == sorted(artifact_stamps(tmp_path / "one"))
-    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    assert sorted(artifact_stamps(tmp_path / "two")) == sorted(artifact_stamps(finished_study))
+    results = [json.loads((d / "results.json").read_text()) for d in (finished_study, tmp_path / "two")]
     assert numbers(results[0]) == numbers(results[1])
-    models = sorted(p.parent.parent.name for p in (tmp_path / "one").glob("*/model/model.safetensors"))
+    models = sorted(p.parent.parent.name for p in finished_study.glob("*/model/model.safetensors"))
     assert len(models) > 10
     for name in models:
-        a, b = (load_file(tmp_path / d / name / "model" / "model.safetensors") for d in ("one", "two"))
+        a, b = (load_file(d / name / "model" / "model.safetensors") for d in (finished_study, tmp_path / "two"))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5, msg=f"{name}: {key}")

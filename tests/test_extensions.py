@@ -3,106 +3,33 @@ this module only, run through a whole tiny study and its report. Nothing in `und
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
-import numpy as np
 import pytest
-import torch
-from pydantic import Field
 
 from tests.conftest import TINY
 from undo.attacks import AttackKind, register_attack
 from undo.config import validate_config
 from undo.schema.errors import UserError
 from undo.objectives.lm import NextTokenCrossEntropy
-from undo.settings import ACCURACY, Score, SettingConfig, TokenizedSetting, register_setting
-from undo.settings.tokenizer import build_char_tokenizer
+from undo.settings import register_setting
+from undo.settings.alphabet import AlphabetConfig, AlphabetSetting
 from undo.api import run_study
 
 
-class Letters:
-    """A document of the toy setting: retain = an ascending run of letters, forget = a descending one."""
-
-    def __init__(self, text: str, component: str):
-        self.text, self.component = text, component
-
-
 @register_setting
-class AlphabetConfig(SettingConfig):
-    """Retain: continuing the alphabet forwards ("c d e f"); forget: backwards ("f e d c")."""
+class ReversedAlphabetConfig(AlphabetConfig):
+    """The built-in alphabet toy with its sides swapped: keep counting backwards ("f e d c"), forget counting forwards
+    ("c d e f"). Its name, config class and setting class live in this module only."""
 
-    name: Literal["alphabet"] = "alphabet"
-    score: ClassVar[Score] = ACCURACY
-    examples: int = Field(600, ge=10)
-    eval_items: int = Field(12, ge=1)
-    eval_seed: int = 5
+    name: Literal["reversed_alphabet"] = "reversed_alphabet"  # type: ignore[assignment]
 
-    def data_identity(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"eval_items", "eval_seed"})
-
-    def evaluation_identity(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def with_eval_items(self, items: int) -> "AlphabetConfig":
-        return self.model_copy(update={"eval_items": items})
-
-    def build(self, cache_dir: Path, tokenizer=None) -> "AlphabetSetting":
-        return AlphabetSetting(self)
+    def build(self, cache_dir: Path, tokenizer=None) -> "ReversedAlphabet":
+        return ReversedAlphabet(self, tokenizer)
 
 
-def run_of_letters(rng: np.random.Generator, side: str) -> Letters:
-    start = int(rng.integers(0, 18))
-    letters = [chr(ord("a") + start + i) for i in range(8)]
-    return Letters(" ".join(letters if side == "retain" else letters[::-1]), side)
-
-
-class AlphabetSetting(TokenizedSetting):
-    score = ACCURACY
-
-    def __init__(self, cfg: AlphabetConfig):
-        self.cfg = cfg
-        self.tokenizer = build_char_tokenizer()
-        rng = np.random.default_rng(cfg.eval_seed)
-        self.eval_documents = {side: [run_of_letters(rng, side) for _ in range(cfg.eval_items)]
-                               for side in ("retain", "forget")}
-
-    def _draw(self, n: int, seed: int, sides: tuple[str, ...]) -> list[Letters]:
-        rng = np.random.default_rng(seed)
-        return [run_of_letters(rng, sides[int(rng.integers(len(sides)))]) for _ in range(n)]
-
-    def pretraining_documents(self, which, seed):
-        documents = self._draw(self.cfg.examples, seed, ("retain", "forget"))
-        return [d for d in documents if which == "base" or d.component == "retain"]
-
-    def replacement_documents(self, n, seed):
-        return self._draw(n, seed + 7, ("retain",))
-
-    def labelled_documents(self, side, n, seed):
-        return self._draw(n, seed + (side == "forget"), (side,))
-
-    def mixture_documents(self, n, seed):
-        return self._draw(n, seed, ("retain", "forget"))
-
-    @torch.no_grad()
-    def evaluate(self, model) -> dict[str, float]:
-        """Share of letters predicted right (greedy, teacher-forced) after the first two of each run."""
-        was_training = model.training
-        model.eval()
-        metrics = {}
-        for side, documents in self.eval_documents.items():
-            ids = torch.tensor(self.encode_documents([d.text for d in documents]))
-            predicted = model(input_ids=ids).logits[:, :-1].argmax(-1)
-            letters = torch.arange(ids.size(1) - 1) % 2 == 0  # positions whose target is a letter
-            letters[:3] = False  # the first two letters cannot be predicted
-            metrics[side] = float((predicted == ids[:, 1:])[:, letters].float().mean())
-        model.train(was_training)
-        return metrics
-
-    def data_summary(self, documents):
-        return {"documents": len(documents)}
-
-    def describe_evaluation(self) -> str:
-        return f"{self.cfg.eval_items} runs of letters per side"
+class ReversedAlphabet(AlphabetSetting):
+    forget_direction = "forwards"
 
 
 TRAINED_BY_HEAD_ONLY: list[str] = []  # parameter names the head-only attack handed to the engine
@@ -125,7 +52,7 @@ class HeadOnlyAttack(AttackKind):
 
 STUDY = {
     "seed": 0,
-    "setting": {"name": "alphabet", "examples": 3000},
+    "setting": {"name": "reversed_alphabet", "examples": 3000},
     "model": TINY["model"],
     # Enough to learn both directions (base: 100 % retain and forget; oracle: 100 % retain, 0 % forget).
     "pretrain": {"train": {**TINY["pretrain"]["train"], "lr": 1e-2, "epochs": 20, "max_steps": 300,
@@ -143,18 +70,18 @@ STUDY = {
 
 def test_a_setting_and_an_attack_kind_registered_outside_the_package_run_a_whole_study(tmp_path):
     cfg = validate_config({**STUDY, "run_dir": str(tmp_path / "runs")})
-    assert type(cfg.setting) is AlphabetConfig
+    assert type(cfg.setting) is ReversedAlphabetConfig
     run_dir = run_study(cfg, progress=False)
     results = json.loads((run_dir / "results.json").read_text())
     metrics = {m["role"]: m["metrics"] for m in results["models"] if m["role"] in ("base", "oracle")}
     assert metrics["base"]["forget"] > 0.9 and metrics["oracle"]["forget"] < 0.1  # the toy setting is real
-    assert results["setting"] == "alphabet" and results["attack_kinds"] == ["finetune", "head_only"]
+    assert results["setting"] == "reversed_alphabet" and results["attack_kinds"] == ["finetune", "head_only"]
     roles = {m["role"] for m in results["models"] if m["artifact"]}
     assert {"base", "oracle", "teacher", "distilled", "undo", "oracle_match_base", "oracle_match_random"} <= roles
     attacked = [m for m in results["models"] if m["attacks"]]
     assert attacked and all(set(m["attacks"]) == {"finetune", "head_only"} for m in attacked)
     # The two kinds are different attacks on the same models: different artifacts, different curves. On the oracle
-    # (0 % forget), fine-tuning every weight relearns some of the backward runs; the head alone does not.
+    # (0 % forget), fine-tuning every weight relearns some of the forward runs; the head alone does not.
     oracle = next(m for m in results["models"] if m["role"] == "oracle")
     finetune, head_only = oracle["attacks"]["finetune"], oracle["attacks"]["head_only"]
     assert finetune["artifact"] != head_only["artifact"] and head_only["artifact"].startswith("attack_head_only_")
@@ -171,7 +98,7 @@ def test_a_setting_and_an_attack_kind_registered_outside_the_package_run_a_whole
 
 
 def test_an_unregistered_setting_or_attack_kind_is_a_one_line_error():
-    with pytest.raises(UserError, match="setting.name must be one of .*'alphabet'.*got 'algebra'"):
+    with pytest.raises(UserError, match="setting.name must be one of .*'reversed_alphabet'.*got 'algebra'"):
         validate_config({"setting": {"name": "algebra"}})
     with pytest.raises(UserError, match="attack: kinds: unknown attack kind 'prefix'; use one of: finetune, head_only, "
                                         "lora"):

@@ -2,61 +2,25 @@
 recomputing only what a config change touches, one-line errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from tests.conftest import TINY
+from tests.studies import artifact_stamps, assert_same_weights, numbers, study_config, wait_for
 from undo.cli import main
 from undo.config import validate_config
 from undo.schema.errors import UserError
 from undo.study.plan import build_plan
 from undo.api import run_study
 
-STUDY = {
-    **TINY,
-    "unlearn": {"steps": 4, "batch_size": 4, "eval_every": 2, "examples": 100,
-                "methods": [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": 1.0}},
-                            {"method": "maxent", "lrs": [1e-3, 3e-3]}]},
-    "distill": {"examples": 200, "alphas": [0.3, 0.7], "stop_tolerance": None,  # no stop rule: runs its 4 steps
-                "train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "max_steps": 4, "eval_every": 2,
-                          "checkpoint_every": 1, "log_every": 1}},
-    "attack": {"steps": 6, "eval_every": 2, "budgets": [2, 6], "lrs": [1e-3, 3e-3], "eval_per_cell": 3,
-               "examples": 200, "batch_size": 4},
-    "study": {"seeds": [0, 1], "attack_sweep_points": True},
-}
 
-
-def study_config(run_dir, **changes):
-    raw = json.loads(json.dumps(STUDY))
-    raw["run_dir"] = str(run_dir)
-    for section, values in changes.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return raw
-
-
-def numbers(results: dict) -> list:
-    """Everything a reader would quote, without paths or wall times."""
-    return [(m["id"], m["seed"], m.get("metrics"), m.get("steps"),
-             {kind: (a["best"], a["at"]) for kind, a in m["attacks"].items()}, m.get("robustness"))
-            for m in results["models"]]
-
-
-def artifact_stamps(run_dir: Path) -> dict[str, int]:
-    return {p.parent.name: p.stat().st_mtime_ns for p in run_dir.glob("*/meta.json")}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("study") / "runs"
-    run_study(validate_config(study_config(run_dir)), progress=False)
-    return run_dir
+@pytest.fixture
+def finished(finished_study):
+    return finished_study
 
 
 def test_tiny_study_report_has_every_section(finished):
@@ -89,6 +53,23 @@ def test_tiny_study_report_has_every_section(finished):
     assert f"- {host_record().label}: {made} artifacts" in report and "different machines" not in report
 
 
+def test_the_study_s_models_are_capable_and_every_stage_moves_the_numbers(finished):
+    """The fixture the equivalence tests below compare is not all zeros: the base knows both sides, the oracle only
+    retain, unlearning lowers forget, the attack moves curves, robustness is defined."""
+    results = json.loads((finished / "results.json").read_text())
+    seed0 = [m for m in results["models"] if m["seed"] == 0]
+    base, oracle = (next(m for m in seed0 if m["role"] == role) for role in ("base", "oracle"))
+    assert base["metrics"]["forget"] > 0.8 and base["metrics"]["retain"] > 0.5
+    assert oracle["metrics"]["forget"] < 0.1 and oracle["metrics"]["retain"] > 0.9
+    unlearned = [m for m in seed0 if m["role"] == "unlearn"]
+    assert unlearned and all(m["metrics"]["forget"] < base["metrics"]["forget"] - 0.1 for m in unlearned)
+    assert len({m["metrics"]["forget"] for m in seed0}) >= 8  # distinct numbers, not a handful of ties
+    curves = [a["best"]["values"] for m in seed0 for a in m["attacks"].values()]
+    assert sum(len(set(curve)) > 1 for curve in curves) >= 5  # attacks that moved the forget score
+    robust = [m["robustness"]["finetune"]["area"] for m in seed0 if m["role"] in ("undo", "distilled")]
+    assert robust and all(isinstance(area, float) for area in robust) and len(set(robust)) > 1
+
+
 def test_report_numbers_come_from_the_artifacts(finished):
     results = json.loads((finished / "results.json").read_text())
     teacher = next(m for m in results["models"] if m["role"] == "teacher" and m["family"] == "maxent"
@@ -118,28 +99,34 @@ def test_report_numbers_come_from_the_artifacts(finished):
     assert numbers(again) == numbers(results)
 
 
-def test_sigkill_then_rerun_recomputes_nothing_complete_and_ends_with_identical_numbers(finished, tmp_path):
+def test_sigkill_of_a_two_worker_run_leaves_no_process_and_resumes_to_the_serial_run_s_weights(finished, tmp_path):
+    """`undo run --workers 2` killed with SIGKILL in the middle of the study (after some distillation finished): no
+    worker outlives it, and the rerun recomputes nothing complete, leaves no partial folder and ends with the serial
+    run's artifacts, weights and report numbers. Every stage kind ran in a pool worker (with its own share of the
+    threads), so this is also the proof that `--workers` trains what one process trains."""
     run_dir = tmp_path / "runs"
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study_config(run_dir)))
-    command = [sys.executable, "-m", "undo", "run", str(config), "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    # Kill it in the middle of the study: after some distillation work has finished.
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(run_dir.glob("distill_*/meta.json")):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    command = [sys.executable, "-m", "undo", "run", str(config), "--no-progress", "--workers", "2"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: list(run_dir.glob("distill_*/meta.json")))
+    workers = psutil.Process(parent.pid).children(recursive=True)
+    assert workers, "the pool had started its workers"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == [], f"workers outlived the killed run: {alive}"
     before = artifact_stamps(run_dir)
     assert "base" in before and not (run_dir / "report.md").exists()
 
-    assert subprocess.run(command, capture_output=True, env=env).returncode == 0
+    assert subprocess.run(command, capture_output=True).returncode == 0
     after = artifact_stamps(run_dir)
     assert {name: after[name] for name in before} == before  # complete artifacts were not recomputed
     assert not list(run_dir.glob(".*.partial"))
+    assert sorted(after) == sorted(artifact_stamps(finished))
     resumed = json.loads((run_dir / "results.json").read_text())
     assert numbers(resumed) == numbers(json.loads((finished / "results.json").read_text()))
+    assert_same_weights(run_dir, finished)
 
 
 def test_changing_one_stage_recomputes_it_and_its_dependants_only(finished, tmp_path):
@@ -174,13 +161,15 @@ def test_plan_names_every_stage_kind_and_respects_the_study_section(tmp_path):
     ("study: {colour: blue}\n", "study.colour: unknown key"),
     ("unlearn: [1, 2\n", "not valid YAML"),
 ])
-def test_a_malformed_study_fails_with_one_line_and_exit_2(tmp_path, text, fragment):
+def test_a_malformed_study_fails_with_one_line_and_exit_2(tmp_path, text, fragment, monkeypatch, capsys):
+    """In this process (the console script's own exit path: tests/test_config.py)."""
     config = tmp_path / "bad.yaml"
     config.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "undo", "run", str(config)], capture_output=True, text=True,
-                            cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(config)])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("undo: error:")
     assert not (tmp_path / "runs").exists()
 
@@ -215,26 +204,16 @@ def test_report_of_a_partial_study_lists_what_is_not_computed_and_computes_nothi
     assert json.loads((finished / "results.json").read_text())["complete"] is True
 
 
-def test_parallel_workers_make_the_same_artifacts_and_numbers(finished, tmp_path):
-    """Two worker processes run independent stages at once; every stage is the same pure function of its inputs,
-    so the study ends with the same artifacts (same keys) and the same report numbers as the serial run."""
-    run_dir = tmp_path / "runs"
-    run_study(validate_config(study_config(run_dir)), progress=False, workers=2)
-    assert sorted(artifact_stamps(run_dir)) == sorted(artifact_stamps(finished))
-    serial = json.loads((finished / "results.json").read_text())
-    parallel = json.loads((run_dir / "results.json").read_text())
-    assert numbers(parallel) == numbers(serial)
-
-
-def test_the_ray_executor_makes_the_same_artifacts_and_numbers(finished, tmp_path):
+def test_the_ray_executor_makes_the_same_artifacts_weights_and_numbers(finished, tmp_path):
     """Every task a Ray task on a local Ray (this machine's 2 CPUs), launched as its inputs appear: the same
-    artifacts (same keys) and the same report numbers as the serial run."""
+    artifacts (same keys), weights and report numbers as the serial run."""
     import ray  # noqa: F401  (a declared test dependency: missing, this test fails rather than skips)
     run_dir = tmp_path / "runs"
     run_study(validate_config(study_config(run_dir)), progress=False, executor="ray")
     assert sorted(artifact_stamps(run_dir)) == sorted(artifact_stamps(finished))
     assert numbers(json.loads((run_dir / "results.json").read_text())) == numbers(
         json.loads((finished / "results.json").read_text()))
+    assert_same_weights(run_dir, finished)
 
 
 def test_a_ray_task_s_own_error_and_skip_reach_the_driver_unwrapped(tmp_path):
