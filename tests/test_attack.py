@@ -9,7 +9,7 @@ import yaml
 import undo.settings.arithmetic as arithmetic
 import undo.stages.attack as attack_stage
 from undo.stages.evaluation import ensure_evaluation
-from tests.conftest import TINY, InterruptedAt
+from tests.conftest import CAPABLE, TINY, InterruptedAt
 from undo.core.artifacts import file_sha256, stable_hash
 from undo.cli import main
 from undo.config import validate_config
@@ -25,15 +25,20 @@ ATTACK = {"lrs": LRS, "steps": 6, "eval_every": 2, "budgets": [2, 6], "batch_siz
           "eval_per_cell": 4, "extend_grid": 0}  # the grid's extension has its own test
 
 
-def config(run_dir, **attack_overrides):
-    return validate_config({**TINY, "run_dir": str(run_dir), "attack": {**ATTACK, **attack_overrides}})
+def config(run_dir, fixture=TINY, **attack_overrides):
+    return validate_config({**fixture, "run_dir": str(run_dir), "attack": {**ATTACK, **attack_overrides}})
+
+
+def capable_config(run_dir, **attack_overrides):
+    return config(run_dir, CAPABLE, **attack_overrides)
 
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory):
-    """Two different tiny models (base and oracle) and a run_dir their attacks share across tests."""
+    """Two capable tiny models (base: about 90 % on both sides; oracle: 0 % forget, so its attack curves move) and a
+    run_dir their attacks share across tests."""
     root = tmp_path_factory.mktemp("attack")
-    cfg = config(root / "runs")
+    cfg = capable_config(root / "runs")
     return cfg, pretrain(cfg, "base", progress=False), pretrain(cfg, "oracle", progress=False)
 
 
@@ -96,13 +101,13 @@ def test_every_target_sees_the_same_attack_batches(targets, monkeypatch):
     assert metas[1]["inputs"]["target"] == meta_of(oracle)["key"]
     assert metas[0]["key"] != metas[1]["key"] and results[0].name.startswith("attack_base_")
     # Another seed is another stream.
-    other = config(cfg.run_dir).model_copy(update={"seed": 1})
+    other = capable_config(cfg.run_dir).model_copy(update={"seed": 1})
     assert attack_stage.attack_data_key(other) != metas[0]["data"]["key"]
 
 
 def test_attacker_chooses_on_validation_and_the_report_reads_the_test_split(targets):
-    cfg, base, _ = targets
-    path = attack(cfg, base, progress=False)
+    cfg, _, oracle = targets
+    path = attack(cfg, oracle, progress=False)
     meta = meta_of(path)
     validation = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "forget") for lr in LRS}
     test = {lr: eval_curves(path / f"lr_{lr:g}" / "metrics.jsonl", "test/forget") for lr in LRS}
@@ -128,14 +133,17 @@ def test_attacker_chooses_on_validation_and_the_report_reads_the_test_split(targ
     assert meta["tokens"] == len(LRS) * ATTACK["steps"] * tokens_per_step
     assert meta["flops_total"] == sum(sum(run["flops"].values()) for run in meta["per_lr"]) > 0
     assert meta["kind"] == "attack" and not (path / "lr_0.001" / "checkpoint").exists()
-    attack(cfg, base, progress=False)  # complete: reused
+    # Numbers that can tell the splits and the LRs apart: the curves move, and the two LRs' differ.
+    assert len(set(best["values"])) > 1 and validation[LRS[0]][1] != validation[LRS[1]][1]
+    attack(cfg, oracle, progress=False)  # complete: reused
     assert meta_of(path) == meta
 
 
 def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_path, monkeypatch):
-    cfg, base, _ = targets
-    reference = meta_of(attack(cfg, base, progress=False))
-    cfg = config(tmp_path / "runs")
+    cfg, _, oracle = targets  # 0 % forget: curves that move
+    reference = meta_of(attack(cfg, oracle, progress=False))
+    assert len(set(reference["best"]["values"])) > 1
+    cfg = capable_config(tmp_path / "runs")
     real_train = attack_stage.train
     calls = []
 
@@ -147,14 +155,14 @@ def test_interrupted_attack_resumes_without_redoing_finished_lrs(targets, tmp_pa
 
     monkeypatch.setattr(attack_stage, "train", dies_in_second_lr)
     with pytest.raises(KeyboardInterrupt):
-        attack(cfg, base, progress=False)
-    partial = next((tmp_path / "runs").glob(".attack_base_*.partial"))
+        attack(cfg, oracle, progress=False)
+    partial = next((tmp_path / "runs").glob(".attack_oracle_*.partial"))
     first = partial / "lr_0.001" / "metrics.jsonl"
     assert (partial / "lr_0.001" / "done.json").is_file() and not (partial / "lr_0.01" / "done.json").exists()
     stamp = first.stat().st_mtime_ns
 
     monkeypatch.setattr(attack_stage, "train", lambda *a, **k: calls.append("resumed") or real_train(*a, **k))
-    resumed = attack(cfg, base, progress=False)
+    resumed = attack(cfg, oracle, progress=False)
     assert calls == [LRS[0], LRS[1], "resumed"]  # only the unfinished LR ran again
     assert (resumed / "lr_0.001" / "metrics.jsonl").stat().st_mtime_ns == stamp
     assert without_wall_time(meta_of(resumed)) == without_wall_time(reference)

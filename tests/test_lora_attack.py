@@ -11,7 +11,7 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.pytorch_utils import Conv1D
 
-from tests.conftest import TINY, InterruptedAt
+from tests.conftest import CAPABLE, InterruptedAt
 from tests.test_own_model import ARCHITECTURES, checkpoint, own_model_config
 from undo.attacks import ATTACK_KINDS
 from undo.attacks.lora import LoraAttack
@@ -30,15 +30,17 @@ from undo.stages.pretrain import pretrain
 
 LRS = [1e-3, 1e-2]
 ATTACK = {"lrs": LRS, "steps": 4, "eval_every": 2, "budgets": [2, 4], "batch_size": 4, "examples": 300,
-          "eval_per_cell": 2}
+          "eval_per_cell": 2, "extend_grid": 0}  # the grid's extension has its own test (tests/test_attack.py)
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A pretrained tiny Llama and the config whose run_dir its attacks share."""
+def oracle(tmp_path_factory):
+    """A capable tiny Llama (the capable fixture's oracle: 100 % retain, 0 % forget) and the config whose run_dir its
+    attacks share."""
     root = tmp_path_factory.mktemp("lora")
-    cfg = validate_config({**TINY, "run_dir": str(root / "runs"), "attack": {**ATTACK, "kinds": ["finetune", "lora"]}})
-    return cfg, pretrain(cfg, "base", progress=False)
+    cfg = validate_config({**CAPABLE, "run_dir": str(root / "runs"),
+                           "attack": {**ATTACK, "kinds": ["finetune", "lora"]}})
+    return cfg, pretrain(cfg, "oracle", progress=False)
 
 
 def key_of(artifact):
@@ -66,13 +68,13 @@ def random_batches(vocab: int) -> PackedBatches:
     return PackedBatches(rows, batch_size=4, seed=0)
 
 
-def test_a_lora_attack_runs_through_the_stage_under_its_own_key(base, tmp_path, capsys):
-    cfg, target = base
+def test_a_lora_attack_runs_through_the_stage_under_its_own_key(oracle, tmp_path, capsys):
+    cfg, target = oracle
     assert cfg.attack.kinds == ["finetune", "lora"] and "lora" in ATTACK_KINDS
     files = model_files(target)
     path = attack(cfg, target, kind="lora", progress=False)
     result = read_result(path, AttackResult)
-    assert path.name.startswith("attack_lora_base_") and result.attack_kind == "lora"
+    assert path.name.startswith("attack_lora_oracle_") and result.attack_kind == "lora"
     assert [run.lr for run in result.per_lr] == LRS
     for run in result.per_lr:  # a forget and a retain curve at every evaluated step, for every LR
         assert run.steps == ATTACK["steps"] and run.forget.steps == run.retain.steps == [0, 2, 4]
@@ -85,13 +87,15 @@ def test_a_lora_attack_runs_through_the_stage_under_its_own_key(base, tmp_path, 
     assert key_of(path) != key_of(finetune_path)
     # The adapters start at zero (LoRA's B = 0): the same model at step 0, then another training.
     assert result.metrics_before == finetune.metrics_before
+    assert result.metrics_before["retain"] > 0.9 and result.metrics_before["forget"] < 0.1  # numbers, not zeros
+    assert result.best.values != finetune.best.values
     losses = [[line["loss"] for line in read_metrics(folder / "lr_0.01" / "metrics.jsonl") if line["kind"] == "train"]
               for folder in (path, finetune_path)]
     assert losses[0] != losses[1]
 
     # The CLI finds the finished artifact under the same key (nothing reruns) and prints its table.
     config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump({**TINY, "run_dir": cfg.run_dir, "attack": {**ATTACK, "kinds": ["lora"]}}))
+    config_file.write_text(yaml.safe_dump({**CAPABLE, "run_dir": cfg.run_dir, "attack": {**ATTACK, "kinds": ["lora"]}}))
     made = {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
     with pytest.raises(SystemExit) as exit_info:
         main(["attack", str(target), "--kind", "lora", "--config", str(config_file), "--no-progress"])

@@ -5,7 +5,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import TINY
+from tests.conftest import CAPABLE
 from undo.cli import main
 from undo.config import SelectionRule, TrainConfig, validate_config
 from undo.training.engine import train
@@ -119,7 +119,7 @@ def test_sam_accumulates_all_micro_batches_before_perturbing(tmp_path):
 
 
 def test_unlearning_sweep_end_to_end_on_a_tiny_base(tmp_path, capsys):
-    raw = {**TINY, "run_dir": str(tmp_path / "runs"), "unlearn": {
+    raw = {**CAPABLE, "run_dir": str(tmp_path / "runs"), "unlearn": {
         "steps": 4, "batch_size": 4, "examples": 300, "eval_every": 2,
         "methods": [{"method": "grad_diff", "lrs": [1e-4, 1e-2]},
                     {"method": "grad_ascent", "lrs": [1e-3], "sam_rho": 0.05}]}}
@@ -156,6 +156,10 @@ def test_unlearning_sweep_end_to_end_on_a_tiny_base(tmp_path, capsys):
             assert meta["metrics_before"]["retain"] == pytest.approx(base_retain)
             weights = load_file(run / "model" / "model.safetensors")
             assert any(not torch.equal(weights[k], base_weights[k]) for k in weights)
+    # The retain rule decided: grad_diff's lowest forget came from the LR that also destroyed retain, not chosen.
+    grad_diff = selection["grad_diff"]
+    lowest = min(grad_diff["candidates"], key=lambda c: c["forget"])
+    assert lowest["retain"] < 0.95 * base_retain and grad_diff["chosen"] not in (None, lowest["name"])
     sam_run = tmp_path / "runs" / selection["grad_ascent+sam"]["candidates"][0]["name"]
     sam_meta = json.loads((sam_run / "meta.json").read_text())
     assert sam_meta["flops"]["train"] == 2 * sam_meta["tokens"] * base_meta["flops_per_token"]  # two passes/step
