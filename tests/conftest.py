@@ -1,7 +1,9 @@
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
+import yaml
 
 from undo.config import ExperimentConfig, validate_config
 
@@ -24,12 +26,9 @@ TINY = {
 # steps (seconds): the base predicts about 90 % of letters on both sides, the oracle 100 % retain and 0 % forget, so
 # unlearning, distillation and the attack give distinct, non-zero numbers. Every end-to-end test that compares numbers
 # between two runs uses it; TINY (arithmetic, about 0 % everywhere at this size) stays for mechanics.
-CAPABLE = {
-    **TINY,
-    "setting": {"name": "alphabet", "examples": 2000},
-    "pretrain": {"train": {**TINY["pretrain"]["train"], "lr": 1e-2, "epochs": 20, "max_steps": 150,
-                           "eval_every": 75, "checkpoint_every": 50}},
-}
+# Its setting, model and pretraining are those of configs/alphabet.yaml, the toy study users can run.
+ALPHABET_STUDY = yaml.safe_load((Path(__file__).parents[1] / "configs" / "alphabet.yaml").read_text())
+CAPABLE = {**TINY, **{section: ALPHABET_STUDY[section] for section in ("setting", "model", "pretrain")}}
 
 
 @pytest.fixture(scope="session")

@@ -8,20 +8,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import CAPABLE
+from tests.conftest import ALPHABET_STUDY, CAPABLE
 
-STUDY = {
-    **CAPABLE,
-    "unlearn": {"steps": 4, "batch_size": 4, "eval_every": 2, "examples": 100,
-                "methods": [{"method": "grad_diff", "lrs": [1e-3], "knobs": {"retain_weight": 1.0}},
-                            {"method": "maxent", "lrs": [1e-3, 3e-3]}]},
-    "distill": {"examples": 200, "alphas": [0.3, 0.7], "stop_tolerance": None,  # no stop rule: runs its 4 steps
-                "train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "max_steps": 4, "eval_every": 2,
-                          "checkpoint_every": 1, "log_every": 1}},
-    "attack": {"steps": 6, "eval_every": 2, "budgets": [2, 6], "lrs": [1e-3, 3e-3], "eval_per_cell": 3,
-               "examples": 200, "batch_size": 4},
-    "study": {"seeds": [0, 1], "attack_sweep_points": True},
-}
+# configs/alphabet.yaml (every stage kind, two seeds), with every model attacked and a distillation checkpoint at
+# every step (the SIGKILL test kills the run in the middle of one).
+STUDY = {**CAPABLE, **{k: v for k, v in ALPHABET_STUDY.items() if k not in ("run_dir", "setting", "model", "pretrain")}}
+STUDY["study"] = {**STUDY["study"], "attack_sweep_points": True}
+STUDY["distill"] = {**STUDY["distill"], "train": {**STUDY["distill"]["train"], "checkpoint_every": 1, "log_every": 1}}
 
 
 def study_config(run_dir, **changes):
@@ -50,7 +43,7 @@ def assert_same_weights(run_dir: Path, reference: Path) -> None:
         return {p.parent.parent.name: load_file(p) for p in folder.glob("*/model/model.safetensors")}
 
     ours, theirs = weights(run_dir), weights(reference)
-    assert sorted(ours) == sorted(theirs) and len(theirs) > 10
+    assert sorted(ours) == sorted(theirs) and theirs
     for name, tensors in theirs.items():
         assert ours[name].keys() == tensors.keys(), name
         for key, tensor in tensors.items():

@@ -94,6 +94,7 @@ def test_help_imports_no_torch():
     assert imported_by("from undo.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass") == []
 
 
+@pytest.mark.slow
 def test_a_config_check_imports_no_optional_extra():
     """`undo config` and a config error load the config's registries (torch, transformers), never peft, lm-eval,
     Ray or scikit-learn: a typo must not cost their start-up."""

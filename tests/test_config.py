@@ -53,6 +53,7 @@ def test_bad_override_and_missing_file_exit_2(tmp_path, capsys):
     assert code == 2 and "not valid YAML" in out.err
 
 
+@pytest.mark.slow
 def test_real_console_entry_point_prints_no_traceback(tmp_path):
     bad = write(tmp_path, "sed: 1\n")
     proc = subprocess.run([sys.executable, "-m", "undo", "pretrain", bad], capture_output=True, text=True)

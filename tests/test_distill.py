@@ -120,6 +120,7 @@ def test_probe_grid_brackets_every_first_qualifying_step_within_its_resolution(r
             assert (stop - first_qualifying) / first_qualifying < resolution
 
 
+@pytest.mark.slow
 def test_reported_stop_is_within_the_resolution_of_a_hand_made_metric_through_the_engine(tmp_path, monkeypatch):
     """A real distillation whose probed retain score is a hand-made function of the step (step / 1000): the rule
     first qualifies at step 850 (teacher 0.9, tolerance 0.05); the run stops at the first probe after it, within

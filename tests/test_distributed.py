@@ -71,6 +71,7 @@ def same_artifact(one: Path, two: Path) -> float:
     return max((a[name] - b[name]).abs().max().item() for name in a)
 
 
+@pytest.mark.slow
 def test_two_processes_pretrain_and_unlearn_like_one(tmp_path):
     """Pretraining with each step's rows split between the processes, then unlearning with whole micro-batches per
     process (grad_accum a multiple of the processes): one process's weights, metrics and counts, for every
@@ -93,6 +94,7 @@ def test_two_processes_pretrain_and_unlearn_like_one(tmp_path):
     assert selection[0] == selection[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_compiled_like_one(tmp_path):
     """`compile` under torchrun: each process compiles the DDP-wrapped model (torch's DDP optimizer splits the graph
     at gradient buckets) and the run trains to one compiled process's weights, metrics and counts."""
@@ -112,6 +114,7 @@ def test_two_processes_train_compiled_like_one(tmp_path):
     assert same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base") <= 2e-5
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
     train = {**TINY["pretrain"]["train"], "max_steps": 40, "checkpoint_every": 4}
     raw, _ = config(tmp_path, "one", pretrain={"train": train})
@@ -164,6 +167,7 @@ def every_stage_study(options: dict, methods: list[dict], *, capable: bool = Fal
             "study": {"undo_method": "grad_diff", "distill_methods": ["grad_diff"], "attack_teachers": ["grad_diff"]}}
 
 
+@pytest.mark.slow
 def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
     """Mixed precision in pretraining, unlearning, distillation and the attack: a whole tiny study runs with it and
     its weights are not fp32's (autocast really ran); a frozen teacher is held in bf16."""
@@ -191,6 +195,7 @@ def test_every_stage_trains_in_bf16_and_frozen_models_are_held_in_it(tmp_path):
     assert teacher.weight.dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_every_stage_after_pretraining_trains_compiled_close_to_eager_under_its_own_key(tmp_path, finished_study):
     """`compile` in unlearning (a method reading block activations through hooks among them), distillation and the
     attack, from the capable base: the weights are eager's to float rounding, the attack curves (which move) are
@@ -239,6 +244,7 @@ def with_pretrained_models_of(reference: Path, run_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_a_whole_study_under_torchrun_matches_one_process(tmp_path, finished_study):
     """`torchrun ... -m undo run`: every stage kind after pretraining (distillation's stop rule and the attack's
     curves included) with two processes gives the artifacts, weights and report numbers of the serial run.

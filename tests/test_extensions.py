@@ -68,6 +68,7 @@ STUDY = {
 }
 
 
+@pytest.mark.slow
 def test_a_setting_and_an_attack_kind_registered_outside_the_package_run_a_whole_study(tmp_path):
     cfg = validate_config({**STUDY, "run_dir": str(tmp_path / "runs")})
     assert type(cfg.setting) is ReversedAlphabetConfig

@@ -76,6 +76,7 @@ def test_bad_filter_recalls_are_refused(recalls, fragment, tmp_path):
                                                                           "filter_recalls": recalls}})
 
 
+@pytest.mark.slow
 def test_a_study_attacks_each_filtered_oracle_and_reports_it(tmp_path):
     raw = small_study_config(tmp_path / "runs", pretrain={"filter_recalls": [0.5]})
     run_dir = run_study(validate_config(raw), progress=False)
@@ -200,6 +201,7 @@ def test_the_classifier_oracle_filters_the_corpus_and_counts_only_its_labels(tmp
     assert 0 < labelled.labelled_fraction < 1
 
 
+@pytest.mark.slow
 def test_a_study_with_the_classifier_filter_attacks_one_per_seed_and_sets_it_beside_undo(tmp_path):
     raw = small_study_config(tmp_path / "runs", study={"seeds": [0, 1]},
                              pretrain={"classifier_filter": {"heldout_per_side": 100}, "filter_recalls": [0.5]})
@@ -241,6 +243,7 @@ def test_undo_pretrain_only_classified_trains_the_classifier_then_its_oracle(tmp
     assert meta["filtering"]["method"] == "classifier" and meta["inputs"]["filter"]
 
 
+@pytest.mark.slow
 def test_the_filter_stages_run_as_ray_tasks_with_the_same_artifacts_and_numbers(tmp_path):
     """The classifier filter, its oracle and a recall filter's oracle through the Ray executor (a local Ray): the
     same artifacts (same keys), weights and numbers as in this process."""
@@ -256,7 +259,9 @@ def test_the_filter_stages_run_as_ray_tasks_with_the_same_artifacts_and_numbers(
     names = [sorted(p.parent.name for p in (tmp_path / side).glob("*/meta.json")) for side in ("local", "ray")]
     assert names[0] == names[1] and any(name.startswith("filter_classifier_") for name in names[0])
     assert numbers(on_ray) == numbers(local)
-    assert_same_weights(tmp_path / "ray", tmp_path / "local")
+    assert_same_weights(tmp_path / "ray", tmp_path / "local")  # the filtered oracles' among them:
+    assert {"oracle_recall0.5", *(n for n in names[0] if n.startswith("oracle_classifier"))} <= {
+        p.parent.parent.name for p in (tmp_path / "local").glob("*/model/model.safetensors")}
     def classifiers(results):  # what each classifier is, without its wall time
         return [{k: v for k, v in m["classifier"].items() if k != "wall_time_s"}
                 for m in results["models"] if m["classifier"]]

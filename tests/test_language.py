@@ -173,6 +173,7 @@ def test_bad_language_configs_fail_with_one_line(tmp_path, capsys):
     assert len(err) == 1 and "missing.txt" in err[0]
 
 
+@pytest.mark.slow
 def test_tiny_language_study_end_to_end(tmp_path):
     cfg = validate_config(language_config(tmp_path))
     run_study(cfg, progress=False)

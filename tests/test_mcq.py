@@ -114,6 +114,7 @@ def test_reused_requests_score_every_model_as_a_fresh_evaluation_would(tmp_path)
     assert fresh.evaluate(other) == second
 
 
+@pytest.mark.slow
 def test_a_whole_mcq_study_offline(tmp_path):
     cfg = validate_config(mcq_config(tmp_path))
     run_dir = run_study(cfg, progress=False)
@@ -184,6 +185,7 @@ def test_chance_is_the_floor_of_forgetting():
     assert select_teacher(runs, 0.6, SelectionRule(min_retain_fraction=0.5), MCQ_ACCURACY).chosen == "at"
 
 
+@pytest.mark.slow
 def test_bad_mcq_inputs_are_one_line(tmp_path):
     raw = mcq_config(tmp_path)
     raw["setting"]["forget_tasks"] = ["no_such_task"]
@@ -203,6 +205,7 @@ def test_bad_mcq_inputs_are_one_line(tmp_path):
     assert math.isclose(validate_config(mcq_config(tmp_path)).setting.score.chance, 0.25)
 
 
+@pytest.mark.slow
 def test_the_shipped_wmdp_config_loads_and_says_where_to_get_its_corpora(tmp_path):
     import subprocess
     import sys

@@ -227,6 +227,7 @@ def one_line_exit_2(result, fragment):
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_bad_own_model_inputs_end_with_one_line(tmp_path):
     (tmp_path / "not_a_checkpoint").mkdir()
     (tmp_path / "not_a_checkpoint" / "weights.txt").write_text("hello")
@@ -262,6 +263,7 @@ def pad_less_bpe(texts: list[str], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
 
+@pytest.mark.slow
 def test_the_language_setting_on_a_checkpoints_own_tokenizer(tmp_path):
     from tests.test_language import language_config
     from undo.core.models import load_model as load

@@ -23,6 +23,7 @@ def finished(finished_study):
     return finished_study
 
 
+@pytest.mark.slow
 def test_tiny_study_report_has_every_section(finished):
     report = (finished / "report.md").read_text()
     for heading in ("## Stage wall times", "## The paper's claims at this scale", "## Pretraining",
@@ -53,6 +54,7 @@ def test_tiny_study_report_has_every_section(finished):
     assert f"- {host_record().label}: {made} artifacts" in report and "different machines" not in report
 
 
+@pytest.mark.slow
 def test_the_study_s_models_are_capable_and_every_stage_moves_the_numbers(finished):
     """The fixture the equivalence tests below compare is not all zeros: the base knows both sides, the oracle only
     retain, unlearning lowers forget, the attack moves curves, robustness is defined."""
@@ -70,6 +72,7 @@ def test_the_study_s_models_are_capable_and_every_stage_moves_the_numbers(finish
     assert robust and all(isinstance(area, float) for area in robust) and len(set(robust)) > 1
 
 
+@pytest.mark.slow
 def test_report_numbers_come_from_the_artifacts(finished):
     results = json.loads((finished / "results.json").read_text())
     teacher = next(m for m in results["models"] if m["role"] == "teacher" and m["family"] == "maxent"
@@ -99,6 +102,7 @@ def test_report_numbers_come_from_the_artifacts(finished):
     assert numbers(again) == numbers(results)
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_two_worker_run_leaves_no_process_and_resumes_to_the_serial_run_s_weights(finished, tmp_path):
     """`undo run --workers 2` killed with SIGKILL in the middle of the study (after some distillation finished): no
     worker outlives it, and the rerun recomputes nothing complete, leaves no partial folder and ends with the serial
@@ -129,6 +133,7 @@ def test_sigkill_of_a_two_worker_run_leaves_no_process_and_resumes_to_the_serial
     assert_same_weights(run_dir, finished)
 
 
+@pytest.mark.slow
 def test_changing_one_stage_recomputes_it_and_its_dependants_only(finished, tmp_path):
     import shutil
 
@@ -182,6 +187,7 @@ def test_report_without_a_study_is_a_user_error(tmp_path, capsys):
     assert not (tmp_path / "nothing").exists()
 
 
+@pytest.mark.slow
 def test_report_of_a_partial_study_lists_what_is_not_computed_and_computes_nothing(finished, tmp_path):
     import shutil
 
@@ -204,6 +210,7 @@ def test_report_of_a_partial_study_lists_what_is_not_computed_and_computes_nothi
     assert json.loads((finished / "results.json").read_text())["complete"] is True
 
 
+@pytest.mark.slow
 def test_the_ray_executor_makes_the_same_artifacts_weights_and_numbers(finished, tmp_path):
     """Every task a Ray task on a local Ray (this machine's 2 CPUs), launched as its inputs appear: the same
     artifacts (same keys), weights and report numbers as the serial run."""
@@ -216,6 +223,7 @@ def test_the_ray_executor_makes_the_same_artifacts_weights_and_numbers(finished,
     assert_same_weights(run_dir, finished)
 
 
+@pytest.mark.slow
 def test_a_ray_task_s_own_error_and_skip_reach_the_driver_unwrapped(tmp_path):
     """A user error in a Ray worker is still the one line it was (not Ray's wrapper and traceback); a skip is a
     skip; an internal error keeps its traceback."""

@@ -253,6 +253,7 @@ def write_study(tmp_path: Path, run_dir: Path) -> Path:
     return config
 
 
+@pytest.mark.slow
 def test_a_second_undo_run_on_the_same_run_dir_exits_with_one_line(tmp_path):
     run_dir = tmp_path / "runs"
     config = write_study(tmp_path, run_dir)
@@ -270,6 +271,7 @@ def test_a_second_undo_run_on_the_same_run_dir_exits_with_one_line(tmp_path):
     assert results["complete"] and sorted(p.name for p in run_dir.glob(".*.partial")) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
     run_dir = tmp_path / "runs"
     config = write_study(tmp_path, run_dir)
@@ -283,6 +285,7 @@ def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
                                             "checkpoint")
 
 
+@pytest.mark.slow
 def test_a_study_run_from_another_folder_says_where_the_first_one_is(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -294,6 +297,7 @@ def test_a_study_run_from_another_folder_says_where_the_first_one_is(tmp_path):
     assert f"this config's study is in {(tmp_path / 'a' / 'runs').resolve()}" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_run_dir_that_is_a_file_or_read_only_is_one_line(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     code, lines = cli("pretrain", "--run-dir", str(tmp_path / "file"), "--no-progress")
