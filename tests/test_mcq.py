@@ -205,24 +205,30 @@ def test_bad_mcq_inputs_are_one_line(tmp_path):
     assert math.isclose(validate_config(mcq_config(tmp_path)).setting.score.chance, 0.25)
 
 
-@pytest.mark.slow
-def test_the_shipped_wmdp_config_loads_and_says_where_to_get_its_corpora(tmp_path):
-    import subprocess
-    import sys
+def test_the_shipped_wmdp_config_loads_and_says_where_to_get_its_corpora(tmp_path, capsys, monkeypatch):
+    """In this process (the console script's own exit path: tests/test_config.py)."""
+    from undo.cli import main
 
     root = Path(__file__).resolve().parents[1]
-    loaded = subprocess.run([sys.executable, "-m", "undo", "config", "configs/wmdp.yaml"], capture_output=True,
-                            text=True, cwd=root)
-    assert loaded.returncode == 0 and "wmdp_bio" in loaded.stdout and "stop_tolerance: null" in loaded.stdout
+
+    def undo(*args: str, cwd: Path) -> tuple[int, str, str]:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+        out = capsys.readouterr()
+        return exit_.value.code or 0, out.out, out.err
+
+    code, out, _ = undo("config", "configs/wmdp.yaml", cwd=root)
+    assert code == 0 and "wmdp_bio" in out and "stop_tolerance: null" in out
     tiny = tiny_checkpoint(tmp_path / "checkpoint")
 
     def data_command():
-        result = subprocess.run([sys.executable, "-m", "undo", "data", str(root / "configs" / "wmdp.yaml"), "--set",
-                                 f"model.pretrained={tiny}", "--set", "model.context=128",  # the tiny model's
-                                 "--set", "unlearn.methods=[{method: maxent}]"],
-                                capture_output=True, text=True, cwd=tmp_path)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        code, _, err = undo("data", str(root / "configs" / "wmdp.yaml"), "--set", f"model.pretrained={tiny}",
+                            "--set", "model.context=128",  # the tiny model's
+                            "--set", "unlearn.methods=[{method: maxent}]", cwd=tmp_path)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
         return lines[0]
 
     line = data_command()

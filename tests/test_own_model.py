@@ -6,9 +6,8 @@ each, the project's own base loaded back through `model.pretrained`, and one cle
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -212,13 +211,20 @@ def test_gradient_checkpointing_changes_memory_not_numbers(tmp_path, monkeypatch
     assert all(torch.allclose(runs[0][k], runs[1][k], atol=1e-6) for k in runs[0])
 
 
-def cli(tmp_path, *args, config=None):
-    command = [sys.executable, "-m", "undo", *args, *(["--no-progress"] if args[0] != "config" else [])]
+def cli(tmp_path, capsys, *args, config=None) -> SimpleNamespace:
+    """`undo ARGS` in this process (the console script's own exit path: tests/test_config.py): its exit code and
+    what it wrote to stderr."""
+    from undo.cli import main
+
+    command = [*args, *(["--no-progress"] if args[0] != "config" else [])]
     if config is not None:
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        command.insert(4, str(path))
-    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        command.insert(1, str(path))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    return SimpleNamespace(returncode=exit_.value.code or 0, stderr=capsys.readouterr().err)
 
 
 def one_line_exit_2(result, fragment):
@@ -227,26 +233,27 @@ def one_line_exit_2(result, fragment):
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
-@pytest.mark.slow
-def test_bad_own_model_inputs_end_with_one_line(tmp_path):
+def test_bad_own_model_inputs_end_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "not_a_checkpoint").mkdir()
     (tmp_path / "not_a_checkpoint" / "weights.txt").write_text("hello")
     raw = own_model_config(tmp_path / "runs", tmp_path / "not_a_checkpoint")
-    one_line_exit_2(cli(tmp_path, "pretrain", config=raw), "is not a Hugging Face checkpoint folder (no config.json)")
+    one_line_exit_2(cli(tmp_path, capsys, "pretrain", config=raw),
+                    "is not a Hugging Face checkpoint folder (no config.json)")
 
     narrow = checkpoint(tmp_path / "narrow", "llama", LlamaConfig(**{**SMALL, "vocab_size": 50}))
     raw = own_model_config(tmp_path / "runs", narrow)
-    one_line_exit_2(cli(tmp_path, "pretrain", config=raw),
+    one_line_exit_2(cli(tmp_path, capsys, "pretrain", config=raw),
                     "the tokenizer has 98 tokens but the model has 50 embedding rows")
 
     source = checkpoint(tmp_path / "mine", "gpt2")
     raw = own_model_config(tmp_path / "runs", source)
     raw["unlearn"]["methods"] = [{"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 5}}]
-    one_line_exit_2(cli(tmp_path, "config", config=raw), "rmu layer 5 is out of range for a 2-block model")
+    one_line_exit_2(cli(tmp_path, capsys, "config", config=raw), "rmu layer 5 is out of range for a 2-block model")
 
     raw["unlearn"]["methods"] = [{"method": "rmu", "lrs": [1e-3], "knobs": {"layer": 1, "trainable_regex": "nowhere"}}]
-    assert cli(tmp_path, "pretrain", config=raw).returncode == 0
-    one_line_exit_2(cli(tmp_path, "unlearn", config=raw), "rmu trainable_regex 'nowhere' selects no parameter")
+    assert cli(tmp_path, capsys, "pretrain", config=raw).returncode == 0
+    one_line_exit_2(cli(tmp_path, capsys, "unlearn", config=raw), "rmu trainable_regex 'nowhere' selects no parameter")
 
 
 def pad_less_bpe(texts: list[str], vocab_size: int):

@@ -39,9 +39,20 @@ def capable(tmp_path, **changes):
     return validate_config({**CAPABLE, "run_dir": str(tmp_path / "runs"), "attack": ATTACK, **changes})
 
 
-def cli(*args, cwd=None):
-    result = subprocess.run([sys.executable, "-m", "undo", *args], capture_output=True, text=True, cwd=cwd)
-    return result.returncode, result.stderr.strip().splitlines()
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`undo ARGS` in this process, from the folder `cwd`: (exit code, stderr lines). (The console script's own exit
+    path: tests/test_config.py.)"""
+    from undo.cli import main
+
+    def run(*args: str, cwd: Path | None = None) -> tuple[int, list[str]]:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+        return exit_.value.code or 0, capsys.readouterr().err.strip().splitlines()
+    return run
 
 
 def flip_byte(path: Path, offset_from_end: int = 16) -> None:
@@ -286,7 +297,7 @@ def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_run_from_another_folder_says_where_the_first_one_is(tmp_path):
+def test_a_study_run_from_another_folder_says_where_the_first_one_is(tmp_path, cli):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     config = tmp_path / "study.yaml"
@@ -297,8 +308,7 @@ def test_a_study_run_from_another_folder_says_where_the_first_one_is(tmp_path):
     assert f"this config's study is in {(tmp_path / 'a' / 'runs').resolve()}" in lines[0]
 
 
-@pytest.mark.slow
-def test_a_run_dir_that_is_a_file_or_read_only_is_one_line(tmp_path):
+def test_a_run_dir_that_is_a_file_or_read_only_is_one_line(tmp_path, cli):
     (tmp_path / "file").write_text("not a folder")
     code, lines = cli("pretrain", "--run-dir", str(tmp_path / "file"), "--no-progress")
     assert code == 2 and len(lines) == 1 and "is a file, not a folder" in lines[0]
