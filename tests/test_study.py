@@ -104,16 +104,18 @@ def test_report_numbers_come_from_the_artifacts(finished):
 
 @pytest.mark.slow
 def test_sigkill_of_a_two_worker_run_leaves_no_process_and_resumes_to_the_serial_run_s_weights(finished, tmp_path):
-    """`undo run --workers 2` killed with SIGKILL in the middle of the study (after some distillation finished): no
-    worker outlives it, and the rerun recomputes nothing complete, leaves no partial folder and ends with the serial
-    run's artifacts, weights and report numbers. Every stage kind ran in a pool worker (with its own share of the
-    threads), so this is also the proof that `--workers` trains what one process trains."""
+    """`undo run --workers 2` killed with SIGKILL in the middle of the study (after some distillation finished, while
+    another one holds a checkpoint): no worker outlives it, and the rerun resumes that distillation from its
+    checkpoint, recomputes nothing complete, leaves no partial folder and ends with the serial run's artifacts,
+    weights and report numbers. Every stage kind ran in a pool worker (with its own share of the threads), so this
+    is also the proof that `--workers` trains what one process trains."""
     run_dir = tmp_path / "runs"
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study_config(run_dir)))
     command = [sys.executable, "-m", "undo", "run", str(config), "--no-progress", "--workers", "2"]
     parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: list(run_dir.glob("distill_*/meta.json")))
+    wait_for(lambda: list(run_dir.glob("distill_*/meta.json"))
+             and list(run_dir.glob(".distill_*.partial/checkpoint/state.json")), seconds=300)
     workers = psutil.Process(parent.pid).children(recursive=True)
     assert workers, "the pool had started its workers"
     parent.send_signal(signal.SIGKILL)
@@ -123,7 +125,8 @@ def test_sigkill_of_a_two_worker_run_leaves_no_process_and_resumes_to_the_serial
     before = artifact_stamps(run_dir)
     assert "base" in before and not (run_dir / "report.md").exists()
 
-    assert subprocess.run(command, capture_output=True).returncode == 0
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0 and "resuming from the checkpoint of step" in rerun.stderr
     after = artifact_stamps(run_dir)
     assert {name: after[name] for name in before} == before  # complete artifacts were not recomputed
     assert not list(run_dir.glob(".*.partial"))
