@@ -272,8 +272,12 @@ def test_a_second_undo_run_on_the_same_run_dir_exits_with_one_line(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "undo", "run", str(config), "--no-progress"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_for(lambda: (run_dir / ".undo.lock.owner").is_file())
-    second = subprocess.run([sys.executable, "-m", "undo", "run", str(config), "--no-progress"], capture_output=True,
-                            text=True, env=env)
+    first.send_signal(signal.SIGSTOP)  # holding the lock, however fast its study would have finished
+    try:
+        second = subprocess.run([sys.executable, "-m", "undo", "run", str(config), "--no-progress"],
+                                capture_output=True, text=True, env=env)
+    finally:
+        first.send_signal(signal.SIGCONT)
     lines = second.stderr.strip().splitlines()
     assert second.returncode == 2 and len(lines) == 1, second.stderr
     assert f"pid {first.pid}" in lines[0] and "is writing" in lines[0]
