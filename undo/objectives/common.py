@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from undo.core.logits import forward, needs_chunks, position_logits, sum_over_chunks
 from undo.schema.errors import UserError
 
 FORGET, RETAIN = "forget", "retain"
@@ -18,15 +19,6 @@ FORGET, RETAIN = "forget", "retain"
 def side(batch: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(input_ids, attention_mask or None) of the forget or retain half of an unlearning batch."""
     return batch[f"{name}_input_ids"], batch.get(f"{name}_attention_mask")
-
-
-def forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-    """A training or scoring forward pass: without a key/value cache, since nothing is decoded after it (building
-    one costs a little time and memory; the outputs are the same). A model without a cache (no `config.use_cache`,
-    e.g. a plain torch module) is called as it is."""
-    if hasattr(getattr(model, "config", None), "use_cache"):
-        kwargs["use_cache"] = False
-    return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
 def shifted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
@@ -38,18 +30,43 @@ def shifted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     return logits, targets, mask, out
 
 
+def next_token_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The [B, T] mask of positions whose next token counts (real, and not the last column), and those targets."""
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    positions = torch.zeros_like(mask)
+    positions[:, :-1] = mask[:, 1:]
+    return positions, input_ids[:, 1:][mask[:, 1:]]
+
+
 def cross_entropy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean next-token cross-entropy over the positions that count (the same number HF's `labels=` gives)."""
-    logits, targets, mask, _ = shifted_logits(model, input_ids, attention_mask)
-    return F.cross_entropy(logits[mask], targets[mask])
+    """Mean next-token cross-entropy over the positions that count (the same number HF's `labels=` gives); for a
+    large vocabulary, chunk by chunk (undo.core.logits)."""
+    positions, targets = next_token_positions(input_ids, attention_mask)
+    logits = position_logits(model, input_ids, attention_mask, positions)
+    if logits.head is None:
+        return F.cross_entropy(logits.logits(), targets)
+    return sum_over_chunks(lambda start, stop, chunk: F.cross_entropy(chunk, targets[start:stop], reduction="sum"),
+                           logits) / len(logits)
 
 
 def sequence_logprob(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence: the summed log-probability of its tokens given their prefixes, and how many tokens counted."""
-    logits, targets, mask, _ = shifted_logits(model, input_ids, attention_mask)
-    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (token_logp * mask).sum(dim=1), mask.sum(dim=1)
+    """Per sequence: the summed log-probability of its tokens given their prefixes, and how many tokens counted (for
+    a large vocabulary, chunk by chunk: undo.core.logits)."""
+    positions, targets = next_token_positions(input_ids, attention_mask)
+    if not needs_chunks(model, int(positions.sum())):
+        logits, targets, mask, _ = shifted_logits(model, input_ids, attention_mask)
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return (token_logp * mask).sum(dim=1), mask.sum(dim=1)
+    sequence = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(positions)[positions]
+    logits = position_logits(model, input_ids, attention_mask, positions)
+
+    def per_sequence(start: int, stop: int, chunk: torch.Tensor) -> torch.Tensor:
+        token_logp = torch.log_softmax(chunk, dim=-1).gather(-1, targets[start:stop, None]).squeeze(-1)
+        return chunk.new_zeros(input_ids.shape[0]).index_add(0, sequence[start:stop], token_logp)
+
+    return sum_over_chunks(per_sequence, logits), positions.sum(dim=1)
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:

@@ -12,7 +12,7 @@ from undo.core.compute import forward_flops_per_token
 from undo.schema.errors import UserError
 from undo.core.timing import phase
 from undo.objectives.base import Objective, register
-from undo.objectives.common import forward
+from undo.core.logits import position_logits, sum_over_chunks
 
 
 @register("distill")
@@ -52,12 +52,16 @@ class ForwardKL(Objective):
         if self.teacher.training:  # someone switched it back; dropout etc. must stay off
             self.teacher.eval()
         with torch.no_grad(), phase("reference_forwards"):
-            teacher_logits = forward(self.teacher, input_ids, attention_mask).logits[counted]
-        student_logits = forward(model, input_ids, attention_mask).logits[counted]
-        if teacher_logits.shape[-1] != student_logits.shape[-1]:
-            raise UserError(f"teacher and student vocabularies differ ({teacher_logits.shape[-1]} vs "
-                            f"{student_logits.shape[-1]} logits); distillation needs the same tokenizer and vocab")
-        kl = forward_kl(teacher_logits.float(), student_logits.float(), self.temperature)
+            teacher = position_logits(self.teacher, input_ids, attention_mask, counted, frozen=True)
+        student = position_logits(model, input_ids, attention_mask, counted)
+        if teacher.vocab != student.vocab:
+            raise UserError(f"teacher and student vocabularies differ ({teacher.vocab} vs {student.vocab} logits); "
+                            "distillation needs the same tokenizer and vocab")
+        if teacher.head is None and student.head is None:
+            kl = forward_kl(teacher.logits(), student.logits(), self.temperature)
+        else:  # a large vocabulary: chunk by chunk (undo.core.logits)
+            kl = sum_over_chunks(lambda start, stop, t, s: forward_kl(t, s, self.temperature, reduction="sum"),
+                                 teacher, student) / len(student)
         return self.temperature ** 2 * kl, {"kl": kl.item()}
 
     def extra_flops(self, batch):
@@ -65,9 +69,10 @@ class ForwardKL(Objective):
         return {"teacher": input_ids.numel() * forward_flops_per_token(self.teacher, input_ids.shape[-1])}
 
 
-def forward_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Mean over rows of KL(softmax(teacher/T) ‖ softmax(student/T)); logits are [positions, vocab]."""
+def forward_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0,
+               reduction: str = "mean") -> torch.Tensor:
+    """Mean (or sum) over rows of KL(softmax(teacher/T) ‖ softmax(student/T)); logits are [positions, vocab]."""
     teacher_logp = torch.log_softmax(teacher_logits / temperature, dim=-1)
     student_logp = torch.log_softmax(student_logits / temperature, dim=-1)
     per_position = F.kl_div(student_logp, teacher_logp, reduction="none", log_target=True).sum(dim=-1)
-    return per_position.mean()
+    return per_position.mean() if reduction == "mean" else per_position.sum()

@@ -12,7 +12,8 @@ from undo.core.compute import forward_flops_per_token
 from undo.schema.errors import UserError
 from undo.core.timing import phase
 from undo.objectives.base import Objective, register
-from undo.objectives.common import FORGET, RETAIN, cross_entropy, shifted_logits, side
+from undo.core.logits import PositionLogits, needs_chunks, position_logits, sum_over_chunks
+from undo.objectives.common import FORGET, RETAIN, cross_entropy, next_token_positions, shifted_logits, side
 
 
 @register("maxent")
@@ -44,6 +45,13 @@ class MaxEnt(Objective):
     def retain_term(self, model, batch) -> torch.Tensor:
         if self.retain_loss == "ce":
             return cross_entropy(model, *side(batch, RETAIN))
+        retain_ids, retain_mask = side(batch, RETAIN)
+        positions, _ = next_token_positions(retain_ids, retain_mask)
+        if needs_chunks(model, int(positions.sum())):  # a large vocabulary: chunk by chunk (undo.core.logits)
+            with torch.no_grad(), phase("reference_forwards"):
+                reference = position_logits(self.reference, retain_ids, retain_mask, positions, frozen=True)
+            current = position_logits(model, retain_ids, retain_mask, positions)
+            return sum_over_chunks(lambda start, stop, ref, cur: kl_sum(ref, cur), reference, current) / len(current)
         logits, _, mask, _ = shifted_logits(model, *side(batch, RETAIN))
         with torch.no_grad(), phase("reference_forwards"):
             reference, _, _, _ = shifted_logits(self.reference, *side(batch, RETAIN))
@@ -52,6 +60,10 @@ class MaxEnt(Objective):
         return kl[mask].mean()
 
     def loss(self, model, batch):
+        forget_ids, forget_mask = side(batch, FORGET)
+        positions, targets = next_token_positions(forget_ids, forget_mask)
+        if needs_chunks(model, int(positions.sum())):
+            return self.chunked_loss(model, batch, position_logits(model, forget_ids, forget_mask, positions), targets)
         logits, targets, mask, _ = shifted_logits(model, *side(batch, FORGET))
         log_probs = torch.log_softmax(logits, dim=-1)
         kl_from_uniform = -math.log(logits.shape[-1]) - log_probs.mean(dim=-1)
@@ -62,8 +74,28 @@ class MaxEnt(Objective):
         return loss, {"forget_kl_uniform": forget_kl.item(), "forget_ce": forget_ce.item(),
                       f"retain_{self.retain_loss}": retain.item()}
 
+    def chunked_loss(self, model, batch, forget: PositionLogits, targets: torch.Tensor):
+        """The same loss for a large vocabulary, chunk by chunk (undo.core.logits): the forget KL from uniform with
+        its gradient; the forget CE, only logged, without."""
+        def sums(start: int, stop: int, logits: torch.Tensor) -> torch.Tensor:
+            log_probs = torch.log_softmax(logits, dim=-1)
+            kl = (-math.log(logits.shape[-1]) - log_probs.mean(dim=-1)).sum()
+            return torch.stack([kl, F.nll_loss(log_probs, targets[start:stop], reduction="sum").detach()])
+
+        forget_kl, forget_ce = sum_over_chunks(sums, forget) / len(forget)
+        retain = self.retain_term(model, batch)
+        loss = forget_kl + self.retain_weight * retain
+        return loss, {"forget_kl_uniform": forget_kl.item(), "forget_ce": forget_ce.item(),
+                      f"retain_{self.retain_loss}": retain.item()}
+
     def extra_flops(self, batch):
         if self.retain_loss != "kl":
             return {}
         retain_ids = batch["retain_input_ids"]
         return {"reference": retain_ids.numel() * forward_flops_per_token(self.reference, retain_ids.shape[-1])}
+
+
+def kl_sum(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Sum over positions of KL(p_reference || p) ([positions, vocab] logits)."""
+    reference_logp = torch.log_softmax(reference_logits, dim=-1)
+    return (reference_logp.exp() * (reference_logp - torch.log_softmax(logits, dim=-1))).sum()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from undo.core.logits import position_logits, sum_over_chunks
+
 
 @torch.no_grad()
 def heldout_cross_entropy(model, rows: torch.Tensor, *, pad_id: int | None = None, real: torch.Tensor | None = None,
@@ -35,9 +37,14 @@ def heldout_cross_entropy(model, rows: torch.Tensor, *, pad_id: int | None = Non
         for start in range(0, rows.size(0), batch_size):
             batch = rows[start:start + batch_size].to(device)
             mask = real[start:start + batch_size].to(device)
-            logits = model(input_ids=batch, attention_mask=mask.long()).logits[:, :-1]
             counted = mask[:, 1:] & mask[:, :-1]
-            losses = F.cross_entropy(logits[counted].float(), batch[:, 1:][counted], reduction="sum")
+            positions = torch.zeros_like(mask)
+            positions[:, :-1] = counted
+            # For a large vocabulary, the logits chunk by chunk (undo.core.logits).
+            logits = position_logits(model, batch, mask.long(), positions)
+            targets = batch[:, 1:][counted]
+            losses = sum_over_chunks(
+                lambda start, stop, chunk: F.cross_entropy(chunk, targets[start:stop], reduction="sum"), logits)
             total += losses.double().cpu()
             count += int(counted.sum())
     finally:
