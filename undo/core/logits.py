@@ -78,11 +78,12 @@ def vocabulary_size(model: nn.Module) -> int | None:
 
 def needs_chunks(model: nn.Module, positions: int) -> bool:
     """Whether the fp32 logits of `positions` positions would pass the budget, and the model can be chunked: one
-    process (under DDP the head's weights would be marked ready once per chunk; sharded training is its own step)
-    and a head whose logits are the model's."""
+    process (under DDP the head's weights would be marked ready once per chunk; sharded training is its own step),
+    not compiled (the head is swapped during the forward, which a compiled graph would not see), and a head whose
+    logits are the model's."""
     vocab = vocabulary_size(model)
     return (vocab is not None and 4 * positions * vocab > LOGITS_BUDGET_BYTES and unwrapped(model) is model
-            and head_matches(model))
+            and not isinstance(model, torch._dynamo.eval_frame.OptimizedModule) and head_matches(model))
 
 
 def _head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
