@@ -13,6 +13,7 @@ from undo.objectives.common import cross_entropy, sequence_logprob
 from undo.objectives.distill import ForwardKL
 from undo.objectives.lm import NextTokenCrossEntropy
 from undo.objectives.maxent import MaxEnt
+from undo.objectives.repnoise import RepNoise
 from undo.settings.cross_entropy import heldout_cross_entropy
 
 VOCAB = 3000
@@ -76,6 +77,7 @@ LOSSES = {
     "maxent": lambda model, ids, mask, other: MaxEnt(retain_weight=0.5).loss(model, paired(ids, mask))[0],
     "maxent_kl_retain": lambda model, ids, mask, other: MaxEnt(retain_weight=0.5, retain_loss="kl",
                                                                reference=other).loss(model, paired(ids, mask))[0],
+    "repnoise": lambda model, ids, mask, other: RepNoise(alpha=0.5, beta=0.1).loss(model, paired(ids, mask))[0],
 }
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import zlib
 
 import torch
-import torch.nn.functional as F
 
 from undo.schema.errors import UserError
 from undo.objectives.base import Objective, register
 from undo.objectives.common import (
-    FORGET, RETAIN, block_outputs, check_blocks, cross_entropy, decoder_blocks, shifted_logits, side,
+    FORGET, RETAIN, block_outputs, check_blocks, cross_entropy, decoder_blocks, side,
 )
 
 
@@ -85,8 +84,7 @@ class RepNoise(Objective):
         blocks = list(range(len(decoder_blocks(model)))) if self.layers is None else self.layers
         check_blocks(model, blocks, "repnoise layers")
         with block_outputs(model, blocks) as hidden:
-            logits, targets, mask, _ = shifted_logits(model, forget_ids, forget_mask)
-        forget_ce = F.cross_entropy(logits[mask], targets[mask])
+            forget_ce = cross_entropy(model, forget_ids, forget_mask)  # chunked for a large vocabulary
         retain_ce = cross_entropy(model, *side(batch, RETAIN))
 
         counted = torch.ones_like(forget_ids, dtype=torch.bool) if forget_mask is None else forget_mask.bool()
