@@ -264,3 +264,19 @@ def test_a_whole_study_under_torchrun_matches_one_process(tmp_path, finished_stu
         a, b = (load_file(d / name / "model" / "model.safetensors") for d in (finished_study, tmp_path / "two"))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5, msg=f"{name}: {key}")
+
+@pytest.mark.slow
+def test_a_large_vocabulary_chunked_under_two_processes_trains_like_one(tmp_path):
+    """A 600,000-token vocabulary: each process's 128 positions of fp32 logits (307 MB) pass the budget, so the loss
+    runs chunk by chunk (undo.core.logits) through the DDP wrapper; the weights are one process's to rounding."""
+    from undo.core.logits import LOGITS_BUDGET_BYTES
+
+    model = {**TINY["model"], "vocab": 600_000}
+    train = {**TINY["pretrain"]["train"], "max_steps": 6, "eval_every": 6, "checkpoint_every": 6}
+    batch, context = train["batch_size"], model["context"]
+    assert 4 * (batch // 2) * context * model["vocab"] > LOGITS_BUDGET_BYTES  # chunked in each of the two processes
+    raw, _ = config(tmp_path, "one", model=model, pretrain={"train": train})
+    pretrain(validate_config(raw), "base", progress=False)
+    _, two = config(tmp_path, "two", model=model, pretrain={"train": train})
+    finished(torchrun("pretrain", str(two), "--only", "base"))
+    assert same_artifact(tmp_path / "one" / "base", tmp_path / "two" / "base") < 2e-5

@@ -77,12 +77,12 @@ def vocabulary_size(model: nn.Module) -> int | None:
 
 
 def needs_chunks(model: nn.Module, positions: int) -> bool:
-    """Whether the fp32 logits of `positions` positions would pass the budget, and the model can be chunked: one
-    process (under DDP the head's weights would be marked ready once per chunk; sharded training is its own step),
-    not compiled (the head is swapped during the forward, which a compiled graph would not see), and a head whose
-    logits are the model's."""
+    """Whether the fp32 logits of `positions` positions would pass the budget, and the model can be chunked: not
+    compiled (the head is swapped during the forward, which a compiled graph would not see), and a head whose logits
+    are the model's. Under DDP the forward runs through the wrapper and the chunks' head products are edges of the
+    same graph (recomputation only refills saved tensors), so each weight's gradient is reduced once."""
     vocab = vocabulary_size(model)
-    return (vocab is not None and 4 * positions * vocab > LOGITS_BUDGET_BYTES and unwrapped(model) is model
+    return (vocab is not None and 4 * positions * vocab > LOGITS_BUDGET_BYTES
             and not isinstance(model, torch._dynamo.eval_frame.OptimizedModule) and head_matches(model))
 
 
