@@ -4,7 +4,7 @@ A causal LM's logits are its output head applied to its final hidden states. Wit
 256,000) and a long batch, the fp32 logits of a student and of its frozen teacher are a step's largest tensors (1 GB
 each at 4 x 512 tokens), and their softmaxes as large again. Where the logits of a forward pass would pass
 `LOGITS_BUDGET_BYTES`, the forward here stops at the head (the model runs as usual, wrappers such as DDP included;
-its head only hands back its input), and `sum_over_chunks` applies the head to `chunk_positions` positions at a
+its head only hands back its input), and `sum_over_chunks` applies the head to `CHUNK_BYTES` of logits at a
 time, sums each chunk's loss, and recomputes each chunk in the backward pass (activation checkpointing): at most one
 chunk's logits of each model exist at once. Gradients are those of the whole computation, to float rounding (the
 sums run in another order). Below the budget nothing changes: the logits are the forward's own, as before.
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
 
 LOGITS_BUDGET_BYTES = 256 * 2**20  # fp32 logits of one forward larger than this are computed in chunks
 # The fp32 logits of one chunk. Above glibc's largest threshold for serving an allocation from its own mapping
@@ -72,6 +71,7 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
 
 def vocabulary_size(model: nn.Module) -> int | None:
+    """The number of logits the model's output head gives (None for a model without one)."""
     head = unwrapped(model).get_output_embeddings() if hasattr(unwrapped(model), "get_output_embeddings") else None
     return getattr(head, "out_features", None)
 
