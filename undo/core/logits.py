@@ -72,7 +72,8 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
 def vocabulary_size(model: nn.Module) -> int | None:
     """The number of logits the model's output head gives (None for a model without one)."""
-    head = unwrapped(model).get_output_embeddings() if hasattr(unwrapped(model), "get_output_embeddings") else None
+    inner = unwrapped(model)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     return getattr(head, "out_features", None)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undo.core.logits import forward, needs_chunks, position_logits, sum_over_chunks
+from undo.core.logits import forward, needs_chunks, position_logits, sum_over_chunks, unwrapped
 from undo.schema.errors import UserError
 
 FORGET, RETAIN = "forget", "retain"
@@ -73,7 +73,7 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     """The model's stack of transformer blocks, found by its shape rather than its name (`model.layers` in Llama,
     `transformer.h` in GPT-2, `gpt_neox.layers`, `model.decoder.layers` in OPT): the ModuleList of
     `config.num_hidden_layers` modules of one class. A data-parallel wrapper (DDP) is looked through."""
-    model = getattr(model, "module", model) if not hasattr(model, "config") else model
+    model = unwrapped(model)
     depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == depth
               and len({type(block) for block in m}) == 1]

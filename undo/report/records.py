@@ -8,7 +8,7 @@ the oracle of the same seed.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from undo.analysis.accounting import account, artifact_metas
@@ -128,13 +128,10 @@ def add_robustness(records: list[ModelRecord], budgets: list[int], kinds: list[s
 
 def hosts_of(results: list[StageResult]) -> tuple[list[HostCount], int]:
     """The distinct machines that made these artifacts (most artifacts first), and how many recorded none."""
-    counts: dict[str, HostCount] = {}
-    for result in results:
-        if result.host is not None:
-            key = result.host.label
-            counts[key] = HostCount(host=result.host, artifacts=counts[key].artifacts + 1 if key in counts else 1)
-    return (sorted(counts.values(), key=lambda h: -h.artifacts),
-            sum(result.host is None for result in results))
+    recorded = [result.host for result in results if result.host is not None]
+    host_of = {host.label: host for host in recorded}
+    counts = Counter(host.label for host in recorded).most_common()
+    return [HostCount(host=host_of[label], artifacts=n) for label, n in counts], len(results) - len(recorded)
 
 
 def gather(run_dir: Path) -> Results:
