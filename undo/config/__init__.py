@@ -11,7 +11,7 @@ from undo.config.loading import (  # noqa: F401
     DEMO_STUDY, apply_override, config_hash, describe_validation_error, dump_yaml, load_config, validate_config,
 )
 from undo.config.sections import (  # noqa: F401
-    AttackConfig, DistillConfig, DistillTrainConfig, MethodSweep, ModelConfig, OracleConfig, PretrainConfig,
-    SelectionRule,
+    AttackConfig, DistillConfig, DistillTrainConfig, DistributedConfig, MethodSweep, ModelConfig, OracleConfig,
+    PretrainConfig, SelectionRule,
     StudyConfig, TrainConfig, UnlearnConfig,
 )

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from undo.config.sections import (
-    AttackConfig, DistillConfig, MethodSweep, ModelConfig, OracleConfig, PretrainConfig, Seed, StudyConfig,
-    UnlearnConfig,
+    AttackConfig, DistillConfig, DistributedConfig, MethodSweep, ModelConfig, OracleConfig, PretrainConfig, Seed,
+    StudyConfig, UnlearnConfig,
 )
 from undo.core.checkpoints import check_checkpoint, local_context, local_depth
 from undo.schema.strict import StrictModel
@@ -29,6 +29,7 @@ class ExperimentConfig(StrictModel):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @field_validator("setting", mode="before")
     @classmethod

@@ -343,3 +343,14 @@ class StudyConfig(StrictModel):
         None, ge=1, description="processes `undo run` runs independent stages in when --workers is not given (the "
                                 "embedded demo: 2, both cores of a small machine); null = 1. Ignored by --executor "
                                 "ray and under torchrun, which schedule stages themselves")
+
+
+class DistributedConfig(StrictModel):
+    """How the processes of one `torchrun` / `accelerate launch` share a stage's model (ignored by one process).
+    Neither choice changes what a stage makes beyond float rounding, so neither enters an artifact's key."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every process holds the whole model and its optimizer (fastest while they fit one "
+                           "device); fsdp: parameters, gradients and optimizer state are sharded across the processes "
+                           "(FSDP2 `fully_shard`, each decoder block and the whole model), for models that do not fit")
+

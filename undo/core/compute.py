@@ -23,6 +23,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from transformers.pytorch_utils import Conv1D
 
+from undo.core import sharding
+
 
 def matmul_parameters(model: nn.Module) -> int:
     """Weights that take part in a matmul: every nn.Linear and GPT-2-style Conv1D (a tied head counts again: it is a
@@ -45,7 +47,9 @@ def analytic_forward_flops_per_token(model: nn.Module, seq_len: int) -> int:
 def forward_flops_per_token(model: nn.Module, seq_len: int) -> int:
     """Forward FLOPs per token at sequence length `seq_len`, counted once per architecture and length."""
     config = getattr(model, "config", None)
-    architecture = (type(model).__qualname__, config.to_json_string() if config is not None else id(model))
+    # A sharded model (FSDP) is counted as its own class: the count made before it was sharded.
+    architecture = (sharding.plain_class(model).__qualname__,
+                    config.to_json_string() if config is not None else id(model))
     return _counted_forward_flops(model, architecture, seq_len)
 
 
@@ -58,7 +62,7 @@ _COUNTS: dict[tuple, int] = {}  # (architecture, seq_len) -> forward FLOPs per t
 
 def _counted_forward_flops(model: nn.Module, architecture: tuple, seq_len: int) -> int:
     key = (architecture, seq_len)
-    if key not in _COUNTS:
+    if key not in _COUNTS:  # a sharded model's forward needs every process: they all count it at the same point
         device = next(model.parameters()).device
         ids = torch.zeros(1, seq_len, dtype=torch.long, device=device)
         was_training = model.training

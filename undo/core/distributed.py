@@ -8,19 +8,45 @@ are. The contract the rest of undo keeps:
 - evaluations run on the main process and their numbers reach every process (`broadcast`), so a stop rule
   decides the same everywhere.
 A single process (the default) is rank 0 of 1, and every helper here is then a no-op.
+
+How the processes share a model is the config's `distributed.strategy`: `ddp` (each holds all of it) or `fsdp` (each
+holds a shard: `undo.core.sharding`). The stage runner sets it for the stage's duration (`strategy_for`) and the
+engine reads `sharded()`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, TypeVar
 
 import torch
 
 from undo.schema.errors import UserError
 
 T = TypeVar("T")
+
+
+Strategy = Literal["ddp", "fsdp"]
+_STRATEGY: contextvars.ContextVar[Strategy] = contextvars.ContextVar("strategy", default="ddp")
+
+
+@contextmanager
+def strategy_for(strategy: Strategy) -> Iterator[None]:
+    """Within the `with`, the processes share models by `strategy` (the config's `distributed.strategy`)."""
+    token = _STRATEGY.set(strategy)
+    try:
+        yield
+    finally:
+        _STRATEGY.reset(token)
+
+
+def sharded() -> bool:
+    """True when models are sharded across several processes (FSDP); one process never shards."""
+    return launched() and _STRATEGY.get() == "fsdp"
 
 
 def launched() -> bool:

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 from transformers import PretrainedConfig, PreTrainedModel
 
 from undo.core.checkpoints import check_checkpoint
-from undo.core import distributed
+from undo.core import distributed, sharding
 from undo.schema.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -135,7 +135,13 @@ def check_vocabulary(model: PreTrainedModel, tokenizer, where: str) -> None:
 
 def save_model(model: PreTrainedModel, directory: Path, tokenizer=None) -> None:
     """Write an HF directory that `AutoModelForCausalLM.from_pretrained(directory)` opens (safetensors). Under several
-    processes only the main one writes (they all hold the same weights)."""
+    processes only the main one writes (they all hold the same weights); a sharded model is first gathered onto it
+    (every process must call this then)."""
+    if sharding.is_sharded(model):
+        state = sharding.full_state_dict(model)
+        if not distributed.is_main():
+            return
+        model = sharding.plain_copy(model, state)
     if not distributed.is_main():
         return
     model.save_pretrained(directory, safe_serialization=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -45,21 +45,29 @@ class Objective(ABC):
         `recompute()` zeroes the gradients and re-accumulates them over the same micro-batches at the
         current weights. Plain objectives leave the gradients as they are."""
 
-    def to(self, device, dtype: torch.dtype | None = None) -> "Objective":
-        """Move the models the objective holds (e.g. a frozen reference or teacher) to the training device; with a
-        `dtype` (mixed precision), frozen ones are held in it: half the memory, and autocast would compute in it
-        anyway."""
+    def held_models(self) -> Iterator[nn.Module]:
+        """The models the objective holds (e.g. a frozen reference or teacher), those of a wrapped objective too."""
         for value in vars(self).values():
             if isinstance(value, Objective):
-                value.to(device, dtype)
+                yield from value.held_models()
             elif isinstance(value, nn.Module):
-                frozen = not any(p.requires_grad for p in value.parameters())
-                value.to(device=device, dtype=dtype if frozen and dtype is not None else None)
+                yield value
+
+    def to(self, device, dtype: torch.dtype | None = None) -> "Objective":
+        """Move the models the objective holds to the training device; with a `dtype` (mixed precision), frozen ones
+        are held in it: half the memory, and autocast would compute in it anyway."""
+        for model in self.held_models():
+            model.to(device=device, dtype=dtype if is_frozen(model) and dtype is not None else None)
         return self
 
     def extra_flops(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
         """FLOPs spent besides the trained model's forward+backward, by kind (e.g. {"teacher": ...})."""
         return {}
+
+
+def is_frozen(model: nn.Module) -> bool:
+    """A model that never trains (no parameter asks for a gradient)."""
+    return not any(p.requires_grad for p in model.parameters())
 
 
 def unlearning_methods() -> list[str]:

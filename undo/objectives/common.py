@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undo.core.logits import forward, needs_chunks, position_logits, sum_over_chunks, unwrapped
+from undo.core.blocks import decoder_blocks
+from undo.core.logits import forward, needs_chunks, position_logits, sum_over_chunks
 from undo.schema.errors import UserError
 
 FORGET, RETAIN = "forget", "retain"
@@ -67,20 +68,6 @@ def sequence_logprob(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         return chunk.new_zeros(input_ids.shape[0]).index_add(0, sequence[start:stop], token_logp)
 
     return sum_over_chunks(per_sequence, logits), positions.sum(dim=1)
-
-
-def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The model's stack of transformer blocks, found by its shape rather than its name (`model.layers` in Llama,
-    `transformer.h` in GPT-2, `gpt_neox.layers`, `model.decoder.layers` in OPT): the ModuleList of
-    `config.num_hidden_layers` modules of one class. A data-parallel wrapper (DDP) is looked through."""
-    model = unwrapped(model)
-    depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == depth
-              and len({type(block) for block in m}) == 1]
-    if len(stacks) != 1:
-        raise UserError(f"cannot find the transformer blocks of this {type(model).__name__} (expected one list of "
-                        f"{depth} blocks, found {len(stacks)}); use a method that does not read block activations")
-    return stacks[0]
 
 
 def check_blocks(model: nn.Module, blocks: Sequence[int], knob: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from undo.core.sharding import global_norm
 from undo.schema.errors import UserError
 from undo.objectives.base import Objective
 
@@ -37,14 +38,13 @@ class SAM(Objective):
     @torch.no_grad()
     def adjust_gradients(self, params, recompute):
         with_grad = [p for p in params if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in with_grad]))
+        grad_norm = global_norm([p.grad for p in with_grad])  # of the whole gradient, also when it is sharded
         scale = self.rho / (grad_norm + 1e-12)
         perturbation = [p.grad * scale for p in with_grad]
         originals = [p.detach().clone() for p in with_grad]  # restored by copy: exact, unlike w + e - e
         for p, e in zip(with_grad, perturbation):
             p.add_(e)
-        self.last_perturbation_norm = float(
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(e) for e in perturbation])))
+        self.last_perturbation_norm = float(global_norm(perturbation))
         with torch.enable_grad():
             recompute()
         for p, original in zip(with_grad, originals):

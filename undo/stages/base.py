@@ -183,7 +183,8 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
             distributed.wait_for_main()
             started = time.perf_counter()
             STOPWATCH.reset()
-            result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
+            with distributed.strategy_for(cfg.distributed.strategy):
+                result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
             elapsed = time.perf_counter() - started
             if not result.wall_time_s:
                 result.wall_time_s = round(elapsed, 2)

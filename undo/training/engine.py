@@ -41,12 +41,13 @@ from safetensors.torch import load_model as load_model_weights
 from safetensors.torch import save_model as save_model_weights
 
 from undo.config import TrainConfig
-from undo.core import distributed, interrupts
+from undo.core import distributed, interrupts, sharding
 from undo.core.artifacts import file_sha256
 from undo.core.compute import train_flops_per_token
 from undo.schema.errors import TrainingDiverged, UserError
 from undo.core.timing import phase
 from undo.objectives import Objective
+from undo.objectives.base import is_frozen
 
 console = Console(stderr=True, soft_wrap=True)
 Evaluate = Callable[[torch.nn.Module], dict[str, float]]
@@ -147,11 +148,32 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
            progress, description, run_key, config_keys) -> TrainResult:
     # Accelerate keeps one state per process; each run sets its own precision (the process group stays).
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    sharded = distributed.sharded()
+    # Under FSDP mixed precision is the sharding's own policy (bf16 weights gathered, fp32 gradient reduction).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision="no" if sharded else cfg.mixed_precision)
     main = distributed.is_main()
-    optimizer = make_optimizer(params, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    objective.to(accelerator.device, COMPUTE_DTYPES[cfg.mixed_precision])
+    seq_len = next(t.shape[-1] for key, t in batches[0].items() if key.endswith("input_ids"))
+    # Counted on the whole models before any sharding (the counts are cached; a frozen teacher's too).
+    flops_per_token = train_flops_per_token(model, seq_len)
+    objective.extra_flops(batches[0])
+    if sharded:
+        if cfg.mixed_precision == "fp16":
+            raise UserError(f"{description}: fp16 is not supported with distributed.strategy fsdp; set "
+                            f"mixed_precision: bf16 (or no) in {config_keys}")
+        plain = model
+        root = sharding.shard(model, mixed_precision=cfg.mixed_precision)
+        params = [p for p in model.parameters() if p.requires_grad]  # the sharded parameters replace the originals
+        for held in objective.held_models():  # a frozen teacher or reference: sharded too, never in the optimizer
+            if is_frozen(held) and COMPUTE_DTYPES[cfg.mixed_precision] is not None:
+                held.to(dtype=COMPUTE_DTYPES[cfg.mixed_precision])  # held in the compute dtype, as under DDP
+            sharding.shard(held)
+        optimizer = make_optimizer(params, cfg)
+    else:
+        optimizer = make_optimizer(params, cfg)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        plain = accelerator.unwrap_model(model)
+        objective.to(accelerator.device, COMPUTE_DTYPES[cfg.mixed_precision])
     model.train()
     # The objective's forwards (and their backward) run through the compiled module, which shares the model's
     # weights; evaluation, checkpoints and the saved model read the plain one. dynamic=False: each stage's step has
@@ -172,7 +194,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
             console.print(f"[yellow]{description}[/]: the checkpoint in {workdir} is damaged ({damage}); set aside "
                           f"as {aside.name}, starting over from step 0")
     if distributed.broadcast(main and checkpoint.exists()):
-        state = checkpoint.load(accelerator.unwrap_model(model), optimizer, run_key)
+        state = checkpoint.load(plain, optimizer, run_key)
         resumed_from = state["step"]
         if main:
             console.print(f"[cyan]{description}[/]: resuming from the checkpoint of step {resumed_from} in {workdir}")
@@ -182,8 +204,6 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
         log_path.unlink()
     distributed.wait_for_main()  # nobody trains until the main process has settled the work folder
 
-    seq_len = next(t.shape[-1] for key, t in batches[0].items() if key.endswith("input_ids"))
-    flops_per_token = train_flops_per_token(accelerator.unwrap_model(model), seq_len)
     log = open(log_path, "a") if main else None
 
     def write(record: dict[str, Any]) -> None:
@@ -192,8 +212,8 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
             log.flush()
 
     def run_eval(step: int) -> dict[str, float]:
-        with phase("evaluation"):
-            metrics = evaluate(accelerator.unwrap_model(model)) if evaluate and main else {}
+        with phase("evaluation"):  # a sharded model's forward needs every process: each evaluates, main's count
+            metrics = evaluate(plain) if evaluate and (main or sharded) else {}
         metrics = distributed.broadcast(metrics)  # every process takes the same stop decision
         write({"kind": "eval", "step": step, "tokens": state["tokens"], "flops": state["flops"], **metrics})
         return metrics
@@ -214,7 +234,10 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
         for micro, cpu_batch in enumerate(mine):
             batch = {k: v.to(accelerator.device) for k, v in cpu_batch.items()}
             # Gradients are averaged over the processes once per step, at its last micro-batch.
-            with accelerator.no_sync(model) if micro < len(mine) - 1 else contextlib.nullcontext():
+            last = micro == len(mine) - 1
+            if sharded:
+                sharding.set_gradient_sync(root, last)
+            with accelerator.no_sync(model) if not last and not sharded else contextlib.nullcontext():
                 loss, logs = compiled_loss(batch) if cfg.compile else objective.loss(model, batch)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
@@ -257,6 +280,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
     bar = _progress_bar(progress and main, description)
     task = bar.add_task(description, total=total_steps, completed=state["step"], loss=float("nan"), tps=0.0)
     window_tokens, window_start = 0, time.perf_counter()
+    shards_reported = False
     with bar:
         while state["step"] < total_steps and not state["stopped_early"]:
             interrupts.stop_if_requested()
@@ -267,9 +291,15 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
             with phase("training"):
                 loss_mean, extras, step_tokens = accumulate(step)
                 objective.adjust_gradients(params, lambda: accumulate(step))  # a no-op except for e.g. SAM
-                grad_norm = accelerator.clip_grad_norm_(params, cfg.clip) if cfg.clip else None
+                clip = sharding.clip_gradients if sharded else accelerator.clip_grad_norm_
+                grad_norm = clip(params, cfg.clip) if cfg.clip else None
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            if sharded and not shards_reported:  # what sharding saves, measured once the optimizer holds its state
+                report = shard_report(model, optimizer)
+                if main:
+                    console.print(f"[cyan]{description}[/]: {report}")
+                shards_reported = True
             state["step"] = step = step + 1
             state["tokens"] += step_tokens
             window_tokens += step_tokens
@@ -292,8 +322,10 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
                 state["elapsed_s"] = time.perf_counter() - start_time
                 state["log_bytes"] = log.tell() if log is not None else 0
                 rng = distributed.gather(rng_state())  # a collective: every process takes part
-                if main:
-                    checkpoint.save(accelerator.unwrap_model(model), optimizer, state, run_key, rng)
+                if sharded:  # every process writes its shards
+                    checkpoint.save_sharded(model, optimizer, state, run_key, rng)
+                elif main:
+                    checkpoint.save(plain, optimizer, state, run_key, rng)
     if log is not None:
         log.close()
     distributed.wait_for_main()  # the log is complete before anyone reads it
@@ -303,6 +335,15 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
         wall_time_s=time.perf_counter() - start_time, resumed_from=resumed_from,
         history=read_metrics(log_path),
     )
+
+
+def shard_report(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    """What each process holds of a sharded model's parameters and optimizer state, against the whole (a collective:
+    every process takes part)."""
+    tensors = {"parameter": list(model.parameters()), "optimizer-state": sharding.optimizer_tensors(optimizer)}
+    held = distributed.gather({kind: sharding.local_bytes(t) for kind, t in tensors.items()})
+    whole = {kind: sum(t.numel() * t.element_size() for t in ts) for kind, ts in tensors.items()}
+    return "; ".join(f"{kind} bytes per process {[h[kind] for h in held]} of {whole[kind]}" for kind in tensors)
 
 
 def _add(total: dict[str, int], more: dict[str, int]) -> None:
@@ -398,6 +439,33 @@ class Checkpoint:
         checksums = {name: file_sha256(tmp / name) for name in ("model.safetensors", "optimizer.safetensors")}
         (tmp / "state.json").write_text(json.dumps({**state, "run_key": run_key, "param_groups": groups,
                                                     "checksums": checksums}))
+        self._replace_with(tmp)
+
+    def save_sharded(self, model, optimizer, state: dict[str, Any], run_key: str,
+                     rng: list[dict[str, torch.Tensor]]) -> None:
+        """`save` for a model sharded across the processes (every process calls it): each writes its shards of the
+        weights and optimizer state into `sharded/` (torch.distributed.checkpoint), the main one the rest; the same
+        atomic renames."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        if distributed.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        distributed.wait_for_main()
+        sharding.save_state(model, optimizer, tmp / self.SHARDED)
+        distributed.wait_for_main()
+        if distributed.is_main():
+            save_file({f"rng.{rank}.{name}": value for rank, states in enumerate(rng) for name, value in states.items()},
+                      tmp / "rng.safetensors")
+            files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+            checksums = {name: file_sha256(tmp / name) for name in files}
+            (tmp / "state.json").write_text(json.dumps({**state, "run_key": run_key, "format": self.SHARDED,
+                                                        "param_groups": [], "checksums": checksums}))
+            self._replace_with(tmp)
+        distributed.wait_for_main()
+
+    SHARDED = "sharded"  # the folder (and format name) of a checkpoint written by sharded processes
+
+    def _replace_with(self, tmp: Path) -> None:
         old = self.path.with_name(self.path.name + ".old")
         if self.path.exists():
             self.path.rename(old)
@@ -405,25 +473,41 @@ class Checkpoint:
         shutil.rmtree(old, ignore_errors=True)
 
     def load(self, model, optimizer, run_key: str) -> dict[str, Any]:
-        """Restore the saved state into `model` and `optimizer` (call `damage` first: this trusts the files)."""
+        """Restore the saved state into `model` and `optimizer` (call `damage` first: this trusts the files). A
+        sharded checkpoint loads into a sharded or a whole model, on any number of processes; a whole one (one
+        process or DDP) into a whole model."""
         state = json.loads((self.path / "state.json").read_text())
         state.pop("checksums", None)
+        if state.pop("format", None) == self.SHARDED:
+            sharding.load_state(model, optimizer, self.path / self.SHARDED)
+            state.pop("param_groups", None)
+            set_rng_state(self._rng_states(load_file(self.path / "rng.safetensors")))
+            return state
+        if sharding.is_sharded(model):
+            raise UserError(f"the checkpoint in {self.path} was written by one process or under DDP; resume it with "
+                            "distributed.strategy: ddp, or delete that folder to start over")
         load_model_weights(model, str(self.path / "model.safetensors"))
         tensors = load_file(self.path / "optimizer.safetensors")
-        rngs: dict[int, dict[str, torch.Tensor]] = {}
-        for key in [k for k in tensors if k.startswith("rng.")]:
-            parts = key.split(".", 2)  # rng.<rank>.<generator>; a checkpoint from before ranks: rng.torch
-            rank, name = (int(parts[1]), parts[2]) if len(parts) == 3 else (0, parts[1])
-            rngs.setdefault(rank, {})[name] = tensors.pop(key)
-        # Each process resumes its own RNG; a run resumed with more processes than it saved gives the new ones the
-        # main process's state (the data order never depends on it: batches are read by index).
-        set_rng_state(rngs.get(distributed.rank(), rngs.get(0, {})))
+        set_rng_state(self._rng_states(tensors))
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             _, index, name = key.split(".", 2)
             slots.setdefault(int(index), {})[name] = value
         optimizer.load_state_dict({"state": slots, "param_groups": state.pop("param_groups")})
         return state
+
+
+    @staticmethod
+    def _rng_states(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This process's saved RNG states, taken out of `tensors` (`rng.<rank>.<generator>`). Each process resumes
+        its own; a run resumed with more processes than it saved gives the new ones the main process's state (the
+        data order never depends on it: batches are read by index)."""
+        rngs: dict[int, dict[str, torch.Tensor]] = {}
+        for key in [k for k in tensors if k.startswith("rng.")]:
+            parts = key.split(".", 2)  # rng.<rank>.<generator>; a checkpoint from before ranks: rng.torch
+            rank, name = (int(parts[1]), parts[2]) if len(parts) == 3 else (0, parts[1])
+            rngs.setdefault(rank, {})[name] = tensors.pop(key)
+        return rngs.get(distributed.rank(), rngs.get(0, {}))
 
 
 def rng_state() -> dict[str, torch.Tensor]:
