@@ -45,6 +45,11 @@ def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optio
     cfg = load_config(config, overrides)
     if run_dir is not None:
         cfg.run_dir = str(run_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: what the processes cannot run, before any work
+        from undo.core import distributed
+        from undo.stages.launch import check_launch
+
+        check_launch(cfg, distributed.world_size())
     return cfg
 
 

@@ -109,6 +109,13 @@ def total_dict(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, tensor.tolist()))
 
 
+def check_shareable(rows: int, accum: int, processes: int, what: str) -> None:
+    """A step of `accum` micro-batches of `rows` rows divides between `processes` processes (see `shard_step`)."""
+    if accum % processes and rows % processes:
+        raise UserError(f"{what}: a step of {accum} micro-batch(es) of {rows} rows cannot be shared by {processes} "
+                        f"processes; make its batch_size or grad_accum a multiple of {processes}")
+
+
 def shard_step(micro_batches: list[dict[str, torch.Tensor]], what: str) -> tuple[list[dict[str, torch.Tensor]], float]:
     """This process's share of one optimizer step's micro-batches, and the factor its loss is scaled by so that the
     averaged gradient is the one a single process gets from all of them.
@@ -123,8 +130,6 @@ def shard_step(micro_batches: list[dict[str, torch.Tensor]], what: str) -> tuple
     if accum % n == 0:
         return micro_batches[me::n], n / accum
     rows = next(iter(micro_batches[0].values())).shape[0]
-    if rows % n:
-        raise UserError(f"{what}: a step of {accum} micro-batch(es) of {rows} rows cannot be shared by {n} processes; "
-                        f"make its batch_size or grad_accum a multiple of {n}")
+    check_shareable(rows, accum, n, what)
     share = rows // n
     return [{k: v[me * share:(me + 1) * share] for k, v in batch.items()} for batch in micro_batches], 1.0 / accum

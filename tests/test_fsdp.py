@@ -1,0 +1,197 @@
+"""`distributed.strategy: fsdp`: two processes (`torchrun --nproc_per_node 2`, gloo on the CPU) each hold half of every
+parameter, gradient and optimizer moment (FSDP2's `fully_shard`), and train to one process's weights; a killed
+sharded run resumes on two processes or on one; bad launches fail before any work. The same code runs on GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from tests.conftest import CAPABLE, TINY
+from tests.test_distributed import finished, same_artifact, torchrun, with_pretrained_models_of
+from undo.config import validate_config
+from undo.schema.errors import UserError
+from undo.stages.launch import check_blocks_of, check_launch
+
+FSDP = ("--set", "distributed.strategy=fsdp")
+
+
+def write(tmp_path: Path, name: str, raw: dict) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**raw, "run_dir": str(tmp_path / name)}))
+    return path
+
+
+def shard_shares(stderr: str) -> list[tuple[str, list[int], int]]:
+    """Every "<kind> bytes per process [a, b] of W" the engine printed (one line per training run)."""
+    return [(kind, json.loads(held), int(whole)) for kind, held, whole
+            in re.findall(r"(parameter|optimizer-state) bytes per process (\[[\d, ]+\]) of (\d+)", stderr)]
+
+
+def assert_halved(stderr: str, runs: int) -> None:
+    """Each process held about half of the model's parameters and optimizer state, in every one of `runs` runs."""
+    shares = shard_shares(stderr)
+    assert len(shares) == 2 * runs, stderr[-2000:]
+    for kind, held, whole in shares:
+        assert len(held) == 2 and sum(held) >= whole, (kind, held, whole)
+        assert max(held) <= 0.55 * whole, (kind, held, whole)  # a row more where a count is odd
+
+
+# A two-block model (three FSDP groups: each block, then embeddings, final norm and head), capable on the alphabet.
+TWO_BLOCKS = {**CAPABLE, "model": {**CAPABLE["model"], "layers": 2}}
+UNLEARN = {"steps": 4, "batch_size": 4, "eval_every": 2, "examples": 100,
+           "methods": [{"method": "rmu", "lrs": [3e-3], "knobs": {"layer": 1, "steer": 4.0}},
+                       {"method": "npo", "lrs": [3e-3]},
+                       {"method": "grad_diff", "lrs": [3e-3], "knobs": {"retain_weight": 1.0}, "sam_rho": 0.05}],
+           "selection": {"min_retain_fraction": 0.1}}
+ATTACK = {"steps": 6, "eval_every": 2, "budgets": [2, 6], "lrs": [3e-2], "eval_per_cell": 3, "examples": 200,
+          "batch_size": 4, "kinds": ["lora"]}
+
+
+@pytest.mark.slow
+def test_sharded_unlearning_and_lora_attack_train_like_one_process(tmp_path):
+    """RMU (activation hooks on sharded blocks, a regex's parameters trained, a sharded frozen reference), NPO (a
+    sharded reference), GradDiff under SAM (the whole gradient's norm) and a LoRA attack (peft adapters inside
+    sharded blocks, with the arithmetic-free alphabet evaluation by both processes): one process's weights, metrics
+    and counts, from the same pretrained base; each process holds half of what it trains."""
+    from undo.stages.attack import attack
+    from undo.stages.pretrain import pretrain
+    from undo.stages.selection import run_unlearning
+
+    raw = {**TWO_BLOCKS, "unlearn": UNLEARN, "attack": ATTACK}
+    cfg = validate_config({**raw, "run_dir": str(tmp_path / "one")})
+    pretrain(cfg, "base", progress=False)
+    run_unlearning(cfg, progress=False)
+    rmu = next((tmp_path / "one").glob("unlearn_rmu_*/"))
+    attack(cfg, rmu, kind="lora", progress=False)
+
+    two = write(tmp_path, "two", raw)
+    (tmp_path / "two").mkdir()
+    shutil.copytree(tmp_path / "one" / "base", tmp_path / "two" / "base")
+    said = finished(torchrun("unlearn", str(two), *FSDP))
+    said += finished(torchrun("attack", "--config", str(two), str(tmp_path / "two" / rmu.name), "--kind", "lora",
+                              *FSDP))
+    assert_halved(said, runs=4)
+    names = sorted(p.name for p in (tmp_path / "one").glob("unlearn_*") if p.is_dir())
+    assert len(names) == 3
+    for name in names:
+        assert same_artifact(tmp_path / "one" / name, tmp_path / "two" / name) < 2e-5, name
+    metas = [json.loads(next(d.glob("attack_lora_*/meta.json")).read_text()) for d in (tmp_path / "one", tmp_path / "two")]
+    curves = [[(run["forget"], run["retain"]) for run in meta["per_lr"]] for meta in metas]
+    assert curves[0] == curves[1]
+    assert len(set(curves[0][0][0]["values"])) > 1  # the attack moved the forget score: the numbers compared are real
+    assert metas[0]["flops"] == metas[1]["flops"]
+
+
+@pytest.mark.slow
+def test_a_killed_sharded_run_resumes_on_two_processes_or_on_one(tmp_path):
+    """A sharded pretraining killed after a checkpoint (each process wrote its shards) resumes on two processes and,
+    from a copy, on one process; both end with the weights of an uninterrupted single-process run."""
+    from undo.stages.pretrain import pretrain
+
+    train = {**TINY["pretrain"]["train"], "max_steps": 40, "checkpoint_every": 4}
+    raw = {**TINY, "model": {**TINY["model"], "layers": 2}, "pretrain": {"train": train}}
+    reference = pretrain(validate_config({**raw, "run_dir": str(tmp_path / "one")}), "base", progress=False)
+    two = write(tmp_path, "two", raw)
+    process = torchrun("pretrain", str(two), "--only", "base", *FSDP)
+    state = tmp_path / "two" / ".base.partial" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while not (state.is_file() and json.loads(state.read_text())["step"] >= 8) and time.time() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    ranks = psutil.Process(process.pid).children(recursive=True)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    _, alive = psutil.wait_procs(ranks, timeout=10)
+    assert not alive, f"{len(alive)} of torchrun's processes outlived it"
+    assert not (tmp_path / "two" / "base").exists(), "the run finished before it could be killed"
+    saved = json.loads(state.read_text())
+    assert saved["format"] == "sharded" and any("__1_" in name for name in saved["checksums"])  # both wrote shards
+
+    shutil.copytree(tmp_path / "two", tmp_path / "three")
+    three = write(tmp_path, "three", raw)
+    said_two = finished(torchrun("pretrain", str(two), "--only", "base", *FSDP))
+    one_process = subprocess.run([sys.executable, "-m", "undo", "pretrain", str(three), "--only", "base",
+                                  "--no-progress", *FSDP], capture_output=True, text=True, timeout=300)
+    assert one_process.returncode == 0, one_process.stderr[-3000:]
+    for said, run in ((said_two, "two"), (one_process.stderr, "three")):
+        step = int(said.split("resuming from the checkpoint of step ")[1].split()[0])
+        assert 8 <= step < 40, run
+        same_artifact(reference, tmp_path / run / "base")
+    assert_halved(said_two, runs=1)
+
+
+@pytest.mark.slow
+def test_a_whole_study_sharded_matches_one_process(tmp_path, finished_study):
+    """`torchrun ... -m undo run --set distributed.strategy=fsdp`: unlearning, Unlearn-and-Distill and UNDO (a
+    sharded frozen teacher; a noised student drawn before sharding, the same draw as one process) and the attacks
+    give the artifacts, weights and report numbers of the serial study."""
+    from tests.studies import artifact_stamps, numbers, study_config
+
+    with_pretrained_models_of(finished_study, tmp_path / "two")
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(study_config(tmp_path / "two")))
+    said = finished(torchrun("run", str(path), *FSDP))
+    assert shard_shares(said)
+    assert sorted(artifact_stamps(tmp_path / "two")) == sorted(artifact_stamps(finished_study))
+    results = [json.loads((d / "results.json").read_text()) for d in (finished_study, tmp_path / "two")]
+    assert numbers(results[0]) == numbers(results[1])
+    models = sorted(p.parent.parent.name for p in finished_study.glob("*/model/model.safetensors"))
+    assert len(models) > 10
+    from safetensors.torch import load_file
+
+    for name in models:
+        a, b = (load_file(d / name / "model" / "model.safetensors") for d in (finished_study, tmp_path / "two"))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5, msg=f"{name}: {key}")
+
+
+def test_a_launch_is_checked_before_any_work(tmp_path):
+    """Steps that do not divide between the processes, fp16 under FSDP, and (below) a model without blocks: one line
+    each, from the config alone."""
+    cfg = validate_config({**TINY, "run_dir": str(tmp_path / "runs"),
+                           "attack": {"batch_size": 3, "grad_accum": 1}})
+    with pytest.raises(UserError, match=r"attack: a step of 1 micro-batch\(es\) of 3 rows cannot be shared by 2"):
+        check_launch(cfg, 2)
+    check_launch(cfg, 1)  # one process shares nothing
+    check_launch(validate_config({**TINY, "attack": {"batch_size": 3, "grad_accum": 2}}), 2)  # whole micro-batches
+    fp16 = validate_config({**TINY, "distributed": {"strategy": "fsdp"},
+                            "unlearn": {**TINY["unlearn"], "mixed_precision": "fp16"}})
+    with pytest.raises(UserError, match="unlearn.mixed_precision: fp16 is not supported with distributed.strategy"):
+        check_launch(fp16, 2)
+    check_launch(fp16.model_copy(update={"distributed": fp16.distributed.model_copy(update={"strategy": "ddp"})}), 2)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_fsdp_needs_a_model_with_blocks(tmp_path):
+    """A real checkpoint's blocks are found on its meta-device skeleton (no weights read); a model without a stack of
+    blocks is refused with the way out."""
+    from undo.core.models import fresh_model, llama_config
+    from undo.core.sharding import shard
+
+    folder = tmp_path / "checkpoint"
+    config = validate_config({**TINY, "model": {**TINY["model"], "layers": 2}})
+    fresh_model(llama_config(config.model, pad_id=0, eos_id=1), seed=0).save_pretrained(folder)
+    check_blocks_of(str(folder), config, "model.pretrained")
+    with pytest.raises(UserError, match="cannot find the transformer blocks.*set distributed.strategy: ddp"):
+        shard(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_the_strategy_is_spelled_exactly():
+    assert validate_config({"distributed": {"strategy": "fsdp"}}).distributed.strategy == "fsdp"
+    assert validate_config({}).distributed.strategy == "ddp"
+    with pytest.raises(Exception, match="strategy"):
+        validate_config({"distributed": {"strategy": "FSDP2"}})
