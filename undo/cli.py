@@ -297,13 +297,42 @@ def verify(run_dir: Annotated[Path, typer.Argument(help="a study's run directory
 
 
 @app.command("config")
-def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
+def show_config(config: ConfigArg = None, set_: SetOpt = None,
+                memory: Annotated[bool, typer.Option(
+                    "--memory", help="print each training stage's estimated peak memory per process instead")] = False,
+                processes: Annotated[Optional[int], typer.Option(
+                    min=1, help="with --memory: the processes (GPUs) one stage runs on; default: this launch's, "
+                                "else 1")] = None) -> None:
     """Validate a config and print it fully resolved, with its hash."""
     from undo.config import config_hash, dump_yaml
 
     cfg = _load(config, set_)
+    if memory:
+        _print_memory(cfg, processes or int(os.environ.get("WORLD_SIZE", "1")))
+        return
     typer.echo(dump_yaml(cfg), nl=False)
     typer.echo(f"# hash: {config_hash(cfg)}")
+
+
+def _print_memory(cfg: ExperimentConfig, processes: int) -> None:
+    from undo.stages.memory import Architecture, estimate
+
+    arch = Architecture.of_config(cfg)
+    stages = estimate(cfg, processes)
+    unit, scale = ("GiB", 2**30) if max(stage.total for stage in stages) >= 2**30 else ("MiB", 2**20)
+    strategy = cfg.distributed.strategy if processes > 1 else "one process"
+    table = Table(title=f"estimated peak memory per process ({unit}): {arch.parameters:,} parameters in "
+                        f"{cfg.model.dtype}, {processes} process(es), {strategy}", title_justify="left")
+    kinds = {"weights": "weights", "gradients": "grads", "optimizer": "adam", "frozen": "frozen",
+             "activations": "acts", "logits": "logits", "total": "total"}
+    table.add_column("stage", no_wrap=True)
+    for header in kinds.values():
+        table.add_column(header, justify="right")
+    for stage in stages:
+        table.add_row(stage.stage, *(f"{getattr(stage, kind) / scale:.2f}" for kind in kinds))
+    console.print(table)
+    console.print("tensors only: add the CUDA context (~0.5 GiB) on a GPU; benchmarks/memory_estimate.py measures "
+                  "the estimate against real runs", highlight=False)
 
 
 def _print_result(cfg: ExperimentConfig, result, metrics: dict[str, float], title: str) -> None:

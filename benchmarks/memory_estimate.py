@@ -1,0 +1,145 @@
+"""The memory estimate (`undo config --memory`, undo/stages/memory.py) against the memory real stages use.
+
+Each case runs one stage in a fresh process (two under torchrun for the DDP and FSDP cases) and measures how much its
+peak resident memory grew during the stage; the estimate of that stage is printed beside it, with the ratio. On the
+CPU the processes run with `MALLOC_MMAP_THRESHOLD_=65536`: glibc then serves every tensor from its own mapping and
+gives it back when it is freed, so resident memory follows the live tensors (by default freed heap stays resident
+and the peak of a stage includes the garbage of the ones before). On a GPU the measure is
+`torch.cuda.max_memory_allocated`.
+
+Run:  python benchmarks/memory_estimate.py                 (every case, small model: ~2 min on 2 CPU cores)
+      python benchmarks/memory_estimate.py --size medium   (a 50M-parameter model: ~5 min)
+tests/test_memory.py runs the small pretraining, distillation and FSDP cases and holds the ratio to [0.8, 1.25].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SIZES = {  # width, layers, vocab, context, batch
+    "small": (256, 4, 16000, 128, 8),
+    "medium": (512, 6, 32000, 256, 8),
+}
+CASES = {  # case -> (stage run, processes, strategy)
+    "pretrain": ("pretrain", 1, "ddp"),
+    "unlearn": ("unlearn", 1, "ddp"),
+    "distill": ("distill", 1, "ddp"),
+    "ddp": ("pretrain", 2, "ddp"),
+    "fsdp": ("pretrain", 2, "fsdp"),
+}
+ESTIMATED = {"pretrain": "pretrain", "unlearn": "unlearn grad_diff", "distill": "distill"}
+
+
+def study(size: str, run_dir: Path, strategy: str) -> dict:
+    width, layers, vocab, context, batch = SIZES[size]
+    return {"seed": 0, "run_dir": str(run_dir), "setting": {"name": "alphabet", "examples": 400},
+            "model": {"layers": layers, "width": width, "heads": 4, "context": context, "vocab": vocab},
+            "pretrain": {"train": {"batch_size": batch, "lr": 1e-3, "warmup_steps": 1, "max_steps": 3,
+                                   "eval_every": 3, "checkpoint_every": 100, "log_every": 1}},
+            "unlearn": {"steps": 2, "batch_size": batch // 2, "eval_every": 2, "examples": 100,
+                        "methods": [{"method": "grad_diff", "lrs": [1e-3]}]},
+            "distill": {"examples": 200, "stop_tolerance": None,
+                        "train": {"batch_size": batch, "lr": 1e-3, "warmup_steps": 1, "max_steps": 2, "eval_every": 2}},
+            "distributed": {"strategy": strategy}}
+
+
+def peak_bytes() -> int:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_bytes() -> int:
+    import psutil
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return psutil.Process().memory_info().rss
+
+
+def run_one(stage: str, size: str, run_dir: Path, strategy: str) -> None:
+    """In this (fresh) process: one stage, printing its estimate and its measured growth as a JSON line."""
+    from undo.config import validate_config
+    from undo.core import distributed
+    from undo.stages.memory import estimate
+
+    from undo.stages.distill import distill
+    from undo.stages.pretrain import pretrain
+    from undo.stages.selection import run_unlearning
+
+    cfg = validate_config(study(size, run_dir, strategy))
+    if stage == "prepare":  # the base model the later stages start from
+        pretrain(cfg, "base", progress=False)
+        return
+    estimated = {m.stage: m for m in estimate(cfg, int(os.environ.get("WORLD_SIZE", "1")))}[ESTIMATED[stage]]
+    before = current_bytes()
+    if stage == "pretrain":
+        pretrain(cfg, "base", progress=False)
+    elif stage == "unlearn":
+        run_unlearning(cfg, progress=False)
+    else:
+        distill(cfg, run_dir / "base", init="random", progress=False)
+    grown = peak_bytes() - before
+    print(json.dumps({"rank": distributed.rank(), "estimate": estimated.total, "measured": grown,
+                      "parts": {k: v for k, v in vars(estimated).items() if k != "stage"}}), flush=True)
+
+
+def measure(case: str, size: str = "small") -> list[dict]:
+    """Run `case` in fresh processes; one record per process: estimate and measured bytes."""
+    stage, processes, strategy = CASES[case]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    me = [str(Path(__file__).resolve())]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "runs"
+
+        def child(which: str, n: int) -> str:
+            launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                        "--nproc_per_node", str(n)]
+            done = subprocess.run([*launcher, *me, "--child", which, "--size", size, "--run-dir", str(run_dir),
+                                   "--strategy", strategy], env=env, capture_output=True, text=True, timeout=1200)
+            if done.returncode != 0:
+                raise RuntimeError(f"{case}: the {which} process failed:\n{done.stderr[-3000:]}")
+            return done.stdout
+
+        if stage != "pretrain":
+            child("prepare", 1)
+        out = child(stage, processes)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--child")
+    parser.add_argument("--run-dir", type=Path)
+    parser.add_argument("--strategy", default="ddp")
+    args = parser.parse_args()
+    if args.child:
+        run_one(args.child, args.size, args.run_dir, args.strategy)
+        return
+    sys.path.insert(0, str(Path(__file__).parent))
+    from engine_throughput import matmul_peak_gflops
+
+    peak, _ = matmul_peak_gflops()
+    print(f"machine: fp32 matmul peak {peak:.0f} GFLOP/s; model size {args.size} {SIZES[args.size]}")
+    print(f"{'case':10} {'process':>7} {'estimate MiB':>13} {'measured MiB':>13} {'measured/estimate':>18}")
+    for case in args.cases.split(","):
+        for record in measure(case, args.size):
+            print(f"{case:10} {record['rank']:>7} {record['estimate'] / 2**20:>13.0f} "
+                  f"{record['measured'] / 2**20:>13.0f} {record['measured'] / record['estimate']:>18.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
