@@ -9,6 +9,7 @@ and the peak of a stage includes the garbage of the ones before). On a GPU the m
 
 Run:  python benchmarks/memory_estimate.py                 (every case, small model: ~2 min on 2 CPU cores)
       python benchmarks/memory_estimate.py --size medium   (a 50M-parameter model: ~5 min)
+      python benchmarks/memory_estimate.py --table         (the README's table: 2 B and 8 B models, 1-8 GPUs)
 tests/test_memory.py runs the small pretraining, distillation and FSDP cases and holds the ratio to [0.8, 1.25].
 """
 
@@ -118,6 +119,46 @@ def measure(case: str, size: str = "small") -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+def shapes() -> dict[str, object]:
+    """Gemma-2-2B and Llama-3-8B as their published configs give them (built on the meta device: no download)."""
+    from transformers import Gemma2Config, LlamaConfig
+
+    return {"Gemma-2-2B": Gemma2Config(vocab_size=256000, hidden_size=2304, intermediate_size=9216,
+                                       num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                                       head_dim=256, tie_word_embeddings=True),
+            "Llama-3-8B": LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                      tie_word_embeddings=False)}
+
+
+def table(gpus=(1, 4, 8), rows: int = 4, context: int = 512) -> str:
+    """The README's table: each model's largest per-GPU estimate over a study's training stages (default methods,
+    distillation, fine-tuning attack), bf16 weights and AdamW moments, gradient checkpointing, `rows` sequences of
+    `context` tokens per GPU and micro-batch."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from undo.config import validate_config
+    from undo.stages.memory import Architecture, stage_memory, study_steps
+
+    lines = ["| model | GPUs | DDP: largest stage | FSDP: largest stage |", "|---|---|---|---|"]
+    for name, config in shapes().items():
+        with torch.device("meta"):
+            arch = Architecture.of(AutoModelForCausalLM.from_config(config))
+        for n in gpus:
+            step = {"batch_size": rows, "grad_accum": n}
+            cfg = validate_config({"pretrain": {"train": step}, "unlearn": step, "attack": step,
+                                   "distill": {"train": step}})
+            cells = []
+            for strategy in ("ddp", "fsdp"):
+                stages = [stage_memory(arch, s, context=context, dtype="bfloat16", processes=n, strategy=strategy,
+                                       gradient_checkpointing=True) for s in study_steps(cfg, arch, n)]
+                worst = max(stages, key=lambda m: m.total)
+                cells.append(f"{worst.total / 2**30:.1f} GiB ({worst.stage})")
+            lines.append(f"| {name} ({arch.parameters / 1e9:.1f} B) | {n} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -125,9 +166,13 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--strategy", default="ddp")
+    parser.add_argument("--table", action="store_true", help="print the README's table of 2 B and 8 B models")
     args = parser.parse_args()
     if args.child:
         run_one(args.child, args.size, args.run_dir, args.strategy)
+        return
+    if args.table:
+        print(table())
         return
     sys.path.insert(0, str(Path(__file__).parent))
     from engine_throughput import matmul_peak_gflops
