@@ -195,3 +195,59 @@ def test_the_strategy_is_spelled_exactly():
     assert validate_config({}).distributed.strategy == "ddp"
     with pytest.raises(Exception, match="strategy"):
         validate_config({"distributed": {"strategy": "FSDP2"}})
+
+
+@pytest.fixture
+def one_process_group():
+    """A process group of one (gloo), so that `fully_shard` and torch.distributed.checkpoint run in this process."""
+    import torch.distributed as dist
+
+    from undo.core import sharding
+
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+    yield
+    dist.destroy_process_group()
+    sharding._mesh.cache_clear()
+
+
+def test_a_sharded_checkpoint_round_trips_and_a_whole_one_is_not_loaded_sharded(tmp_path, one_process_group):
+    """Weights, AdamW moments and the RNG come back from a sharded checkpoint into a freshly sharded model; a
+    checkpoint written by one process or DDP is refused by a sharded run in one line (nothing is overwritten)."""
+    from undo.core import sharding
+    from undo.core.models import fresh_model, llama_config
+    from undo.training.engine import Checkpoint, make_optimizer, rng_state
+
+    cfg = validate_config({**TINY, "model": {**TINY["model"], "layers": 2}})
+    train_cfg = cfg.pretrain.train
+
+    def sharded_model(seed: int):
+        model = fresh_model(llama_config(cfg.model, pad_id=0, eos_id=1), seed=seed)
+        sharding.shard(model)
+        optimizer = make_optimizer(list(model.parameters()), train_cfg)
+        ids = torch.randint(3, 100, (2, 16), generator=torch.Generator().manual_seed(seed))
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        return model, optimizer
+
+    model, optimizer = sharded_model(0)
+    checkpoint = Checkpoint(tmp_path / "checkpoint")
+    state = {"step": 3, "tokens": 96, "flops": {}, "elapsed_s": 1.0, "last_eval": {}, "stopped_early": False,
+             "log_bytes": 0}
+    saved_rng = rng_state()
+    checkpoint.save_sharded(model, optimizer, state, "key", [saved_rng])
+    assert checkpoint.damage("key") is None
+    torch.manual_seed(123)  # moved on; the load must restore the saved state
+    other, other_optimizer = sharded_model(1)
+    restored = checkpoint.load(other, other_optimizer, "key")
+    assert restored["step"] == 3 and torch.equal(torch.get_rng_state(), saved_rng["torch"])
+    for (name, a), b in zip(model.named_parameters(), other.parameters()):
+        torch.testing.assert_close(a.full_tensor(), b.full_tensor(), rtol=0, atol=0, msg=name)
+    moments = [sharding.optimizer_tensors(o) for o in (optimizer, other_optimizer)]
+    assert len(moments[0]) == 2 * len(list(model.parameters()))
+    for a, b in zip(*moments):
+        assert torch.equal(a.full_tensor(), b.full_tensor())
+
+    whole = fresh_model(llama_config(cfg.model, pad_id=0, eos_id=1), seed=0)
+    Checkpoint(tmp_path / "whole").save(whole, make_optimizer(list(whole.parameters()), train_cfg), state, "key")
+    with pytest.raises(UserError, match="written by one process or under DDP; resume it with distributed.strategy"):
+        Checkpoint(tmp_path / "whole").load(other, other_optimizer, "key")

@@ -98,7 +98,8 @@ NEVER = {"run_dir", "setting.eval_batch_size", "model.gradient_checkpointing", "
          "unlearn.eval_every", "unlearn.selection.min_retain_fraction", "attack.kinds", "distill.init",
          "distill.alphas", *(f"pretrain.train.{f}" for f in CADENCE),
          *(f"distill.train.{f}" for f in CADENCE), "study.seeds", "study.distill_methods", "study.undo_method",
-         "study.oracle_matching", "study.attack_teachers", "study.attack_sweep_points", "study.workers"}
+         "study.oracle_matching", "study.attack_teachers", "study.attack_sweep_points", "study.workers",
+         "distributed.strategy", "resources"}
 # Not changed here: they need a checkpoint (tests/test_own_model.py covers keys of models loaded from one).
 CHECKPOINTS = {"model.pretrained", "model.revision", "oracle.pretrained", "oracle.revision"}
 
@@ -119,6 +120,7 @@ CHANGES: dict[str, Any] = {
     "distill.train.betas": [0.8, 0.95], "distill.train.eval_steps": [3], "distill.train.mixed_precision": "bf16",
     "distill.stop_tolerance": 0.1, "study.seeds": [1, 2], "study.distill_methods": ["grad_diff"],
     "study.undo_method": "none", "study.attack_teachers": ["maxent"], "study.workers": 2,
+    "distributed.strategy": "fsdp", "resources": {"distill": {"workers": 2}},
 }
 
 
@@ -211,8 +213,9 @@ READ_ELSEWHERE = {
     # Where artifacts go; which checkpoint (none here: tests/test_own_model.py) and whether to run its code.
     "run_dir", "model.pretrained", "model.revision", "model.trust_remote_code", "oracle.pretrained",
     "oracle.revision", "pretrain.oracle",
-    # Memory options and cadences: the same numbers, computed or logged differently.
-    "model.gradient_checkpointing", *(f"{s}.{f}" for s in ("pretrain.train", "distill.train") for f in CADENCE),
+    # Memory options and cadences: the same numbers, computed or logged differently. How several processes share a
+    # model (DDP or FSDP): the same numbers to float rounding (tests/test_fsdp.py).
+    "distributed.strategy", "model.gradient_checkpointing", *(f"{s}.{f}" for s in ("pretrain.train", "distill.train") for f in CADENCE),
     "unlearn.eval_every",
 }
 

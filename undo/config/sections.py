@@ -354,3 +354,16 @@ class DistributedConfig(StrictModel):
                            "device); fsdp: parameters, gradients and optimizer state are sharded across the processes "
                            "(FSDP2 `fully_shard`, each decoder block and the whole model), for models that do not fit")
 
+
+TRAINING_STAGE_KINDS = Literal["pretrain", "unlearn", "distill", "attack"]
+
+
+class StageWorkers(StrictModel):
+    """How many workers one stage of a kind runs on under `undo run --executor ray`: more than one makes the stage a
+    Ray Train `TorchTrainer` job (data-parallel, or sharded with `distributed.strategy: fsdp`)."""
+
+    workers: int = Field(1, ge=1, description="processes that train the stage together (one per GPU on a GPU "
+                                              "cluster)")
+    gpus_per_worker: float | None = Field(None, ge=0, description="null: one when the cluster has GPUs, else none")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs each worker asks Ray for")
+

@@ -15,11 +15,12 @@ A task travels to a worker with its inputs (run-relative artifact paths) and com
 from __future__ import annotations
 
 import os
+import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any, ClassVar, Protocol
 
 from rich.console import Console
@@ -28,7 +29,7 @@ from undo.core.registry import registrar
 from undo.config import ExperimentConfig
 from undo.core import distributed, interrupts
 from undo.core.processes import die_with_parent
-from undo.core.artifacts import NotComputed
+from undo.core.artifacts import NotComputed, stable_hash
 from undo.schema.errors import UserError
 from undo.study.plan import Plan, SkipTask, Task
 
@@ -157,16 +158,19 @@ class RayExecutors(ExecutorKind):
 
     @classmethod
     def open(cls, cfg: ExperimentConfig, workers: int, address: str | None) -> Executor:
-        return RayExecutor(cfg.run_dir, address)
+        return RayExecutor(cfg.run_dir, address, cfg.resources)
 
 
 class RayExecutor:
     """Each task a Ray task (`ray.remote`), launched when the scheduler submits it (as soon as its inputs exist),
-    with its stage's resources: GPUs for training stages when the cluster has any, CPUs otherwise. Artifacts are
-    written by the workers into the run directory, which every node must see (a shared filesystem): checked at
-    start on every node. A local Ray is started when no address is given."""
+    with its stage's resources: GPUs for training stages when the cluster has any, CPUs otherwise. A stage whose kind
+    the config gives several workers (`resources: {distill: {workers: 8}}`) runs instead as a Ray Train
+    `TorchTrainer` job: every worker runs the stage as a torchrun process would (DDP, or FSDP with
+    `distributed.strategy: fsdp`), the first one writes. Artifacts are written by the workers into the run
+    directory, which every node must see (a shared filesystem): checked at start on every node. A local Ray is
+    started when no address is given."""
 
-    def __init__(self, run_dir: str, address: str | None = None):
+    def __init__(self, run_dir: str, address: str | None = None, stage_workers: dict | None = None):
         try:
             import ray
         except ImportError:
@@ -182,7 +186,26 @@ class RayExecutor:
         self.gpus = ray.cluster_resources().get("GPU", 0) > 0
         self.remote = ray.remote(_run_captured)
         self.pending: list[Any] = []
-        self._check_run_dir_everywhere(Path(run_dir).resolve())
+        self.run_dir = Path(run_dir).resolve()
+        self.jobs = {kind: spec for kind, spec in (stage_workers or {}).items() if spec.workers > 1}
+        self._check_job_resources()
+        self.job_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ray-train")
+        self._check_run_dir_everywhere(self.run_dir)
+
+    def _worker_resources(self, kind: str) -> dict[str, float]:
+        spec = self.jobs[kind]
+        gpus = spec.gpus_per_worker if spec.gpus_per_worker is not None else (1.0 if self.gpus else 0.0)
+        return {"CPU": spec.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+
+    def _check_job_resources(self) -> None:
+        """A job waits until all its workers fit at once: a job that never can is refused before any work."""
+        cluster = self.ray.cluster_resources()
+        for kind, spec in self.jobs.items():
+            for resource, each in self._worker_resources(kind).items():
+                if spec.workers * each > cluster.get(resource, 0):
+                    raise UserError(f"resources.{kind}: {spec.workers} workers x {each:g} {resource} need "
+                                    f"{spec.workers * each:g}, but the Ray cluster has {cluster.get(resource, 0):g}; "
+                                    "lower workers or the per-worker share")
 
     def _check_run_dir_everywhere(self, run_dir: Path) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -202,6 +225,8 @@ class RayExecutor:
                             "filesystem every node mounts at the same path")
 
     def submit(self, task: Task, inputs: dict[str, Any]) -> Future:
+        if task.stage is not None and task.stage.kind in self.jobs:
+            return self.job_threads.submit(self._train_job, task, inputs)
         gpus = task.resources.gpus if self.gpus else 0
         ref = self.remote.options(num_cpus=task.resources.cpus, num_gpus=gpus, max_retries=0,
                                   name=task.name).remote(task, inputs)
@@ -222,12 +247,52 @@ class RayExecutor:
         ref.future().add_done_callback(settle)
         return outer
 
+    def _train_job(self, task: Task, inputs: dict[str, Any]) -> Any:
+        """Run `task` as a Ray Train job of its stage kind's workers; its output (or its own error) comes back
+        through a file the first worker writes in the run directory."""
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        kind = task.stage.kind
+        resources = self._worker_resources(kind)
+        jobs = self.run_dir / ".ray-train"
+        jobs.mkdir(exist_ok=True)
+        name = f"{kind}-{stable_hash(task.name)[:12]}"
+        output = jobs / f"{name}.pkl"
+        output.unlink(missing_ok=True)
+        trainer = TorchTrainer(
+            _train_job_worker, train_loop_config={"task": task, "inputs": inputs, "output": str(output)},
+            scaling_config=ScalingConfig(num_workers=self.jobs[kind].workers, use_gpu="GPU" in resources,
+                                         resources_per_worker=resources),
+            run_config=RunConfig(storage_path=str(jobs), name=name))
+        trainer.fit()
+        status, value = pickle.loads(output.read_bytes())
+        output.unlink()
+        if status == "raised":
+            raise value
+        return value
+
     def close(self, cancel: bool) -> None:
         if cancel:
             for ref in self.pending:
                 self.ray.cancel(ref, force=True)
+        self.job_threads.shutdown(wait=not cancel, cancel_futures=cancel)
         if self.started_here:
             self.ray.shutdown()
+
+
+def _train_job_worker(config: dict[str, Any]) -> None:
+    """One worker of a stage's Ray Train job: the stage as one process of a launch (Ray Train has joined the
+    process group and set RANK and WORLD_SIZE, which undo.core.distributed reads). The first worker hands back
+    the output, or the task's own expected error (a skip, a user error's one line)."""
+    import ray.train
+
+    try:
+        result = ("ok", config["task"].run(config["inputs"]))
+    except (SkipTask, NotComputed, UserError) as expected:
+        result = ("raised", expected)
+    if ray.train.get_context().get_world_rank() == 0:
+        Path(config["output"]).write_bytes(pickle.dumps(result))
 
 
 def _run_captured(task: Task, inputs: dict[str, Any]) -> tuple[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 from undo.config import ExperimentConfig
 from undo.core.artifacts import stable_hash
 from undo.stages.attack import Attack, attack
-from undo.stages.base import Resources
+from undo.stages.base import Resources, Stage
 from undo.stages.distill import Distill, distill
 from undo.stages.filter import TrainFilter, train_filter
 from undo.stages.pretrain import Pretrain, pretrain
@@ -49,10 +49,14 @@ class Task:
     cfg: ExperimentConfig
     inputs: dict[str, str | list[str]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
-    resources: Resources = DECISION
+    stage: type[Stage] | None = None  # the kind of stage it runs (None: a task that only reads and decides)
     model: ModelSpec | None = None  # the model this task makes, for the manifest
     attack_of: str | None = None  # an attack task: the task whose model it attacks
     attack_kind: str | None = None
+
+    @property
+    def resources(self) -> Resources:
+        return self.stage.resources if self.stage is not None else DECISION
 
     @property
     def needs(self) -> list[str]:
@@ -147,13 +151,13 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
     plan = Plan(cfg)
     quiet = {"progress": progress}
     base = plan.add("pretrain base", pretrain_task, cfg, params={"which": "base", **quiet},
-                    resources=Pretrain.resources, model=ModelSpec(id="base", role=Role.BASE))
+                    stage=Pretrain, model=ModelSpec(id="base", role=Role.BASE))
     oracle = None
     if cfg.oracle_source is not None:
         oracle = plan.add("pretrain oracle", pretrain_task, cfg, params={"which": "oracle", **quiet},
-                          resources=Pretrain.resources, model=ModelSpec(id="oracle", role=Role.ORACLE))
+                          stage=Pretrain, model=ModelSpec(id="oracle", role=Role.ORACLE))
     filtered = [plan.add(f"pretrain oracle, filter recall {recall:g}", pretrain_task, cfg,
-                         params={"which": "oracle", "recall": recall, **quiet}, resources=Pretrain.resources,
+                         params={"which": "oracle", "recall": recall, **quiet}, stage=Pretrain,
                          model=ModelSpec(id=f"filter recall {recall:g}", role=Role.FILTERED, filter_recall=recall))
                 for recall in cfg.pretrain.filter_recalls]
 
@@ -162,16 +166,16 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
         tag = f"seed {seed}"
         points = sweep_points(scfg)
         unlearned = [plan.add(f"{tag} / unlearn {point.description}", unlearn_task, scfg, inputs={"base": base},
-                              params={"point": point, **quiet}, resources=Unlearn.resources,
+                              params={"point": point, **quiet}, stage=Unlearn,
                               model=ModelSpec(id=point.description, role=Role.UNLEARN, family=point.label,
                                               seed=seed, lr=point.lr, knobs=dict(point.knobs)))
                      for point in points]
         if cfg.pretrain.classifier_filter is not None:  # trained on this seed's unlearning labels
             classifier = plan.add(f"{tag} / train the classifier filter", filter_task, scfg, params=quiet,
-                                  resources=TrainFilter.resources)
+                                  stage=TrainFilter)
             # Pretrained like the oracle (the study's own seed and stream); only the classifier is this seed's.
             filtered_here = [plan.add(f"{tag} / pretrain oracle, classifier filter", classified_oracle_task, cfg,
-                                      inputs={"classifier": classifier}, params=quiet, resources=Pretrain.resources,
+                                      inputs={"classifier": classifier}, params=quiet, stage=Pretrain,
                                       model=ModelSpec(id="classifier filter", role=Role.FILTERED, seed=seed))]
         else:
             filtered_here = []
@@ -184,7 +188,7 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
                     for family in dict.fromkeys(p.label for p in points)}
 
         def student(name: str, spec: ModelSpec, **task) -> str:
-            return plan.add(f"{tag} / {name}", distill_task, scfg, resources=Distill.resources, model=spec, **task)
+            return plan.add(f"{tag} / {name}", distill_task, scfg, stage=Distill, model=spec, **task)
 
         students = [student(f"distill {family} -> random init", ModelSpec(
                         id=f"{family} + distill", role=Role.DISTILLED, family=family, seed=seed),
@@ -216,6 +220,6 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
             label = "attack" if kind == "finetune" else f"attack ({kind})"
             for target in targets:
                 plan.add(f"{tag} / {label} {target.split(' / ', 1)[-1]}", attack_task, scfg,
-                         inputs={"target": target}, params={"kind": kind, **quiet}, resources=Attack.resources,
+                         inputs={"target": target}, params={"kind": kind, **quiet}, stage=Attack,
                          attack_of=target, attack_kind=kind)
     return plan

@@ -13,8 +13,15 @@ With `compile` set, the objective's forwards and their backward run through `tor
 weights; evaluation and saving read the plain module): faster steps after a one-time compile, the same numbers to
 float rounding.
 
+With `distributed.strategy: fsdp` (`undo.core.sharding`) the model, and the frozen models the objective holds, are
+sharded across the processes before training: each process holds 1/N of every weight, gradient and optimizer
+moment; clipping uses the whole gradient's norm; every process takes part in evaluations; checkpoints are written
+shard by shard (torch.distributed.checkpoint) and load on any number of processes.
+
 Checkpoints hold weights, optimizer moments, every process's RNG and the log's length, all as safetensors + JSON
-(nothing is pickled). A run that finds a checkpoint in its work directory resumes from it and ends with the same
+(nothing is pickled). A sharded checkpoint is torch.distributed.checkpoint's files, whose metadata file is a pickle:
+a run only resumes from the checkpoint in its own work folder, written under its own key, with every file's
+checksum matching. A run that finds a checkpoint in its work directory resumes from it and ends with the same
 numbers as an uninterrupted run. A NaN/inf loss stops the run with a clear error and leaves the last good checkpoint.
 """
 
@@ -367,6 +374,8 @@ def _progress_bar(enabled: bool, description: str) -> Progress:
 class Checkpoint:
     """A resumable training state in one folder, written atomically (to a temporary folder, then renamed)."""
 
+    SHARDED = "sharded"  # the folder (and format name) of a checkpoint written by sharded processes
+
     def __init__(self, path: Path):
         self.path = path
 
@@ -463,8 +472,6 @@ class Checkpoint:
             self._replace_with(tmp)
         distributed.wait_for_main()
 
-    SHARDED = "sharded"  # the folder (and format name) of a checkpoint written by sharded processes
-
     def _replace_with(self, tmp: Path) -> None:
         old = self.path.with_name(self.path.name + ".old")
         if self.path.exists():
@@ -495,7 +502,6 @@ class Checkpoint:
             slots.setdefault(int(index), {})[name] = value
         optimizer.load_state_dict({"state": slots, "param_groups": state.pop("param_groups")})
         return state
-
 
     @staticmethod
     def _rng_states(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
