@@ -51,21 +51,42 @@ def study(size: str, run_dir: Path, strategy: str) -> dict:
             "distributed": {"strategy": strategy}}
 
 
+def status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 def peak_bytes() -> int:
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        return status_bytes("VmHWM")  # the peak since `start_measuring` reset it
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def current_bytes() -> int:
+def start_measuring() -> int:
+    """Reset the peak to now (on Linux, writing 5 to /proc/self/clear_refs resets the resident high-water mark, so
+    that a peak reached before the stage, e.g. while importing, is not taken for the stage's) and return the memory
+    in use now."""
+    import gc
+
     import psutil
     import torch
 
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         return torch.cuda.memory_allocated()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
     return psutil.Process().memory_info().rss
 
 
@@ -84,7 +105,7 @@ def run_one(stage: str, size: str, run_dir: Path, strategy: str) -> None:
         pretrain(cfg, "base", progress=False)
         return
     estimated = {m.stage: m for m in estimate(cfg, int(os.environ.get("WORLD_SIZE", "1")))}[ESTIMATED[stage]]
-    before = current_bytes()
+    before = start_measuring()
     if stage == "pretrain":
         pretrain(cfg, "base", progress=False)
     elif stage == "unlearn":

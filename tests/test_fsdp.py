@@ -251,3 +251,116 @@ def test_a_sharded_checkpoint_round_trips_and_a_whole_one_is_not_loaded_sharded(
     Checkpoint(tmp_path / "whole").save(whole, make_optimizer(list(whole.parameters()), train_cfg), state, "key")
     with pytest.raises(UserError, match="written by one process or under DDP; resume it with distributed.strategy"):
         Checkpoint(tmp_path / "whole").load(other, other_optimizer, "key")
+
+
+@pytest.mark.slow
+def test_a_sharded_gpt2_with_a_tied_head_trains_and_saves_like_one_process(tmp_path):
+    """Another architecture (GPT-2: blocks under `transformer.h`, Conv1D layers, the head tied to the embeddings):
+    GradDiff and an UNDO student under FSDP give one process's weights, and each saved folder is an ordinary
+    checkpoint whose head is its embeddings again."""
+    from tests.test_own_model import ARCHITECTURES, checkpoint, own_model_config
+    from undo.core.models import load_model
+    from undo.stages.distill import distill
+    from undo.stages.pretrain import pretrain
+    from undo.stages.selection import run_unlearning
+
+    # Without dropout: each process draws its own masks for its rows, so no two ways of splitting a batch could agree.
+    config = ARCHITECTURES["gpt2"]().to_dict() | {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    source = checkpoint(tmp_path / "mine", "gpt2", type(ARCHITECTURES["gpt2"]())(**config))
+    raw = {**own_model_config(tmp_path / "one", source),
+           "unlearn": {"steps": 2, "batch_size": 4, "eval_every": 2, "examples": 100,
+                       "methods": [{"method": "grad_diff", "lrs": [1e-3]}], "selection": {"min_retain_fraction": 0}}}
+    cfg = validate_config(raw)
+    base = pretrain(cfg, "base", progress=False)
+    run_unlearning(cfg, progress=False)
+    teacher = next((tmp_path / "one").glob("unlearn_*/"))
+    distill(cfg, teacher, init="noised", alpha=0.5, progress=False)
+
+    two = write(tmp_path, "two", {k: v for k, v in raw.items() if k != "run_dir"})
+    (tmp_path / "two").mkdir()
+    shutil.copytree(base, tmp_path / "two" / "base")
+    said = finished(torchrun("unlearn", str(two), *FSDP))
+    # The student distils the single-process teacher: Adam's first steps turn rounding in a teacher into more.
+    said += finished(torchrun("distill", "--config", str(two), str(teacher), "--init", "noised", *FSDP))
+    assert_halved(said, runs=2)
+    made = sorted(p.name for p in (tmp_path / "one").glob("*_*") if (p / "model").is_dir())
+    assert len(made) == 2
+    for name in made:
+        assert same_artifact(tmp_path / "one" / name, tmp_path / "two" / name) < 2e-5, name
+        model = load_model(tmp_path / "two" / name / "model")
+        assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def close_metrics(one: Path, two: Path) -> dict[str, float]:
+    """The final metrics of two artifacts, equal to float rounding (cross-entropies are not counts)."""
+    a, b = (json.loads((p / "meta.json").read_text())["final_metrics"] for p in (one, two))
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert b[name] == pytest.approx(a[name], rel=1e-4, abs=1e-6), name
+    return a
+
+
+@pytest.mark.slow
+def test_sharded_models_are_evaluated_by_every_process_in_the_language_and_mcq_settings(tmp_path):
+    """Held-out cross-entropy (language) and lm-evaluation-harness multiple choice through HFLM (mcq) on a sharded
+    model: every process takes part in each forward, and the numbers are one process's."""
+    from tests.test_language import language_config
+    from tests.test_mcq import mcq_config
+    from undo.stages.pretrain import pretrain
+    from undo.stages.selection import run_unlearning
+
+    language = {k: v for k, v in language_config(tmp_path / "language").items() if k != "run_dir"}
+    pretrain(validate_config({**language, "run_dir": str(tmp_path / "language_one")}), "base", progress=False)
+    finished(torchrun("pretrain", str(write(tmp_path, "language_two", language)), "--only", "base", *FSDP))
+    metrics = close_metrics(tmp_path / "language_one" / "base", tmp_path / "language_two" / "base")
+    assert metrics["retain"] != 0
+
+    mcq = {k: v for k, v in mcq_config(tmp_path / "mcq").items() if k != "run_dir"}
+    mcq["unlearn"] = {**mcq["unlearn"], "methods": mcq["unlearn"]["methods"][:1]}  # GradDiff only
+    mcq["study"] = {**mcq["study"], "undo_method": "grad_diff"}
+    cfg = validate_config({**mcq, "run_dir": str(tmp_path / "mcq_one")})
+    base = pretrain(cfg, "base", progress=False)
+    run_unlearning(cfg, progress=False)
+    (tmp_path / "mcq_two").mkdir()
+    shutil.copytree(base, tmp_path / "mcq_two" / "base")
+    finished(torchrun("unlearn", str(write(tmp_path, "mcq_two", mcq)), *FSDP))
+    name = next((tmp_path / "mcq_one").glob("unlearn_*/")).name
+    close_metrics(tmp_path / "mcq_one" / name, tmp_path / "mcq_two" / name)
+    assert same_weights_within(tmp_path / "mcq_one" / name, tmp_path / "mcq_two" / name, 2e-5)
+
+
+def same_weights_within(one: Path, two: Path, atol: float) -> bool:
+    from safetensors.torch import load_file
+
+    a, b = (load_file(p / "model" / "model.safetensors") for p in (one, two))
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=atol) for k in a)
+
+
+@pytest.mark.slow
+def test_bf16_under_fsdp_is_the_sharding_policy_and_trains_like_autocast(tmp_path):
+    """With mixed_precision bf16, FSDP gathers bf16 weights and reduces gradients in fp32 (its policy) while the
+    sharded weights stay fp32: pretraining, and a distillation with its frozen teacher, give at each step the loss
+    of one process under autocast to bf16 rounding, and save fp32 models."""
+    from safetensors.torch import load_file
+
+    from undo.stages.distill import distill
+    from undo.stages.pretrain import pretrain
+
+    bf16 = {"mixed_precision": "bf16"}
+    raw = {**TINY, "model": {**TINY["model"], "layers": 2},
+           "pretrain": {"train": {**TINY["pretrain"]["train"], **bf16}},
+           "distill": {"examples": 100, "stop_tolerance": None,
+                       "train": {"batch_size": 4, "max_steps": 4, "eval_every": 4, "warmup_steps": 1, **bf16}}}
+    cfg = validate_config({**raw, "run_dir": str(tmp_path / "one")})
+    base = pretrain(cfg, "base", progress=False)
+    student = distill(cfg, base, init="random", progress=False)
+    two = write(tmp_path, "two", raw)
+    finished(torchrun("pretrain", str(two), "--only", "base", *FSDP))
+    finished(torchrun("distill", "--config", str(two), str(base), "--init", "random", *FSDP))
+    for one in (base, student):
+        other = tmp_path / "two" / one.name
+        losses = [[line["loss"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                   if line["kind"] == "train"] for run in (one, other)]
+        assert len(losses[0]) == len(losses[1]) > 0
+        assert losses[1] == pytest.approx(losses[0], rel=2e-2), one.name
+        assert all(t.dtype == torch.float32 for t in load_file(other / "model" / "model.safetensors").values())
