@@ -249,21 +249,29 @@ def test_a_whole_study_under_torchrun_matches_one_process(tmp_path, finished_stu
     """`torchrun ... -m undo run`: every stage kind after pretraining (distillation's stop rule and the attack's
     curves included) with two processes gives the artifacts, weights and report numbers of the serial run.
     (Pretraining under torchrun: the tests above.)"""
+    study_under_torchrun_matches(finished_study, tmp_path / "two")
+
+
+def study_under_torchrun_matches(reference: Path, run_dir: Path, *options: str) -> str:
+    """`torchrun ... -m undo run` of the shared study in `run_dir` (from `reference`'s pretrained models) makes the
+    artifacts and report numbers of the serial `reference`, and its weights within 5e-5; returns what it said."""
     from tests.studies import artifact_stamps, numbers, study_config
 
-    with_pretrained_models_of(finished_study, tmp_path / "two")
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(study_config(tmp_path / "two")))
-    finished(torchrun("run", str(path)))
-    assert sorted(artifact_stamps(tmp_path / "two")) == sorted(artifact_stamps(finished_study))
-    results = [json.loads((d / "results.json").read_text()) for d in (finished_study, tmp_path / "two")]
+    with_pretrained_models_of(reference, run_dir)
+    path = run_dir.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(study_config(run_dir)))
+    said = finished(torchrun("run", str(path), *options))
+    assert sorted(artifact_stamps(run_dir)) == sorted(artifact_stamps(reference))
+    results = [json.loads((d / "results.json").read_text()) for d in (reference, run_dir)]
     assert numbers(results[0]) == numbers(results[1])
-    models = sorted(p.parent.parent.name for p in finished_study.glob("*/model/model.safetensors"))
+    models = sorted(p.parent.parent.name for p in reference.glob("*/model/model.safetensors"))
     assert len(models) > 10
     for name in models:
-        a, b = (load_file(d / name / "model" / "model.safetensors") for d in (finished_study, tmp_path / "two"))
+        a, b = (load_file(d / name / "model" / "model.safetensors") for d in (reference, run_dir))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5, msg=f"{name}: {key}")
+    return said
+
 
 @pytest.mark.slow
 def test_a_large_vocabulary_chunked_under_two_processes_trains_like_one(tmp_path):

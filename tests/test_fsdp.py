@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from tests.conftest import CAPABLE, TINY
-from tests.test_distributed import finished, same_artifact, torchrun, with_pretrained_models_of
+from tests.test_distributed import finished, same_artifact, study_under_torchrun_matches, torchrun
 from undo.config import validate_config
 from undo.schema.errors import UserError
 from undo.stages.launch import check_blocks_of, check_launch
@@ -139,24 +139,8 @@ def test_a_whole_study_sharded_matches_one_process(tmp_path, finished_study):
     """`torchrun ... -m undo run --set distributed.strategy=fsdp`: unlearning, Unlearn-and-Distill and UNDO (a
     sharded frozen teacher; a noised student drawn before sharding, the same draw as one process) and the attacks
     give the artifacts, weights and report numbers of the serial study."""
-    from tests.studies import artifact_stamps, numbers, study_config
-
-    with_pretrained_models_of(finished_study, tmp_path / "two")
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(study_config(tmp_path / "two")))
-    said = finished(torchrun("run", str(path), *FSDP))
-    assert shard_shares(said)
-    assert sorted(artifact_stamps(tmp_path / "two")) == sorted(artifact_stamps(finished_study))
-    results = [json.loads((d / "results.json").read_text()) for d in (finished_study, tmp_path / "two")]
-    assert numbers(results[0]) == numbers(results[1])
-    models = sorted(p.parent.parent.name for p in finished_study.glob("*/model/model.safetensors"))
-    assert len(models) > 10
-    from safetensors.torch import load_file
-
-    for name in models:
-        a, b = (load_file(d / name / "model" / "model.safetensors") for d in (finished_study, tmp_path / "two"))
-        for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5, msg=f"{name}: {key}")
+    said = study_under_torchrun_matches(finished_study, tmp_path / "two", *FSDP)
+    assert shard_shares(said)  # sharded indeed
 
 
 def test_a_launch_is_checked_before_any_work(tmp_path):
