@@ -120,22 +120,27 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
     raw, _ = config(tmp_path, "one", pretrain={"train": train})
     reference = pretrain(validate_config(raw), "base", progress=False)
     _, two = config(tmp_path, "two", pretrain={"train": train})
-    process = torchrun("pretrain", str(two), "--only", "base")
-    state = tmp_path / "two" / ".base.partial" / "checkpoint" / "state.json"
-    deadline = time.time() + 120
-    while not (state.is_file() and json.loads(state.read_text())["step"] >= 8) and time.time() < deadline:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.05)
-    ranks = psutil.Process(process.pid).children(recursive=True)
-    os.kill(process.pid, signal.SIGKILL)  # torchrun itself: its processes must not live on without it
-    process.wait()
-    gone, alive = psutil.wait_procs(ranks, timeout=10)
-    assert not alive, f"{len(alive)} of torchrun's processes outlived it"
+    kill_after_a_checkpoint(torchrun("pretrain", str(two), "--only", "base"), tmp_path / "two" / ".base.partial")
     assert not (tmp_path / "two" / "base").exists(), "the run finished before it could be killed"
     said = finished(torchrun("pretrain", str(two), "--only", "base"))
     step = int(said.split("resuming from the checkpoint of step ")[1].split()[0])
     assert 8 <= step < 40
     same_artifact(reference, tmp_path / "two" / "base")
+
+
+def kill_after_a_checkpoint(process: subprocess.Popen, partial: Path, step: int = 8) -> None:
+    """SIGKILL torchrun once its run has a checkpoint of `step` or later in `partial`; none of its processes may
+    outlive it."""
+    state = partial / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while not (state.is_file() and json.loads(state.read_text())["step"] >= step) and time.time() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    ranks = psutil.Process(process.pid).children(recursive=True)
+    os.kill(process.pid, signal.SIGKILL)  # torchrun itself: its processes must not live on without it
+    process.wait()
+    _, alive = psutil.wait_procs(ranks, timeout=10)
+    assert not alive, f"{len(alive)} of torchrun's processes outlived it"
 
 
 def test_a_step_is_shared_by_whole_micro_batches_or_by_rows(monkeypatch):
