@@ -284,3 +284,16 @@ def test_pipeline_robustness_at_budget_and_for_area():
     areas = [area_under(c) for c in (method, unlearn_only, oracle)]
     assert areas == pytest.approx([0.3125, 0.5, 0.1], abs=1e-12)
     assert normalised_robustness(*areas) == pytest.approx(0.46875, abs=1e-12)
+
+
+def test_the_attackers_cost_is_the_first_step_at_the_halfway_target_or_a_lower_bound():
+    from undo.analysis.robustness import recovery_target, steps_to_reach
+
+    target = recovery_target(base=0.9, oracle=0.1)
+    assert target == pytest.approx(0.5)
+    curve = Curve([0, 2, 4, 6], [0.2, 0.45, 0.5, 0.8])
+    assert steps_to_reach(curve, target) == (4, True)  # reached exactly at the target, at step 4
+    assert steps_to_reach(Curve([0, 2, 4], [0.2, 0.3, 0.49]), target) == (4, False)  # not within the budget
+    assert steps_to_reach(Curve([0, 2], [0.7, 0.9]), target) == (0, True)  # no attack needed
+    assert recovery_target(base=0.1, oracle=0.1) is None  # nothing to recover
+    assert recovery_target(base=-2.0, oracle=-4.0, fraction=0.25) == pytest.approx(-3.5)  # -CE works the same

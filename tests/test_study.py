@@ -55,6 +55,40 @@ def test_tiny_study_report_has_every_section(finished):
 
 
 @pytest.mark.slow
+def test_the_attackers_cost_is_recomputed_by_hand_from_the_attack_curves(finished):
+    """Every attacked model's cost (the first evaluated step where its attacker-best forget accuracy is back halfway
+    from the oracle's to the base's, both before the attack; its tokens and FLOPs) and its multiple of the
+    unlearn-only teacher's, from the curves in results.json; the report shows the table."""
+    results = json.loads((finished / "results.json").read_text())
+    models = results["models"]
+    costs = 0
+    for m in models:
+        if "finetune" not in m["recovery"]:
+            continue
+        costs += 1
+        anchor = {role: next(x for x in models if x["role"] == role and x["seed"] == m["seed"])
+                  for role in ("base", "oracle")}
+        base, oracle = (anchor[role]["attacks"]["finetune"]["best"]["values"][0] for role in ("base", "oracle"))
+        target = oracle + 0.5 * (base - oracle)
+        attack = m["attacks"]["finetune"]
+        best = attack["best"]
+        reached = [step for step, value in zip(best["steps"], best["values"]) if value >= target - 1e-12]
+        cost = m["recovery"]["finetune"]
+        assert cost["target"] == pytest.approx(target)
+        assert (cost["steps"], cost["reached"]) == ((reached[0], True) if reached else (best["steps"][-1], False))
+        assert cost["tokens"] == cost["steps"] * attack["tokens_per_step"] > 0 or cost["steps"] == 0
+        teacher = next((x for x in models if x["role"] == "teacher" and x["seed"] == m["seed"]
+                        and x["family"] == m["family"]), None)
+        theirs = teacher["recovery"]["finetune"] if teacher else None
+        if theirs and theirs["reached"] and theirs["steps"] > 0:
+            assert cost["times_unlearn_only"] == pytest.approx(cost["steps"] / theirs["steps"])
+        else:
+            assert cost["times_unlearn_only"] is None
+    assert costs > 10 and base > oracle
+    assert len({m["recovery"]["finetune"]["steps"] for m in models if m["recovery"]}) > 1  # the costs differ
+    assert "Attacker's cost" in (finished / "report.md").read_text()
+
+
 def test_the_study_s_models_are_capable_and_every_stage_moves_the_numbers(finished):
     """The fixture the equivalence tests below compare is not all zeros: the base knows both sides, the oracle only
     retain, unlearning lowers forget, the attack moves curves, robustness is defined."""

@@ -170,6 +170,30 @@ def claim_lines(c: dict[str, Claim], fmt) -> list[str]:
     return [line if line.endswith(".") else line + "." for line in lines] + [""]
 
 
+def recovery_lines(records: list[ModelRecord], kind: str, of_kind: str) -> list[str]:
+    """The attacker's cost: seed means (± 95 % interval) of the steps, tokens and FLOPs the attacker-best needs to
+    bring forget back halfway from the oracle to the base, and of that cost over the unlearn-only teacher's. "≥":
+    some seed was not brought back within the attack's budget, so the mean is a lower bound."""
+    rows = []
+    for g in grouped(records, tuple(Role)):
+        costs = [r for r in g if r.recovery.get(kind)]
+        if not costs:
+            continue
+        bound = "≥ " if any(not r.recovery[kind].reached for r in costs) else ""
+        ratio_bound = "≥ " if any(r.recovery[kind].times_is_lower_bound for r in costs) else ""
+        ratio = stat(costs, lambda r: r.recovery[kind].times_unlearn_only, lambda v: f"{v:.2g}x")
+        rows.append([g[0].id, bound + stat(costs, lambda r: r.recovery[kind].steps, lambda v: f"{v:.0f}"),
+                     bound + stat(costs, lambda r: r.recovery[kind].tokens, lambda v: f"{v:,.0f}"),
+                     bound + stat(costs, lambda r: r.recovery[kind].flops, lambda v: f"{v:.3g}"),
+                     ratio if ratio == "–" else ratio_bound + ratio])
+    if not rows:
+        return []
+    return [f"Attacker's cost{of_kind}: what the attacker-best needs to bring forget back halfway from the oracle to "
+            "the base model (first evaluated step; ≥: not within the attack's budget for some seed, a lower bound), "
+            "and that cost as a multiple of the unlearn-only teacher's:", "",
+            *table(["model", "steps", "tokens", "FLOPs", "x unlearn-only"], rows)]
+
+
 def host_lines(results: Results) -> list[str]:
     """The machines that made the study's artifacts; several are flagged: float kernels differ across CPUs, so the
     same seed gives slightly different numbers on each, and a host difference is not a regression."""
@@ -338,6 +362,7 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
             rows.append([g[0].id, stat(attacked, metric(lambda r: r.attack(kind).before["forget"]), shown_fmt),
                          *(cell(k) for k in keys), cell("area"), ", ".join(lrs) + flag])
         lines += table(header, rows)
+        lines += recovery_lines(records, kind, of_kind(kind))
         searched = sorted({lr for r in records if r.attack(kind) for lr in r.attack(kind).lrs_searched})
         added = sorted({lr for r in records if r.attack(kind) for lr in r.attack(kind).lrs_added})
         if searched:

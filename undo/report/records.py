@@ -12,13 +12,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from undo.analysis.accounting import account, artifact_metas
-from undo.analysis.robustness import area_under, robustness_or_none
+from undo.analysis.robustness import area_under, recovery_target, robustness_or_none, steps_to_reach
 from undo.core.artifacts import code_version
 from undo.schema.curves import Curve, index_at
 from undo.schema.errors import UserError
 from undo.schema.io import read_evaluation, read_result
 from undo.schema.report import (
-    AttackRecord, BudgetSnapshot, ClassifierSummary, DistillSummary, HostCount, ModelRecord, Results,
+    AttackRecord, BudgetSnapshot, ClassifierSummary, DistillSummary, HostCount, ModelRecord, RecoveryCost, Results,
 )
 from undo.schema.results import AttackResult, DistillResult, FilterResult, PretrainResult, StageResult
 from undo.schema.score import Score
@@ -54,8 +54,11 @@ def attack_record(kind: str, attack_dir: Path, budgets: list[int], artifacts: Ar
             forget=best.values[index], step=best.steps[index], lr=lr,
             retain_at_best_lr=result.run_at(lr).retain.values[index] if lr is not None else None,
             tokens=best.steps[index] * result.data.tokens_per_step)
+    one_lr = result.per_lr[0]
     return AttackRecord(kind=kind, artifact=attack_dir.name, before=result.metrics_before, best=best,
                         at=at, area=area_under(best, max(budgets)), area_up_to=max(budgets),
+                        tokens_per_step=result.data.tokens_per_step,
+                        flops_per_step=sum(one_lr.flops.values()) // max(one_lr.steps, 1),
                         wall_time_s=result.wall_time_s, flops_total=result.flops_total,
                         lrs_searched=result.grid.searched, lrs_added=result.grid.extended,
                         edge_at=result.grid.edge_at, single_lr=result.grid.single_lr)
@@ -126,6 +129,35 @@ def add_robustness(records: list[ModelRecord], budgets: list[int], kinds: list[s
             r.robustness[kind] = rob
 
 
+def add_recovery_cost(records: list[ModelRecord], kinds: list[str], score: Score) -> None:
+    """The attacker's cost for every attacked model: the steps, tokens and FLOPs the attacker-best needs to bring
+    its forget score back halfway from the oracle's to the base model's (both before the attack, same seed and
+    attack kind; chance-floored like robustness), and that cost as a multiple of its family's unlearn-only teacher's
+    (a data filter's oracle against the teacher UNDO distils)."""
+    anchors = {(r.seed, r.role, r.family): r for r in records if r.role in (Role.BASE, Role.ORACLE, Role.TEACHER)}
+    undo_family = next((r.family for r in records if r.role == Role.UNDO), None)
+    f = score.floored
+    for kind in kinds:
+        for r in records:
+            base, oracle = (anchors.get((r.seed, role, None)) for role in (Role.BASE, Role.ORACLE))
+            attack = r.attack(kind)
+            if not (attack and base and oracle and base.attack(kind) and oracle.attack(kind)):
+                continue
+            target = recovery_target(f(base.attack(kind).best.values[0]), f(oracle.attack(kind).best.values[0]))
+            if target is None:
+                continue
+            steps, reached = steps_to_reach(Curve(attack.best.steps, [f(v) for v in attack.best.values]), target)
+            r.recovery[kind] = RecoveryCost(target=target, reached=reached, steps=steps,
+                                            tokens=steps * attack.tokens_per_step, flops=steps * attack.flops_per_step)
+        for r in records:
+            family = undo_family if r.role == Role.FILTERED else r.family
+            teacher = anchors.get((r.seed, Role.TEACHER, family))
+            mine, theirs = r.recovery.get(kind), teacher.recovery.get(kind) if teacher else None
+            if mine and theirs and theirs.reached and theirs.steps > 0:
+                mine.times_unlearn_only = mine.steps / theirs.steps
+                mine.times_is_lower_bound = not mine.reached
+
+
 def hosts_of(results: list[StageResult]) -> tuple[list[HostCount], int]:
     """The distinct machines that made these artifacts (most artifacts first), and how many recorded none."""
     recorded = [result.host for result in results if result.host is not None]
@@ -144,6 +176,7 @@ def gather(run_dir: Path) -> Results:
     records = [model_record(entry, run_dir, manifest.evaluation_key, budgets, artifacts, shared.get(Role.BASE),
                             shared.get(Role.ORACLE), manifest.pretraining_tokens) for entry in manifest.models]
     add_robustness(records, budgets, manifest.attack_kinds, score)
+    add_recovery_cost(records, manifest.attack_kinds, score)
     seen, wall = set(), defaultdict(float)
     for r in records:  # every artifact's own wall time, once (base and oracle appear once per seed)
         parts = [(r.artifact, r.wall_time_s, r.role.stage_kind)]

@@ -49,10 +49,28 @@ class AttackRecord(BaseModel):
     area_up_to: int
     wall_time_s: float
     flops_total: int
+    tokens_per_step: int = 0
+    flops_per_step: int = 0  # of one LR's fine-tune
     lrs_searched: list[float] = []
     lrs_added: list[float] = []  # added at the grid's edges (`attack.extend_grid`)
     edge_at: dict[str, str] = {}  # budget -> "top"/"bottom": the best LR is still an edge there
     single_lr: bool = False
+
+
+class RecoveryCost(BaseModel):
+    """What the attacker-best needs to bring a model's forget score back to `target` (halfway from the oracle's to
+    the base model's, before the attack): the first evaluated step at or above it, and the tokens and FLOPs of one
+    LR's fine-tune up to there. Not `reached`: the attack's last step, a lower bound. `times_unlearn_only`: steps
+    over those of the same family's unlearn-only teacher (same seed and attack kind), where the teacher needed at
+    least one step; a lower bound when this model was not reached."""
+
+    target: float
+    reached: bool
+    steps: int
+    tokens: int
+    flops: int
+    times_unlearn_only: float | None = None
+    times_is_lower_bound: bool = False
 
 
 class DistillSummary(BaseModel):
@@ -98,6 +116,7 @@ class ModelRecord(BaseModel):
     distill: DistillSummary | None = None
     attacks: dict[str, AttackRecord] = {}
     robustness: dict[str, dict[str, float | None]] = {}  # attack kind -> budget or "area" -> robustness
+    recovery: dict[str, RecoveryCost] = {}  # attack kind -> the attacker's cost
 
     def attack(self, kind: str) -> AttackRecord | None:
         return self.attacks.get(kind)
