@@ -77,3 +77,42 @@ def test_the_shared_wordnet_file_gives_the_biology_split():
     synsets = read_synsets(Path(__file__).parents[2] / "shared/data/wordnet_nouns.jsonl.xz")
     forget, retain = split_by_topic(synsets)
     assert (len(synsets), len(forget)) == (82115, 17555)  # the numbers its README gives
+
+
+def test_lm_eval_scores_a_four_question_knowledge_task_as_a_hand_written_argmax(tmp_path):
+    """The questions written as a continuation-scored lm-eval task (the mcq setting's `task_paths`): its accuracy
+    is the share of questions whose true hypernym has the highest summed log-probability after "WORD: a kind of"."""
+    import torch
+    import torch.nn.functional as F
+
+    from tests.test_mcq import mcq_config
+    from undo.config import validate_config
+    from undo.core.models import load_model
+    from undo.settings.mcq import write_choice_task
+    from undo.settings.wordnet import task_items
+    from undo.stages.evaluation import setting_for
+
+    synsets = read_synsets(wordnet_file(tmp_path))
+    split = knowledge_split(synsets, seed=0, questions_per_split=8, forget_lexnames=("animal",))
+    raw = mcq_config(tmp_path, limit=None)
+    for side in ("forget", "retain"):
+        write_choice_task(tmp_path / "tasks", f"wordnet_{side}", task_items(split.questions[side]["test"]))
+    raw["setting"] = {**raw["setting"], "forget_tasks": ["wordnet_forget"], "retain_tasks": ["wordnet_retain"]}
+    cfg = validate_config(raw)
+    setting = setting_for(cfg, split="test")  # the mcq setting's test split: a task's odd positions, 4 questions
+    model = load_model(Path(cfg.model.pretrained))
+    metrics = setting.evaluate(model)
+    tokenizer = setting.tokenizer
+    for side in ("forget", "retain"):
+        correct = 0
+        for q in split.questions[side]["test"][1::2]:
+            scores = []
+            for choice in q.choices:
+                prefix = tokenizer(q.prompt, add_special_tokens=False)["input_ids"]
+                answer = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+                ids = torch.tensor([[tokenizer.eos_token_id, *prefix, *answer]])
+                with torch.no_grad():
+                    logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+                scores.append(float(logp[-len(answer):].gather(-1, ids[0, 1:][-len(answer):, None]).sum()))
+            correct += max(range(4), key=scores.__getitem__) == q.answer
+        assert metrics[side] == pytest.approx(correct / 4), (side, correct)

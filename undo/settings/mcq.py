@@ -293,6 +293,23 @@ def write_task(folder: Path, name: str, questions: list[dict]) -> Path:
     return folder / f"{name}.yaml"
 
 
+def write_choice_task(folder: Path, name: str, items: list[dict]) -> Path:
+    """A four-choice task scored by continuation, offline: each item ({"prompt", "choices": [4], "answer": index})
+    asks which choice is the likelier continuation of its prompt (" " + choice after it; accuracy on the summed
+    log-likelihood, `acc_norm` per byte beside it), the form a small model can answer (the lettered WMDP prompt
+    needs a model that reads options). Written as `<folder>/<name>.jsonl` and its lm-eval task file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    data.write_text("\n".join(json.dumps(item) for item in items) + "\n")
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{{prompt}}\"\n"
+        "doc_to_choice: \"{{choices}}\"\ndoc_to_target: answer\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")
+    return folder / f"{name}.yaml"
+
+
 def require_lm_eval():
     try:
         import lm_eval

@@ -148,3 +148,10 @@ def knowledge_split(synsets: list[Synset], *, seed: int, questions_per_split: in
                            (("validation", chosen[:questions_per_split]), ("test", chosen[questions_per_split:]))}
     return KnowledgeSplit(forget=forget, retain=retain, questions=questions,
                           attack_pool=[s for s in forget if s.id not in asked])
+
+
+def task_items(questions: list[Question]) -> list[dict]:
+    """Questions as the items of a continuation-scored lm-eval task (`undo.settings.mcq.write_choice_task`)."""
+    return [{"prompt": q.prompt, "choices": list(q.choices), "answer": q.answer, "synset": q.synset}
+            for q in questions]
+
