@@ -112,6 +112,7 @@ class Step:
 
 def stage_memory(arch: Architecture, step: Step, *, context: int, dtype: str, processes: int, strategy: str,
                  gradient_checkpointing: bool = False) -> StageMemory:
+    """The bytes one process holds at the peak of `step` (the module docstring says what each term counts)."""
     weight_bytes = BYTES[dtype]
     compute_bytes = 2 if step.mixed_precision in ("bf16", "fp16") else weight_bytes
     shards = processes if strategy == "fsdp" and processes > 1 else 1
