@@ -47,7 +47,7 @@ def analytic_forward_flops_per_token(model: nn.Module, seq_len: int) -> int:
 def forward_flops_per_token(model: nn.Module, seq_len: int) -> int:
     """Forward FLOPs per token at sequence length `seq_len`, counted once per architecture and length."""
     config = getattr(model, "config", None)
-    # A sharded model (FSDP) is counted as its own class: the count made before it was sharded.
+    # A sharded model (FSDP) is keyed by its own class, so that it shares the count of the same architecture unsharded.
     architecture = (sharding.plain_class(model).__qualname__,
                     config.to_json_string() if config is not None else id(model))
     return _counted_forward_flops(model, architecture, seq_len)

@@ -160,10 +160,6 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision="no" if sharded else cfg.mixed_precision)
     main = distributed.is_main()
-    seq_len = next(t.shape[-1] for key, t in batches[0].items() if key.endswith("input_ids"))
-    # Counted on the whole models before any sharding (the counts are cached; a frozen teacher's too).
-    flops_per_token = train_flops_per_token(model, seq_len)
-    objective.extra_flops(batches[0])
     if sharded:
         if cfg.mixed_precision == "fp16":
             raise UserError(f"{description}: fp16 is not supported with distributed.strategy fsdp; set "
@@ -182,6 +178,10 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
         plain = accelerator.unwrap_model(model)
         objective.to(accelerator.device, COMPUTE_DTYPES[cfg.mixed_precision])
     model.train()
+    # Counted once per architecture on the device (a sharded model's count is a forward every process takes part in,
+    # at the same point: the cache holds the same keys in every process).
+    seq_len = next(t.shape[-1] for key, t in batches[0].items() if key.endswith("input_ids"))
+    flops_per_token = train_flops_per_token(plain, seq_len)
     # The objective's forwards (and their backward) run through the compiled module, which shares the model's
     # weights; evaluation, checkpoints and the saved model read the plain one. dynamic=False: each stage's step has
     # one shape, and a fixed-shape graph is the faster one; a freshly loaded model of the same architecture reuses
