@@ -254,7 +254,8 @@ def test_a_whole_study_under_torchrun_matches_one_process(tmp_path, finished_stu
     """`torchrun ... -m undo run`: every stage kind after pretraining (distillation's stop rule and the attack's
     curves included) with two processes gives the artifacts, weights and report numbers of the serial run.
     (Pretraining under torchrun: the tests above.)"""
-    study_under_torchrun_matches(finished_study, tmp_path / "two")
+    said = study_under_torchrun_matches(finished_study, tmp_path / "two")
+    assert "bytes per process" not in said  # DDP by default: every process held the whole model (nothing sharded)
 
 
 def study_under_torchrun_matches(reference: Path, run_dir: Path, *options: str) -> str:
