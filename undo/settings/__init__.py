@@ -8,7 +8,7 @@ from undo.settings.base import (  # noqa: F401
     ACCURACY, NEG_CE, SETTINGS, Score, Setting, SettingConfig, TokenizedSetting, build_setting, parse_setting,
     register_setting,
 )
-from undo.settings import alphabet, arithmetic, language, mcq  # noqa: E402,F401  (registers each)
+from undo.settings import alphabet, arithmetic, knowledge, language, mcq  # noqa: E402,F401  (registers each)
 
 DEFAULT_SETTING = "arithmetic"  # what a config without `setting.name` means
 

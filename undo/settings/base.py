@@ -52,7 +52,12 @@ class Setting(Protocol):
         """Forget- or retain-only documents, for unlearning (and a forget-data attack)."""
 
     def mixture_documents(self, n: int, seed: int) -> list:
-        """A fresh draw of the pretraining mixture (distillation text, a mixture attack)."""
+        """A fresh draw of the pretraining mixture (distillation text)."""
+
+    def attack_documents(self, data: Literal["forget", "mixture"], n: int, seed: int) -> list:
+        """What the relearning attack trains on: forget documents, or a draw of the mixture. A setting whose
+        evaluation asks about particular documents leaves those out, so an attack can only bring back what the
+        model still holds, never teach the answers."""
 
     def packed_rows(self, documents: list, context: int):
         """The documents as one token stream cut into training rows of `context` tokens."""
@@ -81,6 +86,9 @@ class TokenizedSetting:
 
     def evaluate_sides(self, model, sides: tuple[str, ...]) -> dict[str, float]:
         return self.evaluate(model)  # a setting that can measure one side alone overrides this
+
+    def attack_documents(self, data: Literal["forget", "mixture"], n: int, seed: int) -> list:
+        return self.labelled_documents("forget", n, seed) if data == "forget" else self.mixture_documents(n, seed)
 
     @property
     def pad_id(self) -> int:

@@ -52,3 +52,15 @@ def heldout_cross_entropy(model, rows: torch.Tensor, *, pad_id: int | None = Non
     if count == 0:
         raise ValueError("rows have no position whose input and target are both real tokens")
     return float(total / count)
+
+
+def document_rows(ids: list[list[int]], context: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per document's token ids, cut at `context` tokens and right-padded, and the mask of its real tokens
+    (pads are never predicted): the rows `heldout_cross_entropy` measures documents on."""
+    rows = torch.full((len(ids), context), pad_id, dtype=torch.long)
+    real = torch.zeros((len(ids), context), dtype=torch.bool)
+    for i, one in enumerate(ids):
+        one = one[:context]
+        rows[i, : len(one)] = torch.tensor(one)
+        real[i, : len(one)] = True
+    return rows, real

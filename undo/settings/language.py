@@ -32,7 +32,7 @@ from undo.settings.base import NEG_CE, Score, SettingConfig, TokenizedSetting, r
 from undo.settings.bpe import cached_tokenizer
 from undo.settings.corpora import check_script, check_source, corpus_fingerprint, read_documents
 from undo.settings.corpus_store import TextCorpus, TokenCorpus
-from undo.settings.cross_entropy import heldout_cross_entropy
+from undo.settings.cross_entropy import document_rows, heldout_cross_entropy
 
 Side = Literal["retain", "forget"]
 
@@ -249,13 +249,7 @@ class LanguageSetting(TokenizedSetting):
     def document_rows(self, documents: list[Document], context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One row per document, cut at `context` tokens and right-padded, and the mask of its real tokens (pads are
         never predicted)."""
-        encoded = [ids[:context] for ids in self.document_ids(documents)]
-        rows = torch.full((len(encoded), context), self.pad_id, dtype=torch.long)
-        real = torch.zeros((len(encoded), context), dtype=torch.bool)
-        for i, ids in enumerate(encoded):
-            rows[i, : len(ids)] = torch.tensor(ids)
-            real[i, : len(ids)] = True
-        return rows, real
+        return document_rows(self.document_ids(documents), context, self.pad_id)
 
     def evaluate(self, model) -> dict[str, float]:
         return self.evaluate_sides(model, ("retain", "forget"))

@@ -169,23 +169,9 @@ class MCQSetting(LanguageSetting):
         return self._tasks
 
     def evaluate(self, model) -> dict[str, float]:
-        from lm_eval import evaluator
-        from lm_eval.models.huggingface import HFLM
-
         cfg = self.cfg
-        was_training = model.training
-        device = next(model.parameters()).device
-        tasks = self.tasks
-        try:
-            with quiet():
-                lm = HFLM(pretrained=model, backend="causal", tokenizer=self.lm_tokenizer,
-                          batch_size=cfg.eval_batch_size, device=str(device), max_length=self.context,
-                          add_bos_token=self.add_bos)
-                out = evaluator.evaluate(lm=lm, task_dict=tasks, samples=self.questions(), bootstrap_iters=0,
-                                         log_samples=False, verbosity="ERROR")
-            reuse_requests(tasks)
-        finally:
-            model.train(was_training)
+        out = run_tasks(model, self.tasks, self.questions(), tokenizer=self.lm_tokenizer, add_bos=self.add_bos,
+                        batch_size=cfg.eval_batch_size, context=self.context)
         metrics: dict[str, float] = {}
         for side, names in (("forget", cfg.forget_tasks), ("retain", cfg.retain_tasks)):
             accuracies = [task_accuracy(out, name) for name in names]
@@ -310,6 +296,27 @@ def write_choice_task(folder: Path, name: str, items: list[dict]) -> Path:
     return folder / f"{name}.yaml"
 
 
+def run_tasks(model, tasks, samples: dict[str, list[int]], *, tokenizer, add_bos: bool, batch_size: int,
+              context: int | None) -> dict:
+    """lm-eval's results for `tasks` (a `TaskManager.load` dict) on the questions `samples` names, run in memory on
+    `model` (`HFLM(pretrained=<the model object>)`: no save and reload); the model's training flag is restored."""
+    from lm_eval import evaluator
+    from lm_eval.models.huggingface import HFLM
+
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        with quiet():
+            lm = HFLM(pretrained=model, backend="causal", tokenizer=tokenizer, batch_size=batch_size,
+                      device=str(device), max_length=context, add_bos_token=add_bos)
+            out = evaluator.evaluate(lm=lm, task_dict=tasks, samples=samples, bootstrap_iters=0, log_samples=False,
+                                     verbosity="ERROR")
+        reuse_requests(tasks)
+    finally:
+        model.train(was_training)
+    return out
+
+
 def require_lm_eval():
     try:
         import lm_eval
@@ -319,13 +326,13 @@ def require_lm_eval():
     return lm_eval
 
 
-def task_accuracy(out: dict, name: str) -> float:
-    """A task's (or a group's, e.g. mmlu) accuracy in lm-eval's results."""
+def task_accuracy(out: dict, name: str, metric: str = "acc") -> float:
+    """A task's (or a group's, e.g. mmlu) accuracy in lm-eval's results (`metric`: acc, or acc_norm)."""
     for section in ("results", "groups"):
         row = (out.get(section) or {}).get(name)
-        if row and "acc,none" in row:
-            return float(row["acc,none"])
-    raise UserError(f"lm-eval reported no accuracy for {name!r}; use multiple-choice tasks with an 'acc' metric")
+        if row and f"{metric},none" in row:
+            return float(row[f"{metric},none"])
+    raise UserError(f"lm-eval reported no {metric} for {name!r}; use multiple-choice tasks with an {metric!r} metric")
 
 
 @contextlib.contextmanager

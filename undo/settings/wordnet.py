@@ -61,13 +61,25 @@ class Question:
 
 @dataclass(frozen=True)
 class KnowledgeSplit:
-    """The synsets of each side, the questions of each side and split, and the forget synsets no question asks
-    about (what an attack may train on)."""
+    """Every synset's role, per side ("forget", "retain"):
+    - `questions[side][split]`: the synsets asked about (split "validation" decides, "test" reports);
+    - `heldout[side][split]`: synsets whose documents measure held-out cross-entropy (never trained on);
+    - `pretraining[side]`: the synsets whose documents the base model pretrains on: every asked one, then the first
+      of `pool[side]`;
+    - `pool[side]`: the side's synsets that are neither asked nor held out, in a seeded order (the pretraining's
+      first): what unlearning, the attack and an equal-compute oracle's extra documents draw from."""
 
     forget: list[Synset]
     retain: list[Synset]
-    questions: dict[str, dict[str, list[Question]]]  # side -> split ("validation", "test") -> questions
-    attack_pool: list[Synset]
+    questions: dict[str, dict[str, list[Question]]]
+    heldout: dict[str, dict[str, list[Synset]]]
+    pretraining: dict[str, list[Synset]]
+    pool: dict[str, list[Synset]]
+
+    @property
+    def attack_pool(self) -> list[Synset]:
+        """The forget synsets no question asks about (what an attack may train on)."""
+        return self.pool["forget"]
 
 
 def read_synsets(path: str | Path) -> list[Synset]:
@@ -125,29 +137,44 @@ def question(synset: Synset, side: str, hypernyms: list[str], rng: random.Random
     return Question(synset.id, side, f"{synset.word}: a kind of", tuple(choices), choices.index(synset.hypernyms[0]))
 
 
-def knowledge_split(synsets: list[Synset], *, seed: int, questions_per_split: int,
+def knowledge_split(synsets: list[Synset], *, seed: int, questions_per_split: int, heldout_per_split: int = 0,
+                    pretraining: dict[str, int] | None = None,
                     forget_lexnames: tuple[str, ...] = BIOLOGY) -> KnowledgeSplit:
-    """Questions for `questions_per_split` synsets per side and split (validation, test), drawn from `seed`
-    among those with a hypernym that their word does not spell; the attack's pool is every forget synset not asked
-    about."""
+    """Each side's synsets in an order drawn from `seed`: the first `heldout_per_split` x 2 are held out (validation,
+    then test); among the rest, the first `questions_per_split` x 2 that have a hypernym their word does not spell
+    are asked about (validation, then test); the others are the pool. The base model pretrains on the asked synsets
+    and the pool's first ones, `pretraining[side]` synsets in all (None: asked ones and the whole pool)."""
     forget, retain = split_by_topic(synsets, forget_lexnames)
     rng = random.Random(seed)
     questions: dict[str, dict[str, list[Question]]] = {}
-    asked: set[str] = set()
+    heldout: dict[str, dict[str, list[Synset]]] = {}
+    trained: dict[str, list[Synset]] = {}
+    pool: dict[str, list[Synset]] = {}
     for side, members in (("forget", forget), ("retain", retain)):
         hypernyms = sorted({h for s in members for h in s.hypernyms})
+        order = rng.sample(members, len(members))
+        held, rest = order[: 2 * heldout_per_split], order[2 * heldout_per_split:]
         # Not a question whose answer is spelt in its word ("common booklouse: a kind of booklouse"): that tests
         # reading, not knowledge.
-        askable = [s for s in members if s.hypernyms and s.hypernyms[0].lower() not in s.word.lower()]
+        askable = [s for s in rest if s.hypernyms and s.hypernyms[0].lower() not in s.word.lower()]
         if len(hypernyms) < CHOICES + 1 or len(askable) < 2 * questions_per_split:
             raise UserError(f"the {side} side has {len(askable)} synsets with a hypernym ({len(hypernyms)} distinct "
-                            f"hypernyms); {2 * questions_per_split} questions need more: lower the question count")
-        chosen = rng.sample(askable, 2 * questions_per_split)
-        asked |= {s.id for s in chosen}
+                            f"hypernyms) outside its held-out documents; {2 * questions_per_split} questions need "
+                            "more: lower the question count")
+        chosen = askable[: 2 * questions_per_split]
+        asked = {s.id for s in chosen}
+        pool[side] = [s for s in rest if s.id not in asked]
+        wanted = len(chosen) + len(pool[side]) if pretraining is None else pretraining[side]
+        if not len(chosen) <= wanted <= len(chosen) + len(pool[side]):
+            raise UserError(f"setting.{side}_synsets must be between the {len(chosen)} synsets asked about and the "
+                            f"{len(chosen) + len(pool[side])} the {side} side has outside its held-out documents, "
+                            f"got {wanted}")
+        trained[side] = chosen + pool[side][: wanted - len(chosen)]
+        heldout[side] = {"validation": held[:heldout_per_split], "test": held[heldout_per_split:]}
         questions[side] = {split: [question(s, side, hypernyms, rng) for s in part] for split, part in
                            (("validation", chosen[:questions_per_split]), ("test", chosen[questions_per_split:]))}
-    return KnowledgeSplit(forget=forget, retain=retain, questions=questions,
-                          attack_pool=[s for s in forget if s.id not in asked])
+    return KnowledgeSplit(forget=forget, retain=retain, questions=questions, heldout=heldout, pretraining=trained,
+                          pool=pool)
 
 
 def task_items(questions: list[Question]) -> list[dict]:

@@ -55,10 +55,7 @@ def attack_data(cfg: ExperimentConfig, setting: Setting) -> tuple[list, PackedBa
     (every operation, as the paper attacked arithmetic)."""
     a = cfg.attack
     seed = derive_seed(cfg.seed, "attack")
-    if a.data == "forget":
-        documents = setting.labelled_documents("forget", a.examples, seed)
-    else:
-        documents = setting.mixture_documents(a.examples, seed)
+    documents = setting.attack_documents(a.data, a.examples, seed)
     rows = setting.packed_rows(documents, cfg.model.context)
     return documents, PackedBatches(rows, a.batch_size, seed=seed)
 

@@ -1,0 +1,101 @@
+"""The knowledge setting (undo/settings/knowledge.py): WordNet's biology nouns as the forget topic inside one
+language. Its streams keep every asked synset out of unlearning and the attack, its held-out definitions out of
+every stage, and its lm-eval scores are the hand-computed argmax of each question's choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.test_wordnet import wordnet_file
+from undo.config import validate_config
+from undo.core.models import build_model
+from undo.stages.evaluation import setting_for
+
+
+def knowledge_config(tmp_path, n: int = 120, **setting) -> dict:
+    """A study of the knowledge setting on a small file in WordNet's format (n animals, n artifacts)."""
+    return {
+        "seed": 0, "run_dir": str(tmp_path / "runs"),
+        "setting": {"name": "knowledge", "wordnet": str(wordnet_file(tmp_path, n)), "forget_lexnames": ["animal"],
+                    "forget_synsets": 40, "retain_synsets": 40, "questions": 8, "heldout_documents": 6,
+                    "limit": 4, "vocab_size": 300, "tokenizer_sample_chars": 20_000, **setting},
+        "model": {"layers": 1, "width": 32, "heads": 2, "context": 32, "vocab": 300},
+        "pretrain": {"train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "eval_every": 5,
+                               "checkpoint_every": 3, "log_every": 1, "max_steps": 10}},
+        "unlearn": {"steps": 4, "batch_size": 4, "eval_every": 2, "examples": 40,
+                    "methods": [{"method": "maxent", "lrs": [1e-3]}], "selection": {"min_retain_fraction": 0.5}},
+        "distill": {"examples": 80, "alphas": [0.5], "stop_tolerance": None,
+                    "train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "max_steps": 4, "eval_every": 2,
+                              "checkpoint_every": 2, "log_every": 1}},
+        "attack": {"data": "forget", "steps": 4, "eval_every": 2, "budgets": [2, 4], "lrs": [1e-3],
+                   "eval_per_cell": 4, "examples": 40, "batch_size": 4},
+        "study": {"undo_method": "maxent", "distill_methods": [], "oracle_matching": False},
+    }
+
+
+def test_asked_and_heldout_synsets_stay_out_of_unlearning_and_the_attack(tmp_path):
+    cfg = validate_config(knowledge_config(tmp_path))
+    setting = setting_for(cfg)
+    split = setting.split
+    asked = {side: {q.synset for qs in split.questions[side].values() for q in qs} for side in ("forget", "retain")}
+    heldout = {s.id for side in ("forget", "retain") for part in split.heldout[side].values() for s in part}
+    assert [len(asked[side]) for side in asked] == [16, 16] and len(heldout) == 24
+    base = setting.pretraining_documents("base", seed=0)
+    ids = [d.synset.id for d in base]
+    assert len(ids) == len(set(ids)) == 80  # one document per pretraining synset
+    assert asked["forget"] | asked["retain"] <= set(ids)  # the base model read every asked fact
+    assert not heldout & set(ids)
+    assert setting.pretraining_documents("oracle", seed=0) == [d for d in base if d.component == "retain"]
+    assert all(d.text.startswith(f"{d.synset.word}: a kind of ") for d in base)
+    streams = {"unlearning": [*setting.labelled_documents("forget", 300, 1),
+                              *setting.labelled_documents("retain", 300, 1)],
+               "attack": setting.attack_documents("forget", 300, 2),
+               "mixture attack": setting.attack_documents("mixture", 300, 2),
+               "replacements": setting.replacement_documents(20, 0)}
+    for name, documents in streams.items():
+        read = {d.synset.id for d in documents}
+        assert not read & (asked["forget"] | asked["retain"] | heldout), name
+    assert {d.component for d in streams["attack"]} == {"forget"}
+    assert not {d.synset.id for d in streams["replacements"]} & set(ids)  # more retain text, never in the base stream
+    # Distillation reads the pretraining stream (the facts a student learns from its teacher), in passes.
+    mixture = setting.mixture_documents(200, 3)
+    assert {d.synset.id for d in mixture} == set(ids) and mixture == setting.mixture_documents(200, 3)
+    # Deterministic from the config; another eval_seed is another split.
+    again = setting_for(validate_config(knowledge_config(tmp_path)))
+    assert [d.text for d in again.pretraining_documents("base", 0)] == [d.text for d in base]
+    other = setting_for(validate_config(knowledge_config(tmp_path, eval_seed=7)))
+    assert other.split.questions != split.questions
+
+
+def test_scores_are_the_hand_computed_argmax_of_each_question(tmp_path):
+    """lm-eval's acc on the setting's own task files = the share of questions whose true hypernym has the highest
+    summed log-probability after "WORD: a kind of" (acc_norm divides by the choice's bytes); the held-out
+    cross-entropy is over each side's held-out definitions."""
+    cfg = validate_config(knowledge_config(tmp_path))
+    setting = setting_for(cfg, split="test")
+    tokenizer = setting.tokenizer
+    model = build_model(cfg.model, seed=0, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
+                        tokenizer_size=len(tokenizer)).eval()
+    metrics = setting.evaluate(model)
+    for side in ("forget", "retain"):
+        correct = {"acc": 0, "acc_norm": 0}
+        for q in setting.split.questions[side]["test"][:4]:  # limit 4
+            scores = []
+            for choice in q.choices:
+                prefix = tokenizer(q.prompt, add_special_tokens=False)["input_ids"]
+                answer = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+                ids = torch.tensor([[tokenizer.eos_token_id, *prefix, *answer]])
+                with torch.no_grad():
+                    logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+                scores.append(float(logp[-len(answer):].gather(-1, ids[0, 1:][-len(answer):, None]).sum()))
+            correct["acc"] += max(range(4), key=scores.__getitem__) == q.answer
+            normed = [s / len((" " + c).encode()) for s, c in zip(scores, q.choices)]
+            correct["acc_norm"] += max(range(4), key=normed.__getitem__) == q.answer
+        assert metrics[f"{side}_acc"] == pytest.approx(correct["acc"] / 4), side
+        assert metrics[f"{side}_acc_norm"] == pytest.approx(correct["acc_norm"] / 4), side
+        assert metrics[side] == metrics[f"{side}_acc"]  # choice_metric: acc
+        assert 3.0 < metrics[f"{side}_ce"] < 7.0  # a random model's CE over 300 tokens is near ln(300) = 5.7
+    normed = setting_for(validate_config(knowledge_config(tmp_path, choice_metric="acc_norm")), split="test")
+    assert normed.evaluate_sides(model, ("forget",))["forget"] == metrics["forget_acc_norm"]
