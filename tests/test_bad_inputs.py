@@ -178,6 +178,42 @@ def test_a_bad_language_setting_is_one_line_before_any_stage(tmp_path, capsys, d
     assert not (tmp_path / "runs").exists()  # nothing ran
 
 
+KNOWLEDGE_VALUES = [
+    ("setting.wordnet", "{missing}", "does not exist"), ("setting.wordnet", "{damaged}", "is damaged"),
+    ("setting.wordnet", "{foreign}", "not a synset record"),
+    ("setting.forget_lexnames", ["animals"], "'animals' is not a WordNet lexicographer category"),
+    ("setting.forget_lexnames", ["animal", "artifact"], "leaves no retain synsets"),
+    ("setting.forget_lexnames", [], "forget_lexnames"),
+    ("setting.questions", 60, "must hold the 2 x setting.questions"), ("setting.forget_synsets", 10, "forget_synsets"),
+    ("setting.heldout_documents", 55, "questions need more"),
+    ("setting.retain_synsets", 5000, "retain_synsets must be between"),
+    ("setting.choice_metric", "f1", "choice_metric"), ("model.vocab", 128, "model.vocab"),
+]
+
+
+@pytest.mark.parametrize("dotted, value, fragment", KNOWLEDGE_VALUES,
+                         ids=[f"{d}={v!r}" for d, v, _ in KNOWLEDGE_VALUES])
+def test_a_bad_knowledge_setting_is_one_line_before_any_stage(tmp_path, capsys, dotted, value, fragment):
+    """A missing or damaged WordNet file, an unknown category, a forget list that leaves no retain synsets, sizes
+    the file cannot hold: one line each, before any stage."""
+    from tests.test_knowledge import knowledge_config
+
+    raw = knowledge_config(tmp_path)
+    if value == "{damaged}":
+        value = tmp_path / "damaged.jsonl.xz"
+        value.write_bytes(Path(raw["setting"]["wordnet"]).read_bytes()[:200])
+    elif value == "{foreign}":
+        value = tmp_path / "foreign.jsonl"
+        value.write_text('{"text": "not a synset"}\n')
+    elif value == "{missing}":
+        value = tmp_path / "missing.jsonl.xz"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(with_value(raw, dotted, str(value) if isinstance(value, Path) else value)))
+    line = run_cli(["data", path], capsys)  # reads the file and splits it, as the first stage would
+    assert fragment in line, line
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
 CONFIG_FILES = {
     "a list": b"- 1\n- 2\n",
     "a scalar": b"42\n",

@@ -99,3 +99,33 @@ def test_scores_are_the_hand_computed_argmax_of_each_question(tmp_path):
         assert 3.0 < metrics[f"{side}_ce"] < 7.0  # a random model's CE over 300 tokens is near ln(300) = 5.7
     normed = setting_for(validate_config(knowledge_config(tmp_path, choice_metric="acc_norm")), split="test")
     assert normed.evaluate_sides(model, ("forget",))["forget"] == metrics["forget_acc_norm"]
+
+
+@pytest.mark.slow
+def test_a_whole_knowledge_study_with_a_classifier_filter(tmp_path):
+    """Every stage on the knowledge setting, then the report: accuracies on the full test questions, the attack's on
+    its own limit, the cross-entropies and acc_norm beside them, and the classifier filter's oracle."""
+    import json
+
+    from undo.api import run_study
+
+    raw = knowledge_config(tmp_path)
+    raw["pretrain"]["classifier_filter"] = {}
+    cfg = validate_config(raw)
+    run_dir = run_study(cfg, progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["setting"] == "knowledge" and results["chance"] == 0.25
+    models = [m for m in results["models"] if m["artifact"]]
+    assert {"base", "oracle", "filtered", "teacher", "undo"} <= {m["role"] for m in models}
+    for m in models:  # reported on the 8 test questions per side (report_limit null): multiples of 1/8
+        assert set(m["metrics"]) >= {"retain", "forget", "retain_ce", "forget_ce", "retain_acc_norm"}
+        assert all(abs(m["metrics"][k] * 8 - round(m["metrics"][k] * 8)) < 1e-9 for k in ("retain", "forget"))
+    curve = next(m for m in models if m["role"] == "base")["attacks"]["finetune"]["best"]["values"]
+    assert all(abs(v * 4 - round(v * 4)) < 1e-9 for v in curve)  # the attack's limit: 4 questions
+    classified = next(m for m in models if m["classifier"])
+    assert 0 <= classified["classifier"]["precision"] <= 1 and classified["classifier"]["training_documents"] > 0
+    report = (run_dir / "report.md").read_text()
+    assert "not hazardous knowledge" in report and "chance 25%" in report
+    metrics_table = report.split("## Every metric, as shipped")[1].split("##")[0]
+    base = next(m for m in models if m["role"] == "base")
+    assert "forget_ce" in metrics_table and f"{base['metrics']['forget_ce']:.3f}" in metrics_table

@@ -194,6 +194,23 @@ def recovery_lines(records: list[ModelRecord], kind: str, of_kind: str) -> list[
             *table(["model", "steps", "tokens", "FLOPs", "x unlearn-only"], rows)]
 
 
+def other_metrics(records: list[ModelRecord]) -> list[str]:
+    """Every metric a setting measures beside the two scores (e.g. the knowledge setting's cross-entropies and
+    length-normalised accuracies, the mcq setting's per-task accuracies), per model as shipped; none: no section."""
+    names = sorted({name for r in records if r.metrics for name in r.metrics} - {"retain", "forget"})
+    if not names:
+        return []
+
+    def fmt(name: str):
+        return (lambda v: num(v, 3)) if name.endswith("_ce") else pct
+
+    # One row per model, a shared artifact (base, oracle) counted once.
+    groups = (list({r.artifact: r for r in group}.values()) for group in grouped(records, tuple(Role)))
+    rows = [[g[0].id, *(stat(g, lambda r, n=name: (r.metrics or {}).get(n), fmt(name)) for name in names)]
+            for g in groups if g[0].metrics]
+    return ["## Every metric, as shipped (test split; cross-entropies in nats)", "", *table(["model", *names], rows)]
+
+
 def host_lines(results: Results) -> list[str]:
     """The machines that made the study's artifacts; several are flagged: float kernels differ across CPUs, so the
     same seed gives slightly different numbers on each, and a host difference is not a regression."""
@@ -337,6 +354,8 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
          stat(g, metric(lambda r: r.teacher_metric("retain")), shown_fmt) + " / "
          + stat(g, metric(lambda r: r.teacher_metric("forget")), shown_fmt)]
         for g in grouped(records, DISTILLED_ROLES) if g[0].metrics])
+
+    lines += other_metrics(records)
 
     for kind in kinds:
         lines += [f"## Relearning attack{of_kind(kind)} (attacker-best {S.label('forget')}; robustness in brackets)",

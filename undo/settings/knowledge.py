@@ -290,7 +290,9 @@ class KnowledgeSetting(TokenizedSetting):
         limit = "every question" if self.cfg.limit is None else f"the first {self.cfg.limit} questions"
         return (f"four-way questions about {self.cfg.questions} synsets per side ({limit}, lm-eval "
                 f"{self.cfg.choice_metric}) and the cross-entropy of {self.cfg.heldout_documents} held-out definitions "
-                f"per side; forget = {', '.join(self.cfg.forget_lexnames)}; {self.bos_policy}")
+                f"per side; forget = WordNet's {', '.join(self.cfg.forget_lexnames)} nouns; {self.bos_policy}. An "
+                "analogue of WMDP at CPU scale (a topic inside one language and genre), not hazardous knowledge: "
+                "WordNet's categories stand in for a topic boundary")
 
 
 def _sample(documents: list[SynsetDocument], n: int, seed: int, *, passes: bool = False) -> list[SynsetDocument]:
