@@ -126,6 +126,10 @@ def test_a_whole_knowledge_study_with_a_classifier_filter(tmp_path):
     assert 0 <= classified["classifier"]["precision"] <= 1 and classified["classifier"]["training_documents"] > 0
     report = (run_dir / "report.md").read_text()
     assert "not hazardous knowledge" in report and "chance 25%" in report
-    metrics_table = report.split("## Every metric, as shipped")[1].split("##")[0]
     base = next(m for m in models if m["role"] == "base")
+    pretraining = report.split("## Pretraining")[1].split("##")[0]
+    assert "forget above chance (points)" in pretraining
+    base_row = next(line for line in pretraining.splitlines() if line.startswith("| base |"))
+    assert f"| {100 * (base['metrics']['forget'] - 0.25):.1f} |" in base_row
+    metrics_table = report.split("## Every metric, as shipped")[1].split("##")[0]
     assert "forget_ce" in metrics_table and f"{base['metrics']['forget_ce']:.3f}" in metrics_table

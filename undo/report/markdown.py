@@ -306,7 +306,12 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
                               f"{r.classifier.precision:.3f}, recall {r.classifier.recall:.3f}, retain documents "
                               f"removed {pct(r.filter_retain_removed, 2)}"
                               for r in records if r.classifier and r.artifact) + ".", ""]
-    lines += table(["model", "steps", "tokens", "FLOPs", "retain", "forget", "labelled fraction",
+    if S.chance is not None:
+        lines += ["Forget above chance: the forget accuracy beyond guessing, in points. For the oracle and a "
+                  "filter's oracle it is what reached them anyway: through retain documents that touch the topic, "
+                  "or forget documents the filter missed.", ""]
+    above_chance = ["forget above chance (points)"] if S.chance is not None else []
+    lines += table(["model", "steps", "tokens", "FLOPs", "retain", "forget", *above_chance, "labelled fraction",
                     "forget documents removed"], [
         [g[0].id, stat(g, lambda r: r.steps, lambda v: f"{v:,.0f}"),
          stat(g, lambda r: r.accounting.pretraining_tokens if r.role == Role.BASE and r.accounting else None,
@@ -314,6 +319,8 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
          stat(g, lambda r: r.accounting.stage_flops_total if r.accounting else None, lambda v: f"{v:.3g}"),
          stat(g, metric(lambda r: r.metric("retain")), shown_fmt),
          stat(g, metric(lambda r: r.metric("forget")), shown_fmt),
+         *([stat(g, lambda r: None if r.metrics is None else r.metric("forget") - S.chance,
+                 lambda v: f"{100 * v:.1f}")] if above_chance else []),
          stat(g, lambda r: r.labelled_fraction),
          {Role.BASE: pct(0.0), Role.ORACLE: pct(1.0)}.get(g[0].role) or stat(g, lambda r: r.filter_removed,
                                                                              lambda v: pct(v, 2))]
