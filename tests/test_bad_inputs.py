@@ -75,6 +75,7 @@ CONFIG_VALUES = [
     ("setting.eval_formats", ["nosuch"], None), ("setting.eval_formats", [], None),
     ("setting.eval_seed", True, None), ("setting.eval_seed", -1, None),
     ("setting.eval_batch_size", 0, None), ("setting.nosuch", 1, "nosuch"),
+    ("tracking.backend", "comet", "backend"), ("tracking.project", "", "project"), ("tracking.nosuch", 1, "nosuch"),
     ("model.layers", 0, None), ("model.layers", True, None), ("model.layers", -1, None), ("model.layers", 1.5, None),
     ("model.width", 0, None), ("model.width", 63, "width"), ("model.width", True, None),
     ("model.heads", 0, None), ("model.heads", 3, "heads"), ("model.kv_heads", 0, None), ("model.kv_heads", 3, None),

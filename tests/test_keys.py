@@ -99,7 +99,7 @@ NEVER = {"run_dir", "setting.eval_batch_size", "model.gradient_checkpointing", "
          "distill.alphas", *(f"pretrain.train.{f}" for f in CADENCE),
          *(f"distill.train.{f}" for f in CADENCE), "study.seeds", "study.distill_methods", "study.undo_method",
          "study.oracle_matching", "study.attack_teachers", "study.attack_sweep_points", "study.workers",
-         "distributed.strategy", "resources"}
+         "distributed.strategy", "resources", "tracking.backend", "tracking.dir", "tracking.project"}
 # Not changed here: they need a checkpoint (tests/test_own_model.py covers keys of models loaded from one).
 CHECKPOINTS = {"model.pretrained", "model.revision", "oracle.pretrained", "oracle.revision"}
 
@@ -120,7 +120,8 @@ CHANGES: dict[str, Any] = {
     "distill.train.betas": [0.8, 0.95], "distill.train.eval_steps": [3], "distill.train.mixed_precision": "bf16",
     "distill.stop_tolerance": 0.1, "study.seeds": [1, 2], "study.distill_methods": ["grad_diff"],
     "study.undo_method": "none", "study.attack_teachers": ["maxent"], "study.workers": 2,
-    "distributed.strategy": "fsdp", "resources": {"distill": {"workers": 2}},
+    "distributed.strategy": "fsdp", "resources": {"distill": {"workers": 2}}, "tracking.backend": "tensorboard",
+    "tracking.dir": "runs/tracked", "tracking.project": "elsewhere",
 }
 
 
@@ -217,6 +218,8 @@ READ_ELSEWHERE = {
     # model (DDP or FSDP): the same numbers to float rounding (tests/test_fsdp.py).
     "distributed.strategy", "model.gradient_checkpointing", *(f"{s}.{f}" for s in ("pretrain.train", "distill.train") for f in CADENCE),
     "unlearn.eval_every",
+    # A tracker shows the metrics.jsonl lines a stage writes anyway (undo.core.tracking).
+    "tracking.backend", "tracking.dir", "tracking.project",
 }
 
 RUN = {**BASE, "run_dir": None,

@@ -115,6 +115,9 @@ def test_a_whole_knowledge_study_with_a_classifier_filter(tmp_path):
     run_dir = run_study(cfg, progress=False)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["setting"] == "knowledge" and results["chance"] == 0.25
+    from undo.study.verify import verify_run_dir
+
+    assert {f.status for f in verify_run_dir(run_dir)} == {"ok"}  # the task files are a cache with its record
     models = [m for m in results["models"] if m["artifact"]]
     assert {"base", "oracle", "filtered", "teacher", "undo"} <= {m["role"] for m in models}
     for m in models:  # reported on the 8 test questions per side (report_limit null): multiples of 1/8

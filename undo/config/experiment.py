@@ -9,7 +9,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from undo.config.sections import (
     TRAINING_STAGE_KINDS, AttackConfig, DistillConfig, DistributedConfig, MethodSweep, ModelConfig, OracleConfig,
-    PretrainConfig, Seed, StageWorkers, StudyConfig, UnlearnConfig,
+    PretrainConfig, Seed, StageWorkers, StudyConfig, TrackingConfig, UnlearnConfig,
 )
 from undo.core.checkpoints import check_checkpoint, local_context, local_depth
 from undo.schema.strict import StrictModel
@@ -30,6 +30,7 @@ class ExperimentConfig(StrictModel):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     resources: dict[TRAINING_STAGE_KINDS, StageWorkers] = Field(
         default_factory=dict, description="per stage kind, the Ray Train workers a stage runs on (`undo run "
                                           "--executor ray` only; other executors run each stage in one process or "

@@ -355,6 +355,26 @@ class DistributedConfig(StrictModel):
                            "(FSDP2 `fully_shard`, each decoder block and the whole model), for models that do not fit")
 
 
+class TrackingConfig(StrictModel):
+    """A live view of every stage's training and evaluation metrics in an experiment tracker (`undo.core.tracking`);
+    metrics.jsonl stays the record. Never part of an artifact's key: it changes what is shown, not what is made."""
+
+    backend: Literal["tensorboard", "wandb", "mlflow"] | None = Field(
+        None, description="tensorboard (event files), wandb (offline runs unless WANDB_MODE says otherwise) or mlflow "
+                          "(a local file store); null = no tracker")
+    dir: str | None = Field(None, description="where the tracker writes; null = <run_dir>/tracking")
+    project: str = Field("undo", min_length=1, description="the W&B project / MLflow experiment the runs go to")
+
+    @model_validator(mode="after")
+    def _installed(self) -> "TrackingConfig":
+        from undo.core.tracking import missing_backend
+
+        missing = None if self.backend is None else missing_backend(self.backend)
+        if missing is not None:
+            raise ValueError(missing)
+        return self
+
+
 TRAINING_STAGE_KINDS = Literal["pretrain", "unlearn", "distill", "attack"]
 
 

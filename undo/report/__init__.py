@@ -27,10 +27,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from undo.config.sections import TrackingConfig
+from undo.core import tracking
 from undo.report.claims import claims
 from undo.report.figures import figures
 from undo.report.markdown import markdown
 from undo.report.records import Results, gather
+from undo.schema.study import Manifest
 
 
 def study_results(run_dir: Path) -> Results:
@@ -53,4 +56,32 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out.write_text(markdown(results, figs, fig_dir.name) + "\n")
     results_name = "results.json" if out.name == "report.md" else f"{out.stem}.json"
     (out.parent / results_name).write_text(json.dumps(results.model_dump(mode="json"), indent=2) + "\n")
+    track_results(results, Manifest.read(run_dir).config.get("tracking") or {})
     return out
+
+
+def track_results(results: Results, tracking_section: dict) -> None:
+    """The report's numbers in the study's tracker, as one run named `report`: per model and seed, its retain and
+    forget as shipped and, per attack kind, the attacker-best forget and the robustness at each budget and for the
+    area (step 0: they are end results, not curves)."""
+    t = TrackingConfig.model_validate(tracking_section)
+    if t.backend is None:
+        return
+    run_dir = Path(results.run_dir)
+    metrics: dict[str, float] = {}
+    for r in results.models:
+        if not r.metrics:
+            continue
+        name = f"{r.id}/seed{r.seed}"
+        metrics.update({f"{name}/{side}": r.metrics[side] for side in ("retain", "forget")})
+        for kind in results.attack_kinds:
+            for key in [*map(str, results.budgets), "area"]:
+                if r.attack(kind) is not None:
+                    metrics[f"{name}/{kind}/forget@{key}"] = r.forget_at(kind, key)
+                robust = r.robustness_at(kind, key)
+                if robust is not None:
+                    metrics[f"{name}/{kind}/robustness@{key}"] = robust
+    logger = tracking.open_logger(t.backend, Path(t.dir) if t.dir is not None else run_dir / "tracking", "report",
+                                  project=t.project, group=run_dir.name)
+    logger.log({k: v for k, v in metrics.items() if v is not None}, 0)
+    logger.close()

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, PrivateAttr, model_validator
 
-from undo.core.artifacts import file_sha256, stable_hash
+from undo.core.artifacts import build_once, file_sha256, stable_hash
 from undo.core.data import derive_seed
 from undo.schema.errors import UserError
 from undo.schema.strict import Seed
@@ -228,22 +228,16 @@ class KnowledgeSetting(TokenizedSetting):
     # Evaluation
 
     def _write_tasks(self, cache: Path) -> Path:
-        """This split's two tasks (`knowledge_forget`, `knowledge_retain`) as lm-eval task files, in a folder named
-        by their questions' hash (written once; the same questions are the same folder)."""
+        """This split's two tasks (`knowledge_forget`, `knowledge_retain`) as lm-eval task files: a cache folder
+        named by their questions' hash, written once with a record of its files (`build_once`)."""
         items = {side: task_items(self.split.questions[side][self.cfg.split]) for side in SIDES}
         folder = cache / "knowledge_tasks" / stable_hash(items)[:16]
-        if not all((folder / f"knowledge_{side}.yaml").is_file() for side in SIDES):
-            staging = folder.with_name(f".{folder.name}.{id(self)}")
+
+        def write(staging: Path) -> None:
             for side in SIDES:
-                write_choice_task(staging, f"knowledge_{side}", items[side])
-            for path in staging.iterdir():  # the task files name their data file by its path: point them home
-                path.write_text(path.read_text().replace(str(staging.resolve()), str(folder.resolve())))
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                staging.rename(folder)
-            except OSError:  # another process wrote the same folder first
-                pass
-        return folder
+                write_choice_task(staging, f"knowledge_{side}", items[side], home=folder)
+
+        return build_once(folder, "knowledge_forget.yaml", write)
 
     @property
     def tasks(self):

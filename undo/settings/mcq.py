@@ -279,16 +279,18 @@ def write_task(folder: Path, name: str, questions: list[dict]) -> Path:
     return folder / f"{name}.yaml"
 
 
-def write_choice_task(folder: Path, name: str, items: list[dict]) -> Path:
+def write_choice_task(folder: Path, name: str, items: list[dict], *, home: Path | None = None) -> Path:
     """A four-choice task scored by continuation, offline: each item ({"prompt", "choices": [4], "answer": index})
     asks which choice is the likelier continuation of its prompt (" " + choice after it; accuracy on the summed
     log-likelihood, `acc_norm` per byte beside it), the form a small model can answer (the lettered WMDP prompt
-    needs a model that reads options). Written as `<folder>/<name>.jsonl` and its lm-eval task file."""
+    needs a model that reads options). Written as `<folder>/<name>.jsonl` and its lm-eval task file, which names the
+    data file in `home` (default `folder`: where the files will be read from, when they are written elsewhere first)."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
     data.write_text("\n".join(json.dumps(item) for item in items) + "\n")
     (folder / f"{name}.yaml").write_text(
-        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {(Path(home or folder) / data.name).resolve()}\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{{prompt}}\"\n"
         "doc_to_choice: \"{{choices}}\"\ndoc_to_target: answer\n"
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
@@ -321,8 +323,8 @@ def require_lm_eval():
     try:
         import lm_eval
     except ImportError:
-        raise UserError("the mcq setting evaluates with lm-evaluation-harness: pip install 'undo[mcq]' "
-                        "(or pip install lm-eval)") from None
+        raise UserError("the mcq and knowledge settings evaluate with lm-evaluation-harness: pip install "
+                        "'undo[mcq]' (or pip install lm-eval)") from None
     return lm_eval
 
 

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from undo.config import ExperimentConfig, ModelConfig, dump_yaml
 from undo.core.artifacts import Artifact, content_record, is_dry_run, model_folder, stable_hash, verified_meta
-from undo.core import distributed
+from undo.core import distributed, tracking
 from undo.core.checkpoints import fingerprint
 from undo.core.host import host_record
 from undo.core.locks import artifact_lock, writable_run_dir
@@ -156,6 +156,16 @@ def stage_key(stage: Stage, cfg: ExperimentConfig, input_keys: dict[str, str | N
     return stable_hash({"stage": stage.kind, "config": stage.config_slice(cfg), "inputs": input_keys})
 
 
+def stage_tracking(cfg: ExperimentConfig, name: str, workdir: Path) -> tracking.Tracking | None:
+    """Where the stage making artifact `name` (in `workdir`) shows its metrics live, if the config names a tracker."""
+    t = cfg.tracking
+    if t.backend is None:
+        return None
+    folder = Path(t.dir) if t.dir is not None else Path(cfg.run_dir) / "tracking"
+    return tracking.Tracking(backend=t.backend, folder=folder, project=t.project, group=Path(cfg.run_dir).name,
+                             artifact=name, partial=workdir)
+
+
 def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None] | None = None, *,
               progress: bool = True) -> Path:
     """The stage's artifact folder: reused when complete, else made (resuming a partial one). A model-making stage's
@@ -183,7 +193,8 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
             distributed.wait_for_main()
             started = time.perf_counter()
             STOPWATCH.reset()
-            with distributed.strategy_for(cfg.distributed.strategy):
+            with distributed.strategy_for(cfg.distributed.strategy), tracking.tracking_for(
+                    stage_tracking(cfg, artifact.name, workdir) if main else None):
                 result = stage.run(StageJob(cfg, inputs, key, workdir, progress))
             elapsed = time.perf_counter() - started
             if not result.wall_time_s:

@@ -65,8 +65,8 @@ def verify_run_dir(run_dir: Path) -> list[Finding]:
     for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         if folder.name == "cache":
             findings += cache_findings(folder)
-        elif folder.name.endswith("_figures") or folder.name == ".locks":  # report figures; lock files
-            continue
+        elif folder.name.endswith("_figures") or folder.name in (".locks", "tracking"):  # report figures; lock
+            continue  # files; a tracker's view of the metrics (undo.core.tracking), which no stage reads
         elif ".damaged-" in folder.name:
             findings.append(Finding(folder, "set aside", "kept for inspection; delete it when done"))
         elif folder.name.startswith(".") and folder.name.endswith(".partial"):

@@ -48,7 +48,7 @@ from safetensors.torch import load_model as load_model_weights
 from safetensors.torch import save_model as save_model_weights
 
 from undo.config import TrainConfig
-from undo.core import distributed, interrupts, sharding
+from undo.core import distributed, interrupts, sharding, tracking
 from undo.core.artifacts import file_sha256
 from undo.core.compute import train_flops_per_token
 from undo.schema.errors import TrainingDiverged, UserError
@@ -212,11 +212,20 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
     distributed.wait_for_main()  # nobody trains until the main process has settled the work folder
 
     log = open(log_path, "a") if main else None
+    tracker = tracking.stage_logger(workdir, resumed_from) if main else None  # a live view of the same lines
 
     def write(record: dict[str, Any]) -> None:
         if log is not None:
             log.write(json.dumps(record) + "\n")
             log.flush()
+        if tracker is not None:
+            tracker.log(tracking.numbers(record), record["step"])
+
+    def close_logs() -> None:
+        if log is not None:
+            log.close()
+        if tracker is not None:
+            tracker.close()
 
     def run_eval(step: int) -> dict[str, float]:
         with phase("evaluation"):  # a sharded model's forward needs every process: each evaluates, main's count
@@ -274,8 +283,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
                             f"{section}.compile: false to train in eager mode") from None
 
     def _diverged(loss_value: float, step: int) -> None:
-        if log is not None:
-            log.close()
+        close_logs()
         kept = f"the last good checkpoint (step {checkpoint.step()}) is kept in {checkpoint.path}" \
             if checkpoint.exists() else "no checkpoint had been written yet"
         if config_keys == "train" or config_keys.endswith(".train"):
@@ -333,8 +341,7 @@ def _train(model, objective, batches, cfg, total_steps, workdir, params, evaluat
                     checkpoint.save_sharded(model, optimizer, state, run_key, rng)
                 elif main:
                     checkpoint.save(plain, optimizer, state, run_key, rng)
-    if log is not None:
-        log.close()
+    close_logs()
     distributed.wait_for_main()  # the log is complete before anyone reads it
     return TrainResult(
         steps=state["step"], tokens=state["tokens"], flops=dict(state["flops"]),
