@@ -7,6 +7,7 @@
     distill(cfg, teacher, init)    Unlearn-and-Distill, UNDO (every alpha) or oracle matching (`undo distill`)
     attack(cfg, targets, kinds)    the relearning attack of each target under each kind (`undo attack`)
     evaluate(cfg, model)           a saved model on the setting's evaluation set (`undo eval`)
+    export(artifact, folder)       a model with its card and tokenizer, ready for from_pretrained (`undo export`)
 
 Each checks its request first (one `UserError` line, nothing made), then holds the run directory's lock while it
 works; stages return artifact folders, whose typed records `undo.schema.io.read_result` reads.
@@ -145,3 +146,34 @@ def evaluate(cfg: ExperimentConfig, model_dir: Path) -> dict[str, float]:
 
 
 __all__ = ["attack", "distill", "evaluate", "pretrain", "report", "run_study", "unlearn", "write_report"]
+
+
+def export(artifact: Path, folder: Path) -> Path:
+    """Copy the model of `artifact` (a finished artifact folder, its model files checked against its record) with its
+    model card and tokenizer into `folder` (new or empty): a folder `from_pretrained` opens, or to upload. An
+    artifact made before cards existed gets its card first. Returns `folder`."""
+    import shutil
+
+    from undo.analysis.cards import CARD, write_card
+    from undo.core.artifacts import MODEL, verified_meta
+
+    artifact, folder = Path(artifact), Path(folder)
+    if not (artifact / "meta.json").is_file():
+        raise UserError(f"{artifact} is not a finished artifact (no meta.json); give an artifact folder of a run "
+                        "directory, e.g. runs/demo/base")
+    meta = verified_meta(artifact)
+    if not (artifact / MODEL / "config.json").is_file():
+        raise UserError(f"{artifact} holds no model (a {meta.kind} artifact); export a model-making stage's "
+                        "artifact (pretrain, unlearn, distill)")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"{folder} already exists and is not an empty folder; give a new folder to export into")
+    if not (artifact / MODEL / CARD).is_file():
+        write_card(artifact, None)
+    staging = folder.with_name(f".{folder.name}.exporting")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(artifact / MODEL, staging)
+    if folder.exists():
+        folder.rmdir()
+    staging.rename(folder)  # whole or not at all
+    return folder
+

@@ -245,6 +245,16 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder 
 
 
 @app.command()
+def export(artifact: Annotated[Path, typer.Argument(help="a model artifact's folder, e.g. runs/demo/undo_...")],
+           folder: Annotated[Path, typer.Argument(help="a new (or empty) folder to copy it into")]) -> None:
+    """Copy a model with its model card and tokenizer into a folder, ready for from_pretrained or an upload."""
+    from undo import api
+
+    out = api.export(artifact, folder)
+    console.print(f"[green]{artifact}[/] -> {out} (model, tokenizer and README.md, its model card)")
+
+
+@app.command()
 def data(config: ConfigArg = None, set_: SetOpt = None,
          which: Annotated[str, typer.Option(help="'base' or 'oracle' stream")] = "base",
          show: Annotated[int, typer.Option(min=0, help="documents to print")] = 8) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from undo.analysis.cards import write_card
 from undo.config.sections import TrackingConfig
 from undo.core import tracking
 from undo.report.claims import claims
@@ -57,7 +58,34 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     results_name = "results.json" if out.name == "report.md" else f"{out.stem}.json"
     (out.parent / results_name).write_text(json.dumps(results.model_dump(mode="json"), indent=2) + "\n")
     track_results(results, Manifest.read(run_dir).config.get("tracking") or {})
+    attack_cards(results, run_dir)
     return out
+
+
+def attack_cards(results: Results, run_dir: Path) -> None:
+    """The model card of every attacked model, written again with what the attack did to it: per seed that attacked
+    it (a shared base model is attacked by each) and attack kind, the forget score before the attack and the
+    attacker-best forget at each budget, with its LR and the robustness."""
+    S = results.scoring
+    by_artifact: dict[str, list] = {}
+    for r in results.models:
+        if r.artifact and r.attacks and (run_dir / r.artifact / "model").is_dir():
+            by_artifact.setdefault(r.artifact, []).append(r)
+    for artifact, records in by_artifact.items():
+        rows = ["| seed | attack | budget | attacker-best forget | LR | robustness |", "|---|---|---|---|---|---|"]
+        for r in records:
+            for kind, attack in r.attacks.items():
+                rows.append(f"| {r.seed} | {kind} | before | {S.format(attack.before['forget'])} | – | – |")
+                for key, snapshot in attack.at.items():
+                    robust = r.robustness_at(kind, key)
+                    rows.append(f"| {r.seed} | {kind} | {key} steps | {S.format(snapshot.forget)} | "
+                                f"{'–' if snapshot.lr is None else f'{snapshot.lr:g}'} | "
+                                f"{'–' if robust is None else f'{robust:.2f}'} |")
+        body = "\n".join([f"The relearning attack of study `{results.run_dir}`: {S.label('forget')}, measured on the "
+                          "test split at the LR the attacker chose on validation; robustness 0 = its unlearn-only "
+                          "teacher, 1 = the data-filtered oracle.", "", *rows])
+        write_card(run_dir / artifact, records[0].metrics, {"Relearning attack (undo report)": body},
+                   accounting=records[0].accounting)
 
 
 def track_results(results: Results, tracking_section: dict) -> None:

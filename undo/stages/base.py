@@ -28,6 +28,7 @@ from rich.console import Console
 
 from undo.config import ExperimentConfig, ModelConfig, dump_yaml
 from undo.core.artifacts import Artifact, content_record, is_dry_run, model_folder, stable_hash, verified_meta
+from undo.analysis.cards import CARD, write_card
 from undo.core import distributed, tracking
 from undo.core.checkpoints import fingerprint
 from undo.core.host import host_record
@@ -210,6 +211,8 @@ def run_stage(stage: Stage, cfg: ExperimentConfig, inputs: dict[str, Path | None
                 console.print(f"[green]{artifact.name}[/]: {stage.describe(result)} -> {artifact.path}")
         if stage.makes_model and main:  # the split decisions read, and the one reports read
             ensure_evaluation(artifact.path, cfg, "decisions")
-            ensure_evaluation(artifact.path, cfg, "report")
+            reported = ensure_evaluation(artifact.path, cfg, "report")
+            if not is_dry_run() and not (artifact.path / "model" / CARD).is_file():
+                write_card(artifact.path, reported)  # what made the model, in its folder (`undo report` adds more)
     distributed.wait_for_main()  # the artifact is whole before any process goes on
     return artifact.path
