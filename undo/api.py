@@ -8,6 +8,7 @@
     attack(cfg, targets, kinds)    the relearning attack of each target under each kind (`undo attack`)
     evaluate(cfg, model)           a saved model on the setting's evaluation set (`undo eval`)
     export(artifact, folder)       a model with its card and tokenizer, ready for from_pretrained (`undo export`)
+    probe(cfg, model, prompts)     what a model writes after each prompt, greedily (`undo probe`)
 
 Each checks its request first (one `UserError` line, nothing made), then holds the run directory's lock while it
 works; stages return artifact folders, whose typed records `undo.schema.io.read_result` reads.
@@ -15,6 +16,7 @@ works; stages return artifact folders, whose typed records `undo.schema.io.read_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from undo.config import ExperimentConfig
@@ -177,3 +179,59 @@ def export(artifact: Path, folder: Path) -> Path:
     staging.rename(folder)  # whole or not at all
     return folder
 
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a model wrote after a prompt (greedy decoding), and the prompt's length in tokens."""
+
+    prompt: str
+    completion: str
+    prompt_tokens: int
+
+
+DEFAULT_NEW_TOKENS = 32
+
+
+def probe(cfg: ExperimentConfig, model_dir: Path, prompts: list[str], *,
+          max_new_tokens: int | None = None) -> list[Generation]:
+    """Greedy continuations of `prompts` by a saved model (an artifact folder or its model/ folder), loaded as every
+    stage loads it: what a user looks at to see a behaviour that remains. Each prompt is opened the way the model
+    was trained to read text (its tokenizer's BOS, or undo's end-of-text token for a model undo pretrained). Without
+    `max_new_tokens`, up to 32 tokens, fewer where the context ends first; a prompt that leaves no room (or not the
+    `max_new_tokens` asked for) is refused in one line, before any generation."""
+    import torch
+
+    from undo.core.artifacts import model_or_artifact, verified_meta
+    from undo.core.models import load_model, load_tokenizer
+    from undo.settings.mcq import bos_policy
+
+    if not prompts:
+        raise UserError("give at least one --prompt (or leave them all out for the setting's evaluation)")
+    if (Path(model_dir) / "meta.json").is_file():
+        verified_meta(Path(model_dir))
+    directory = model_or_artifact(model_dir)
+    if not (directory / "config.json").is_file():
+        raise UserError(f"no model at {model_dir}: give an artifact folder (with model/) or a model folder")
+    tokenizer = load_tokenizer(str(directory), cfg.model, role=str(model_dir))
+    model = load_model(directory, cfg.model).eval()
+    context = model.config.max_position_embeddings
+    add_bos, _ = bos_policy(tokenizer, directory)
+    opener = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+    encoded = [opener + tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    for number, ids in enumerate(encoded, 1):
+        wanted = 1 if max_new_tokens is None else max_new_tokens
+        if len(ids) + wanted > context:
+            raise UserError(f"prompt {number} has {len(ids)} tokens; with {wanted} new token(s) it exceeds the model's "
+                            f"context of {context} tokens: shorten it or generate fewer tokens (--max-new-tokens)")
+    out = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        for prompt, ids in zip(prompts, encoded):
+            tokens = torch.tensor([ids], device=next(model.parameters()).device)
+            new = max_new_tokens or min(DEFAULT_NEW_TOKENS, context - len(ids))
+            generated = model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=new,
+                                       do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+            completion = tokenizer.decode(generated[0, len(ids):], skip_special_tokens=True)
+            out.append(Generation(prompt, completion, len(ids)))
+    return out

@@ -245,6 +245,28 @@ def evaluate(model_dir: Annotated[Path, typer.Argument(help="an artifact folder 
 
 
 @app.command()
+def probe(model_dir: Annotated[Path, typer.Argument(help="an artifact folder or its model/ folder")],
+          prompt: Annotated[Optional[list[str]], typer.Option(
+              "--prompt", help="a prompt to continue (repeat for several); none: the setting's evaluation")] = None,
+          max_new_tokens: Annotated[Optional[int], typer.Option(
+              min=1, help="tokens generated per prompt (default: up to 32, as the context allows)")] = None,
+          config: Annotated[Optional[Path], typer.Option(help="experiment YAML (how models load; its setting)")] = None,
+          set_: SetOpt = None) -> None:
+    """Show what a model does: its greedy continuation of each --prompt, or (without prompts) the setting's
+    evaluation of it, so that you can see a behaviour that remains before unlearning it again."""
+    from rich.markup import escape
+
+    from undo import api
+
+    cfg = _load(config, set_)
+    if not prompt:
+        _print_result(cfg, None, api.evaluate(cfg, model_dir), title=str(model_dir))
+        return
+    for g in api.probe(cfg, model_dir, prompt, max_new_tokens=max_new_tokens):
+        console.print(f"[dim]{escape(g.prompt)}[/][bold]{escape(g.completion)}[/]", highlight=False)
+
+
+@app.command()
 def export(artifact: Annotated[Path, typer.Argument(help="a model artifact's folder, e.g. runs/demo/undo_...")],
            folder: Annotated[Path, typer.Argument(help="a new (or empty) folder to copy it into")]) -> None:
     """Copy a model with its model card and tokenizer into a folder, ready for from_pretrained or an upload."""
