@@ -13,6 +13,8 @@ output. Three checks hold the keys to it:
 from __future__ import annotations
 
 import copy
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,7 +64,8 @@ def pretrain_affects(oracle: bool) -> set[str]:
 
 
 UNLEARN = {"seed", *SETTING_DATA, "model.context", *MODEL_LOAD, "unlearn.steps", "unlearn.batch_size", "unlearn.clip",
-           "unlearn.examples", "unlearn.grad_accum", "unlearn.mixed_precision", "unlearn.compile"}
+           "unlearn.examples", "unlearn.grad_accum", "unlearn.mixed_precision", "unlearn.compile",
+           "unlearn.forget_data"}
 # Distillation: the stop rule reads the evaluation, so what is measured decides where training ends.
 DISTILL = {"seed", *SETTING_DATA, *SETTING_EVALUATION, "model.context", *MODEL_LOAD,
            *(f"distill.train.{f}" for f in TRAIN), "distill.stop_tolerance", "distill.stop_resolution",
@@ -86,7 +89,7 @@ AFFECTS = {
     "attack lora": ATTACK,
     # The labels the classifier reads are those the unlearning step reads.
     "filter": {"seed", *SETTING_DATA, "model.context", "unlearn.examples", "unlearn.steps", "unlearn.batch_size",
-               "unlearn.grad_accum", *(f"pretrain.classifier_filter.{f}" for f in
+               "unlearn.grad_accum", "unlearn.forget_data", *(f"pretrain.classifier_filter.{f}" for f in
                                        ("ngram_range", "features", "regularisation", "heldout_per_side"))},
 }
 
@@ -102,6 +105,10 @@ NEVER = {"run_dir", "setting.eval_batch_size", "model.gradient_checkpointing", "
          "distributed.strategy", "resources", "tracking.backend", "tracking.dir", "tracking.project"}
 # Not changed here: they need a checkpoint (tests/test_own_model.py covers keys of models loaded from one).
 CHECKPOINTS = {"model.pretrained", "model.revision", "oracle.pretrained", "oracle.revision"}
+
+# The user's own forget file (`unlearn.forget_data`): its contents, not its name, count.
+OBSERVED = Path(tempfile.mkdtemp(prefix="undo_keys_")) / "observed.txt"
+OBSERVED.write_text("7 * 6 = 42\n9 / 3 = 3\n")
 
 # A value each field is changed to (valid with BASE); fields not named are changed by type (`changed`).
 CHANGES: dict[str, Any] = {
@@ -121,7 +128,7 @@ CHANGES: dict[str, Any] = {
     "distill.stop_tolerance": 0.1, "study.seeds": [1, 2], "study.distill_methods": ["grad_diff"],
     "study.undo_method": "none", "study.attack_teachers": ["maxent"], "study.workers": 2,
     "distributed.strategy": "fsdp", "resources": {"distill": {"workers": 2}}, "tracking.backend": "tensorboard",
-    "tracking.dir": "runs/tracked", "tracking.project": "elsewhere",
+    "tracking.dir": "runs/tracked", "tracking.project": "elsewhere", "unlearn.forget_data": str(OBSERVED),
 }
 
 

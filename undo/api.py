@@ -81,13 +81,17 @@ def pretrain(cfg: ExperimentConfig, only: str | None = None, *, progress: bool =
     return paths
 
 
-def unlearn(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, TeacherChoice]:
-    """Every unlearning sweep point from the base model, then each method family's teacher (also written to
-    `<run_dir>/unlearn_selection.json`)."""
+def unlearn(cfg: ExperimentConfig, *, start: Path | None = None, progress: bool = True) -> dict[str, TeacherChoice]:
+    """Every unlearning sweep point from the base model (or from `start`, any finished model artifact: a round of
+    the responsive loop), then each method family's teacher (also written to `<run_dir>/unlearn_selection.json`,
+    or `unlearn_selection_from_<start>.json`)."""
     from undo.stages.selection import run_unlearning
+    from undo.stages.unlearn import check_start
 
+    if start is not None:
+        check_start(start)
     with run_dir_lock(Path(cfg.run_dir), command_line()):
-        return run_unlearning(cfg, progress=progress)
+        return run_unlearning(cfg, start=start, progress=progress)
 
 
 def distill(cfg: ExperimentConfig, teacher: Path, init: str | None = None, start: Path | None = None, *,

@@ -112,13 +112,16 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt =
 
 @app.command()
 def unlearn(config: ConfigArg = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+            start: Annotated[Optional[Path], typer.Option(
+                "--from", help="unlearn from this model artifact (e.g. a previous teacher) instead of the base "
+                               "model: its lineage's labels and FLOPs carry over")] = None,
             progress: ProgressOpt = True) -> None:
     """Unlearn the forget domain from the pretrained base model: every method x LR x knob of the sweep, then
     pick each method's teacher by the selection rule (written to <run_dir>/unlearn_selection.json)."""
     from undo import api
 
     cfg = _load(config, set_, run_dir)
-    selection = api.unlearn(cfg, progress=progress)
+    selection = api.unlearn(cfg, start=start, progress=progress)
     S = cfg.setting.score
     table = Table(title=f"unlearning sweep (retain must stay >= {cfg.unlearn.selection.min_retain_fraction:.0%} "
                         "of the base model's)")

@@ -6,6 +6,7 @@ Every field has a default, so an empty file is a complete (general-purpose) expe
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -203,6 +204,16 @@ class UnlearnConfig(StrictModel):
                                                  "grad_accum forget and retain sequences)")
     mixed_precision: MixedPrecision = Field("no", description=MIXED_PRECISION)
     compile: bool = Field(False, description=COMPILE)
+    forget_data: str | None = Field(
+        None, description="a file of forget documents read instead of the setting's forget side (.txt one per line, "
+                          ".jsonl with 'text', .parquet; .xz/.gz): e.g. outputs you observed with `undo probe` and "
+                          "want gone, for a round of `undo unlearn --from`")
+
+    @model_validator(mode="after")
+    def _forget_data_exists(self) -> "UnlearnConfig":
+        if self.forget_data is not None and not Path(self.forget_data).expanduser().is_file():
+            raise ValueError(f"forget_data: no file at {self.forget_data}")
+        return self
 
 
 class AttackConfig(StrictModel):

@@ -31,7 +31,7 @@ from undo.schema.io import read_result
 from undo.schema.results import ClassifierScores, FilterResult
 from undo.settings import Setting
 from undo.stages.base import Resources, Stage, StageJob, StageResult, data_identity, run_stage
-from undo.stages.labels import documents_read
+from undo.stages.labels import documents_read, forget_data_identity
 
 WEIGHTS = "classifier.safetensors"
 
@@ -87,7 +87,7 @@ class TrainFilter(Stage):
         return {"seed": cfg.seed, "data": data_identity(cfg), "context": cfg.model.context,
                 "unlearn": {"examples": u.examples, "steps": u.steps, "batch_size": u.batch_size,
                             "grad_accum": u.grad_accum},
-                "classifier": cfg.pretrain.classifier_filter.model_dump(mode="json")}
+                "classifier": cfg.pretrain.classifier_filter.model_dump(mode="json"), **forget_data_identity(cfg)}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
         return f"filter_classifier_{key[:8]}"

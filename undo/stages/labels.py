@@ -4,18 +4,53 @@ and which of those documents its steps actually read (what the label-budget-matc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from undo.config import ExperimentConfig
+from undo.core.artifacts import file_sha256
 from undo.core.data import PairedBatches, derive_seed
+from undo.schema.errors import UserError
 from undo.settings import Setting
+from undo.settings.corpora import read_documents
+
+
+@dataclass(frozen=True)
+class GivenDocument:
+    """A forget document from the user's own file (`unlearn.forget_data`)."""
+
+    text: str
+    component: str = "forget"
+
+
+def forget_data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What the user's forget file adds to the keys of the stages that read unlearning's labels: its contents (none
+    without one, so keys made before the option existed stay the same)."""
+    path = cfg.unlearn.forget_data
+    return {} if path is None else {"forget_data_sha256": file_sha256(Path(path).expanduser())}
+
+
+def forget_documents(cfg: ExperimentConfig, setting: Setting, n: int, seed: int) -> list:
+    """`n` forget documents: the setting's, or drawn (a seeded order, repeated as needed) from `unlearn.forget_data`."""
+    if cfg.unlearn.forget_data is None:
+        return setting.labelled_documents("forget", n, seed)
+    texts = read_documents(str(Path(cfg.unlearn.forget_data).expanduser()))
+    if not texts:
+        raise UserError(f"unlearn.forget_data {cfg.unlearn.forget_data} holds no documents")
+    rng = np.random.default_rng(derive_seed(seed, "forget-data"))
+    order = np.concatenate([rng.permutation(len(texts)) for _ in range(-(-n // len(texts)))])[:n]
+    return [GivenDocument(texts[int(i)]) for i in order]
 
 
 def unlearning_data(cfg: ExperimentConfig, setting: Setting) -> tuple[dict[str, list], PairedBatches]:
     """The labelled documents of each side (`unlearn.examples` each) and the paired batches every unlearning run of
     this seed trains on (the same for every sweep point)."""
     u = cfg.unlearn
-    documents = {side: setting.labelled_documents(side, u.examples, cfg.seed) for side in ("forget", "retain")}
+    documents = {"forget": forget_documents(cfg, setting, u.examples, cfg.seed),
+                 "retain": setting.labelled_documents("retain", u.examples, cfg.seed)}
     rows = {side: setting.packed_rows(documents[side], cfg.model.context) for side in documents}
     return documents, PairedBatches(rows["forget"], rows["retain"], u.batch_size,
                                     seed=derive_seed(cfg.seed, "unlearn"))

@@ -17,7 +17,7 @@ from undo.schema.study import Candidate, SelectionRule, TeacherChoice
 from undo.core import distributed
 from undo.settings import ACCURACY, Score
 from undo.stages.evaluation import ensure_evaluation
-from undo.stages.unlearn import SweepPoint, default_base, sweep_points, unlearn
+from undo.stages.unlearn import SweepPoint, default_base, optional_base, sweep_points, unlearn
 
 
 def select_teacher(candidates: Sequence[Candidate], base_retain: float, rule: SelectionRule,
@@ -50,12 +50,21 @@ def teacher_selection(cfg: ExperimentConfig, runs: Sequence[tuple[SweepPoint, Pa
             for label, c in families.items()}
 
 
-def run_unlearning(cfg: ExperimentConfig, *, progress: bool = True) -> dict[str, TeacherChoice]:
-    """Every sweep point, then the teacher of each method family; writes `<run_dir>/unlearn_selection.json`."""
-    base = default_base(cfg)
-    runs = [(point, unlearn(cfg, point, base, progress=progress)) for point in sweep_points(cfg)]
+def run_unlearning(cfg: ExperimentConfig, *, start: Path | None = None,
+                   progress: bool = True) -> dict[str, TeacherChoice]:
+    """Every sweep point, then the teacher of each method family; writes `<run_dir>/unlearn_selection.json`.
+
+    `start`: unlearn from this model (an artifact folder, e.g. a previous teacher) instead of the base model: a round
+    of the responsive loop. Its runs are artifacts whose lineage runs through `start`, so their labels and FLOPs add
+    to its own; a teacher must still keep the selection rule's share of the *base* model's retain (when the run
+    directory holds it; else of `start`'s), so rounds cannot lose retain bit by bit. Its choices go to
+    `unlearn_selection_from_<start>.json`."""
+    base = default_base(cfg) if start is None else (optional_base(cfg) or Path(start))
+    runs = [(point, unlearn(cfg, point, Path(start) if start is not None else base, progress=progress))
+            for point in sweep_points(cfg)]
     selection = teacher_selection(cfg, runs, base)
+    name = "unlearn_selection.json" if start is None else f"unlearn_selection_from_{Path(start).resolve().name}.json"
     if distributed.is_main():
-        (Path(cfg.run_dir) / "unlearn_selection.json").write_text(
+        (Path(cfg.run_dir) / name).write_text(
             json.dumps({label: choice.model_dump(mode="json") for label, choice in selection.items()}, indent=2) + "\n")
     return selection

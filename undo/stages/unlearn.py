@@ -24,7 +24,7 @@ from undo.schema.results import UnlearnResult
 from undo.stages.base import (
     COMPUTE_OPTIONS, Stage, StageJob, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
-from undo.stages.labels import unlearning_data
+from undo.stages.labels import forget_data_identity, unlearning_data
 from undo.stages.pretrain import pretrain_key
 
 
@@ -84,7 +84,9 @@ class Unlearn(Stage):
                 **({"load": cfg.model.load_identity()} if cfg.model.load_identity() else {}),
                 "method": p.method, "lr": p.lr, "knobs": p.knobs, "sam_rho": p.sam_rho,
                 "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every",
-                                                                        *defaulted(cfg.unlearn, COMPUTE_OPTIONS)})}
+                                                                        "forget_data",
+                                                                        *defaulted(cfg.unlearn, COMPUTE_OPTIONS)}),
+                **forget_data_identity(cfg)}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
         return f"unlearn_{self.point.label.replace('+', '_')}_lr{self.point.lr:g}_{key[:8]}"
@@ -114,6 +116,20 @@ class Unlearn(Stage):
             flops=result.flops, wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting, cfg.model),
             metrics_before={k: v for k, v in before.items() if k not in ("kind", "step", "tokens", "flops")},
             final_metrics=result.final_metrics)
+
+
+def optional_base(cfg: ExperimentConfig) -> Path | None:
+    """This config's pretrained base model if the run directory holds it complete, else None."""
+    expected = Artifact(cfg.run_dir, "base", pretrain_key(cfg, "base"))
+    return expected.path if expected.is_complete() else None
+
+
+def check_start(start: Path) -> None:
+    """One line, before any work, when `start` (unlearning's `--from`) is not a finished model artifact."""
+    start = Path(start)
+    if not (start / "meta.json").is_file() or not (start / "model" / "config.json").is_file():
+        raise UserError(f"--from {start}: not a finished model artifact (an artifact folder with meta.json and "
+                        "model/, e.g. a previous unlearning run); `undo eval`/`undo probe` take any model folder")
 
 
 def default_base(cfg: ExperimentConfig) -> Path:
