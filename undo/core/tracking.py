@@ -1,10 +1,10 @@
 """Experiment trackers: a live view of every stage's metrics in TensorBoard, Weights & Biases or MLflow.
 
 `metrics.jsonl` stays the record (the report, resumption and `undo verify` read it); a tracker only shows the same
-numbers. The engine hands each line it writes to `log_line`, which forwards its numbers to the tracker of the stage
-running in this process, if the config's `tracking.backend` names one. `run_stage` opens that context
-(`tracking_for`) with the artifact's name, so each stage is one tracker run named like its artifact (an attack's
-LRs are runs of their own, `<artifact>/lr_<lr>`). Only the main process logs.
+numbers. `run_stage` opens the context of the stage running in this process (`tracking_for`, when the config's
+`tracking.backend` names a tracker); the engine opens its run there (`stage_logger`) and hands it the numbers of each
+line it writes (`numbers`). Each stage is one tracker run named like its artifact (an attack's LRs are runs of their
+own, `<artifact>/lr_<lr>`). Only the main process logs.
 
 The small interface is `MetricLogger` (torchtune's `MetricLoggerInterface` is the model): `log(metrics, step)`,
 `close()`. A resumed stage restarts its curves at the checkpoint's step: TensorBoard purges the events after it,
