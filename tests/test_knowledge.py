@@ -136,3 +136,10 @@ def test_a_whole_knowledge_study_with_a_classifier_filter(tmp_path):
     assert f"| {100 * (base['metrics']['forget'] - 0.25):.1f} |" in base_row
     metrics_table = report.split("## Every metric, as shipped")[1].split("##")[0]
     assert "forget_ce" in metrics_table and f"{base['metrics']['forget_ce']:.3f}" in metrics_table
+    # After the attack: the chosen LR's test metrics at the budget, read from its log (the line whose forget score
+    # is the attacker-best one reported at that budget).
+    for m in models:
+        for attack in m["attacks"].values():
+            for snapshot in attack["at"].values():
+                assert snapshot["metrics"]["forget"] == snapshot["forget"] and "forget_ce" in snapshot["metrics"]
+    assert "After the finetune attack (4 steps" in metrics_table

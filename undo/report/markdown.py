@@ -208,7 +208,23 @@ def other_metrics(records: list[ModelRecord]) -> list[str]:
     groups = (list({r.artifact: r for r in group}.values()) for group in grouped(records, tuple(Role)))
     rows = [[g[0].id, *(stat(g, lambda r, n=name: (r.metrics or {}).get(n), fmt(name)) for name in names)]
             for g in groups if g[0].metrics]
-    return ["## Every metric, as shipped (test split; cross-entropies in nats)", "", *table(["model", *names], rows)]
+    lines = ["## Every metric, as shipped (test split; cross-entropies in nats)", "", *table(["model", *names], rows)]
+    # The same metrics after the attack: the attacker's chosen LR at the last budget, as the attack logged them.
+    for kind in sorted({kind for r in records for kind in r.attacks}):
+        def after(r: ModelRecord, name: str, kind=kind) -> float | None:
+            attack = r.attack(kind)
+            return None if attack is None else attack.at[max(attack.at, key=int)].metrics.get(name)
+
+        attacked = [[r for r in group if r.attack(kind)] for group in grouped(records, tuple(Role))]
+        rows = [[g[0].id, *(stat(g, lambda r, n=name: after(r, n), fmt(name)) for name in names)]
+                for g in attacked if g and any(r.attack(kind).at[max(r.attack(kind).at, key=int)].metrics
+                                               for r in g)]
+        if rows:
+            budget = max(int(b) for r in records if r.attack(kind) for b in r.attack(kind).at)
+            lines += [f"After the {kind} attack ({budget} steps, the LR the attacker chose on validation; test "
+                      "split; the attack evaluates fewer items than the table above):", "",
+                      *table(["model", *names], rows)]
+    return lines
 
 
 def host_lines(results: Results) -> list[str]:

@@ -8,6 +8,8 @@ the oracle of the same seed.
 
 from __future__ import annotations
 
+import json
+
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -40,6 +42,18 @@ class Artifacts:
         return self._by_path[folder]
 
 
+def test_metrics_at(lr_dir: Path, step: int) -> dict[str, float]:
+    """The test-split metrics one LR of an attack logged at `step` (its metrics.jsonl eval line, `test/` names), or
+    none where its log is not there."""
+    try:
+        lines = [json.loads(line) for line in (lr_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return {}
+    line = next((x for x in lines if x.get("kind") == "eval" and x.get("step") == step), {})
+    return {name[len("test/"):]: float(value) for name, value in line.items()
+            if name.startswith("test/") and isinstance(value, (int, float))}
+
+
 def attack_record(kind: str, attack_dir: Path, budgets: list[int], artifacts: Artifacts) -> AttackRecord:
     result = artifacts[attack_dir]
     if not isinstance(result, AttackResult):  # study.json names another kind of artifact here
@@ -53,7 +67,8 @@ def attack_record(kind: str, attack_dir: Path, budgets: list[int], artifacts: Ar
         at[str(budget)] = BudgetSnapshot(
             forget=best.values[index], step=best.steps[index], lr=lr,
             retain_at_best_lr=result.run_at(lr).retain.values[index] if lr is not None else None,
-            tokens=best.steps[index] * result.data.tokens_per_step)
+            tokens=best.steps[index] * result.data.tokens_per_step,
+            metrics={} if lr is None else test_metrics_at(attack_dir / f"lr_{lr:g}", best.steps[index]))
     one_lr = result.per_lr[0]
     return AttackRecord(kind=kind, artifact=attack_dir.name, before=result.metrics_before, best=best,
                         at=at, area=area_under(best, max(budgets)), area_up_to=max(budgets),

@@ -37,6 +37,9 @@ class BudgetSnapshot(BaseModel):
     lr: float | None
     retain_at_best_lr: float | None
     tokens: int
+    # Every test-split metric of that LR at that step (e.g. cross-entropies beside the accuracies); empty for an
+    # attack whose logs do not hold them.
+    metrics: dict[str, float] = {}
 
 
 class AttackRecord(BaseModel):
