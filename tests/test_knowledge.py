@@ -5,10 +5,8 @@ every stage, and its lm-eval scores are the hand-computed argmax of each questio
 from __future__ import annotations
 
 import pytest
-import torch
-import torch.nn.functional as F
 
-from tests.test_wordnet import wordnet_file
+from tests.test_wordnet import choice_log_likelihoods, wordnet_file
 from undo.config import validate_config
 from undo.core.models import build_model
 from undo.stages.evaluation import setting_for
@@ -82,14 +80,7 @@ def test_scores_are_the_hand_computed_argmax_of_each_question(tmp_path):
     for side in ("forget", "retain"):
         correct = {"acc": 0, "acc_norm": 0}
         for q in setting.split.questions[side]["test"][:4]:  # limit 4
-            scores = []
-            for choice in q.choices:
-                prefix = tokenizer(q.prompt, add_special_tokens=False)["input_ids"]
-                answer = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
-                ids = torch.tensor([[tokenizer.eos_token_id, *prefix, *answer]])
-                with torch.no_grad():
-                    logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-                scores.append(float(logp[-len(answer):].gather(-1, ids[0, 1:][-len(answer):, None]).sum()))
+            scores = choice_log_likelihoods(model, tokenizer, q)
             correct["acc"] += max(range(4), key=scores.__getitem__) == q.answer
             normed = [s / len((" " + c).encode()) for s, c in zip(scores, q.choices)]
             correct["acc_norm"] += max(range(4), key=normed.__getitem__) == q.answer

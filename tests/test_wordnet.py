@@ -82,9 +82,6 @@ def test_the_shared_wordnet_file_gives_the_biology_split():
 def test_lm_eval_scores_a_four_question_knowledge_task_as_a_hand_written_argmax(tmp_path):
     """The questions written as a continuation-scored lm-eval task (the mcq setting's `task_paths`): its accuracy
     is the share of questions whose true hypernym has the highest summed log-probability after "WORD: a kind of"."""
-    import torch
-    import torch.nn.functional as F
-
     from tests.test_mcq import mcq_config
     from undo.config import validate_config
     from undo.core.models import load_model
@@ -102,17 +99,25 @@ def test_lm_eval_scores_a_four_question_knowledge_task_as_a_hand_written_argmax(
     setting = setting_for(cfg, split="test")  # the mcq setting's test split: a task's odd positions, 4 questions
     model = load_model(Path(cfg.model.pretrained))
     metrics = setting.evaluate(model)
-    tokenizer = setting.tokenizer
     for side in ("forget", "retain"):
         correct = 0
         for q in split.questions[side]["test"][1::2]:
-            scores = []
-            for choice in q.choices:
-                prefix = tokenizer(q.prompt, add_special_tokens=False)["input_ids"]
-                answer = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
-                ids = torch.tensor([[tokenizer.eos_token_id, *prefix, *answer]])
-                with torch.no_grad():
-                    logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-                scores.append(float(logp[-len(answer):].gather(-1, ids[0, 1:][-len(answer):, None]).sum()))
+            scores = choice_log_likelihoods(model, setting.tokenizer, q)
             correct += max(range(4), key=scores.__getitem__) == q.answer
         assert metrics[side] == pytest.approx(correct / 4), (side, correct)
+
+
+def choice_log_likelihoods(model, tokenizer, question) -> list[float]:
+    """By hand: each choice's summed log-probability after "<|endoftext|>WORD: a kind of" (" " + the choice)."""
+    import torch
+    import torch.nn.functional as F
+
+    scores = []
+    for choice in question.choices:
+        prefix = tokenizer(question.prompt, add_special_tokens=False)["input_ids"]
+        answer = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([[tokenizer.eos_token_id, *prefix, *answer]])
+        with torch.no_grad():
+            logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        scores.append(float(logp[-len(answer):].gather(-1, ids[0, 1:][-len(answer):, None]).sum()))
+    return scores
