@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 import yaml
 
 from tests.studies import study_config
