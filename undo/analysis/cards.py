@@ -44,8 +44,8 @@ def card_data(artifact: Path, evaluation: dict[str, float] | None,
     accounting = accounting or accounting_of(artifact)
     return {"artifact": result.name, "stage": result.kind, "key": result.key, "code_version": result.code_version,
             "seed": result.seed, "made_by": how_made(result),
-            "inputs": {role: {"artifact": Path(path).name if path else None, "key": result.inputs.get(role)}
-                       for role, path in result.input_paths.items()},
+            "inputs": {role: {"artifact": Path(path).name, "key": result.inputs.get(role)}
+                       for role, path in result.input_paths.items() if path},  # an unused role (None) is left out
             "steps": result.steps, "tokens": result.tokens, "flops": result.flops_total,
             "lineage": [name for name in accounting.lineage if name],
             "lineage_flops": accounting.lineage_flops,
