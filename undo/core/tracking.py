@@ -32,9 +32,9 @@ PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "sqlalchem
 def missing_backend(backend: str) -> str | None:
     """The line to print when the backend's package is not installed (looked up without importing it), else None.
     Each backend's extra has its name: `pip install 'undo[tensorboard]'`."""
-    package = PACKAGES[backend]
-    if any(importlib.util.find_spec(name) is None for name in {backend, package}):
-        return (f"tracking.backend {backend!r} needs the {package} package, which is not installed: pip install "
+    missing = next((name for name in (backend, PACKAGES[backend]) if importlib.util.find_spec(name) is None), None)
+    if missing is not None:
+        return (f"tracking.backend {backend!r} needs the {missing} package, which is not installed: pip install "
                 f"'undo[{backend}]'")
     return None
 

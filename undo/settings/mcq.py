@@ -268,15 +268,8 @@ def write_task(folder: Path, name: str, questions: list[dict]) -> Path:
     """Your own four-choice task, offline: `questions` ({"question", "choices": [4], "answer": index}) as
     `<folder>/<name>.jsonl` and its lm-eval task file `<folder>/<name>.yaml` (WMDP's prompt format); put `folder` in
     `setting.task_paths` and `name` in the forget or retain tasks."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / f"{name}.jsonl"
-    data.write_text("\n".join(json.dumps(q) for q in questions) + "\n")
-    (folder / f"{name}.yaml").write_text(
-        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
-        f"test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{PROMPT}\"\n"
-        "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ndoc_to_target: answer\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
-    return folder / f"{name}.yaml"
+    return _write_json_task(folder, name, questions, f"doc_to_text: \"{PROMPT}\"\n"
+                            "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\n", metrics=("acc",))
 
 
 def write_choice_task(folder: Path, name: str, items: list[dict], *, home: Path | None = None) -> Path:
@@ -285,16 +278,22 @@ def write_choice_task(folder: Path, name: str, items: list[dict], *, home: Path 
     log-likelihood, `acc_norm` per byte beside it), the form a small model can answer (the lettered WMDP prompt
     needs a model that reads options). Written as `<folder>/<name>.jsonl` and its lm-eval task file, which names the
     data file in `home` (default `folder`: where the files will be read from, when they are written elsewhere first)."""
+    return _write_json_task(folder, name, items, "doc_to_text: \"{{prompt}}\"\ndoc_to_choice: \"{{choices}}\"\n",
+                            metrics=("acc", "acc_norm"), home=home)
+
+
+def _write_json_task(folder: Path, name: str, rows: list[dict], prompt: str, *, metrics: tuple[str, ...],
+                     home: Path | None = None) -> Path:
+    """`rows` as `<folder>/<name>.jsonl` and a multiple-choice lm-eval task file over them (`prompt`: its
+    doc_to_text and doc_to_choice lines; the target is each row's `answer`), naming the data file in `home`."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
-    data.write_text("\n".join(json.dumps(item) for item in items) + "\n")
+    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     (folder / f"{name}.yaml").write_text(
         f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
         f"    test: {(Path(home or folder) / data.name).resolve()}\n"
-        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{{prompt}}\"\n"
-        "doc_to_choice: \"{{choices}}\"\ndoc_to_target: answer\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")
+        f"test_split: test\noutput_type: multiple_choice\n{prompt}doc_to_target: answer\nmetric_list:\n"
+        + "".join(f"  - metric: {metric}\n    aggregation: mean\n    higher_is_better: true\n" for metric in metrics))
     return folder / f"{name}.yaml"
 
 
