@@ -102,7 +102,7 @@ NEVER = {"run_dir", "setting.eval_batch_size", "model.gradient_checkpointing", "
          "distill.alphas", *(f"pretrain.train.{f}" for f in CADENCE),
          *(f"distill.train.{f}" for f in CADENCE), "study.seeds", "study.distill_methods", "study.undo_method",
          "study.oracle_matching", "study.attack_teachers", "study.attack_sweep_points", "study.workers",
-         "distributed.strategy", "resources", "tracking.backend", "tracking.dir", "tracking.project"}
+         "study.rounds", "distributed.strategy", "resources", "tracking.backend", "tracking.dir", "tracking.project"}
 # Not changed here: they need a checkpoint (tests/test_own_model.py covers keys of models loaded from one).
 CHECKPOINTS = {"model.pretrained", "model.revision", "oracle.pretrained", "oracle.revision"}
 
@@ -129,6 +129,7 @@ CHANGES: dict[str, Any] = {
     "study.undo_method": "none", "study.attack_teachers": ["maxent"], "study.workers": 2,
     "distributed.strategy": "fsdp", "resources": {"distill": {"workers": 2}}, "tracking.backend": "tensorboard",
     "tracking.dir": "runs/tracked", "tracking.project": "elsewhere", "unlearn.forget_data": str(OBSERVED),
+    "study.rounds": [{"forget": ["mul"]}],
 }
 
 

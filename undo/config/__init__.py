@@ -13,5 +13,5 @@ from undo.config.loading import (  # noqa: F401
 from undo.config.sections import (  # noqa: F401
     AttackConfig, DistillConfig, DistillTrainConfig, DistributedConfig, MethodSweep, ModelConfig, OracleConfig,
     PretrainConfig, SelectionRule,
-    StudyConfig, TrainConfig, UnlearnConfig,
+    StudyConfig, TrainConfig, UnlearnConfig, UnlearnRound,
 )

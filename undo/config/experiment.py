@@ -59,6 +59,7 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"{where}: {name!r} is not swept in unlearn.methods; use one of: "
                                  f"{', '.join(dict.fromkeys(families))}")
         self.setting.check_experiment(self)
+        self._check_rounds()
         if self.oracle.pretrained is not None and self.pretrain.oracle:
             raise ValueError("pretrain.oracle: true pretrains an oracle here, but oracle.pretrained names one; keep "
                              "one of them")
@@ -74,6 +75,25 @@ class ExperimentConfig(StrictModel):
                     raise ValueError(f"unlearn.methods.{i}: {sweep.method} layer {layer} is out of range for a "
                                      f"{depth}-block model; set knobs.layer to 0..{depth - 1}")
         return self
+
+    def _check_rounds(self) -> None:
+        """Rounds run the UNDO family's sweep, and each names parts of the forget side this setting has."""
+        if not self.study.rounds:
+            return
+        if self.undo_family is None:
+            raise ValueError("study.rounds runs study.undo_method's sweep in rounds, but the study has no UNDO "
+                             "method; set study.undo_method to a swept family")
+        parts = self.setting.forget_parts()
+        for i, round_ in enumerate(self.study.rounds):
+            if round_.forget is None:
+                continue
+            if not parts:
+                raise ValueError(f"study.rounds.{i}: the {self.setting.name} setting's forget side has no parts to "
+                                 "choose from; give the round a forget_data file instead")
+            unknown = [p for p in round_.forget if p not in parts]
+            if unknown:
+                raise ValueError(f"study.rounds.{i}: {unknown[0]!r} is not part of the forget side; use some of: "
+                                 f"{', '.join(parts)}")
 
     def _fit_context_to_checkpoints(self) -> None:
         """A checkpoint is trained and evaluated at most at the length it was built for. Left out, `model.context`

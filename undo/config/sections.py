@@ -320,6 +320,29 @@ class DistillConfig(StrictModel):
         return self
 
 
+class UnlearnRound(StrictModel):
+    """One round of the responsive loop inside a study (`study.rounds`): what this round's unlearning forgets, a part
+    of the setting's forget side (`forget`, e.g. [mul]: the round's forget documents are those of these parts only)
+    or a file of documents (`forget_data`, as `unlearn.forget_data`: e.g. outputs a previous round left)."""
+
+    forget: list[str] | None = Field(
+        None, min_length=1, description="parts of the setting's forget side this round forgets (arithmetic: "
+                                        "operations, e.g. [mul]; knowledge: categories, e.g. [animal])")
+    forget_data: str | None = Field(
+        None, description="a file of this round's forget documents (.txt one per line, .jsonl with 'text', .parquet)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "UnlearnRound":
+        if (self.forget is None) == (self.forget_data is None):
+            raise ValueError("a round names its forget data once: either forget (parts of the setting's forget "
+                             "side) or forget_data (a file)")
+        if self.forget_data is not None and not Path(self.forget_data).expanduser().is_file():
+            raise ValueError(f"forget_data: no file at {self.forget_data}")
+        if self.forget is not None and len(set(self.forget)) != len(self.forget):
+            raise ValueError(f"forget names a part twice: {self.forget}")
+        return self
+
+
 class StudyConfig(StrictModel):
     """What `undo run` builds on top of the stages: which teachers are distilled, the UNDO sweep, oracle matching,
     which models are attacked, and the seeds the downstream stages are repeated with."""
@@ -350,6 +373,11 @@ class StudyConfig(StrictModel):
                           "every swept family")
     attack_sweep_points: bool = Field(
         False, description="attack every unlearning sweep point (fuller Pareto plots), not only the teachers")
+    rounds: list[UnlearnRound] = Field(
+        [], description="the responsive loop, compared with the study's one combined unlearning: study.undo_method's "
+                        "sweep runs once per round, each round from the previous round's teacher (the first from the "
+                        "base model) on that round's forget data; the last round's teacher is then distilled (random "
+                        "init and each UNDO alpha) and attacked beside the combined one's. [] = no rounds")
     workers: int | None = Field(
         None, ge=1, description="processes `undo run` runs independent stages in when --workers is not given (the "
                                 "embedded demo: 2, both cores of a small machine); null = 1. Ignored by --executor "

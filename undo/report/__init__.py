@@ -5,6 +5,7 @@ artifacts that the study manifest (`<run_dir>/study.json`) lists.
     aggregate.py groups of records, seed means and intervals (one implementation for claims, figures, tables)
     rules.py     the claims and their decision rules in words
     claims.py    the paper's claims R1-R7 as typed records, decided from the records, per attack kind
+    rounds.py    `study.rounds` against the one combined unlearning, paired by seed
     figures.py   relearning curves, UNDO compute vs robustness, Pareto plots, oracle matching
     markdown.py  the report text and its tables
 
@@ -35,6 +36,7 @@ from undo.report.claims import claims
 from undo.report.figures import figures
 from undo.report.markdown import markdown
 from undo.report.records import Results, gather
+from undo.report.rounds import rounds_comparison
 from undo.schema.study import Manifest
 
 
@@ -42,6 +44,7 @@ def study_results(run_dir: Path) -> Results:
     """The study's records and its claims under each attack kind."""
     results = gather(Path(run_dir))
     results.claims = {kind: claims(results, kind) for kind in results.attack_kinds}
+    results.rounds_comparison = rounds_comparison(results)
     return results
 
 

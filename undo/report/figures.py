@@ -18,7 +18,7 @@ from pathlib import Path
 from undo.report.aggregate import by_model as by_id, finished, mean_curve, seed_interval as interval
 from undo.schema.report import ModelRecord, Results
 from undo.schema.score import Score
-from undo.schema.study import Role
+from undo.schema.study import ROUNDS_ROLES, Role
 
 COLORS = {"grad_diff": "tab:blue", "maxent": "tab:orange", "rmu": "tab:green", "npo": "tab:red",
           "simnpo": "tab:purple", "repnoise": "tab:brown", "grad_ascent": "tab:pink", "grad_diff+sam": "tab:cyan"}
@@ -303,7 +303,8 @@ def pareto_figure(results: Results, kind: str, score: Score):
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    shown = [r for r in results.models if r.attack(kind) and r.metrics]
+    # The rounds' models have their own section (`study.rounds`); here, the study's one combined unlearning.
+    shown = [r for r in results.models if r.attack(kind) and r.metrics and r.role not in ROUNDS_ROLES]
     if not shown:
         return None
     groups = list(by_id(shown).values())

@@ -8,7 +8,8 @@ from undo.schema.claims import Claim, Decided, Interval, PairedKey
 from undo.schema.report import ModelRecord, Results
 from undo.schema.study import Role
 
-DISTILLED_ROLES = (Role.DISTILLED, Role.UNDO, Role.ORACLE_MATCH_BASE, Role.ORACLE_MATCH_RANDOM)
+DISTILLED_ROLES = (Role.DISTILLED, Role.UNDO, Role.ORACLE_MATCH_BASE, Role.ORACLE_MATCH_RANDOM, Role.ROUNDS_DISTILLED,
+                   Role.ROUNDS_UNDO)
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -227,6 +228,67 @@ def other_metrics(records: list[ModelRecord]) -> list[str]:
     return lines
 
 
+def rounds_lines(results: Results, shown_fmt, metric) -> list[str]:
+    """`study.rounds` against the one combined unlearning (`undo.report.rounds`): every model of both as shipped,
+    then per attack kind the paired comparison after the attack, with compute and labels along the lineage."""
+    comparison = results.rounds_comparison
+    if comparison is None:
+        return []
+    records, S, family = results.models, results.scoring, comparison.family
+    steps = "; ".join(f"round {i}: {', '.join(parts) if parts else 'a file of documents'}"
+                      for i, parts in enumerate(comparison.rounds, 1))
+    lines = ["## Rounds, then distil, against one combined unlearning (`study.rounds`)", "",
+             f"The responsive loop: {family}'s sweep ran once per round ({steps}), each round from the previous "
+             "round's teacher, the first from the base model; each round's teacher was chosen by the same rule, "
+             "against the *base* model's retain. The combined unlearning forgot the whole forget side in one sweep "
+             "of the same length. Both teachers were then distilled the same ways and attacked by the same attacker "
+             "(same data, same LR grid). FLOPs and labelled tokens count the whole lineage (a round adds to the "
+             "teacher it starts from).", ""]
+    parts = [p for round_parts in comparison.rounds for p in (round_parts or [])]
+    measured = [p for p in dict.fromkeys(parts)
+                if any(name.startswith(f"{p}/") for r in records if r.metrics for name in r.metrics)]
+
+    def part_score(r: ModelRecord, part: str) -> float | None:  # the mean of the part's cells (e.g. mul/*)
+        cells = [v for name, v in (r.metrics or {}).items() if name.startswith(f"{part}/")]
+        return sum(cells) / len(cells) if cells else None
+
+    order = [(Role.TEACHER, None), *((Role.ROUND_TEACHER, n) for n in range(1, len(comparison.rounds) + 1)),
+             (Role.DISTILLED, None), (Role.ROUNDS_DISTILLED, None)]
+    alphas = sorted({r.alpha for r in records if r.role == Role.ROUNDS_UNDO})
+    groups = []
+    for role, number in order:
+        groups.append([r for r in records if r.role == role and r.family == family and r.artifact
+                       and (number is None or r.round == number)])
+    for alpha in alphas:
+        groups += [[r for r in records if r.role == role and r.family == family and r.alpha == alpha and r.artifact]
+                   for role in (Role.UNDO, Role.ROUNDS_UNDO)]
+    lines += table(["model", "retain", "forget", *(f"forget: {p}" for p in measured), "lineage FLOPs % oracle",
+                    "labelled tokens (lineage)"], [
+        [g[0].id, stat(g, metric(lambda r: r.metric("retain")), shown_fmt),
+         stat(g, metric(lambda r: r.metric("forget")), shown_fmt),
+         *(stat(g, metric(lambda r, p=p: part_score(r, p)), shown_fmt) for p in measured),
+         stat(g, lambda r: r.lineage_compute, lambda v: pct(v, 1)),
+         stat(g, lambda r: r.accounting.labelled_tokens if r.accounting else None, lambda v: f"{v:,.0f}")]
+        for g in groups if g and g[0].metrics])
+    kinds = results.attack_kinds
+    for kind in kinds:
+        pairs = comparison.pairs.get(kind, [])
+        if not pairs:
+            continue
+        lines += [f"After the {kind} attack: attacker-best {S.label('forget')}, rounds vs combined (seed means), then "
+                  "their per-seed difference, rounds minus combined (mean ± half-width; held: the rounds' model "
+                  "relearned more, did not hold: less, inconclusive: the interval contains 0 or one seed); then the "
+                  "lineage's FLOPs and labelled tokens, rounds over combined:"]
+        for pair in pairs:
+            flops, labels = pair.lineage_flops_ratio, pair.labelled_tokens_ratio
+            lines.append(f"- {pair.model}: " + compared_numbers(pair.forget_after, "rounds", "combined", S.format,
+                                                                S.kind)
+                         + f"; FLOPs {ci(flops, lambda v: f'{v:.2f}x')}, labelled tokens "
+                         f"{ci(labels, lambda v: f'{v:.2f}x')}")
+        lines.append("")
+    return lines
+
+
 def host_lines(results: Results) -> list[str]:
     """The machines that made the study's artifacts; several are flagged: float kernels differ across CPUs, so the
     same seed gives slightly different numbers on each, and a host difference is not a regression."""
@@ -299,6 +361,8 @@ def markdown(results: Results, figs: dict[str, dict[str, str]], fig_dir: str) ->
                                     "distilled from the oracle.")):
             if name in figs.get(kind, {}):
                 lines += [f"![{caption}]({fig_dir}/{figs[kind][name]})", "", f"*{caption}*", ""]
+
+    lines += rounds_lines(results, shown_fmt, metric)
 
     lines += ["## Pretraining", ""]
     budget = results.oracle_budget

@@ -83,7 +83,7 @@ def model_record(entry: ModelEntry, run_dir: Path, evaluation_key: str, budgets:
                  artifacts: Artifacts, base: StageResult | None, oracle: StageResult | None,
                  pretraining_tokens: int | None) -> ModelRecord:
     record = ModelRecord(**entry.model_dump(include={"id", "role", "seed", "family", "alpha", "beta", "lr", "knobs",
-                                                     "filter_recall", "skipped"}))
+                                                     "filter_recall", "round", "skipped"}))
     if entry.artifact:
         folder = run_dir / entry.artifact
         meta = artifacts[folder]
@@ -211,6 +211,6 @@ def gather(run_dir: Path) -> Results:
         score=score.kind, chance=score.chance, complete=manifest.complete, seeds=manifest.seeds, budgets=budgets,
         attack_kinds=manifest.attack_kinds, selection=manifest.selection, skipped=manifest.skipped,
         oracle_budget=oracle.oracle_budget if isinstance(oracle, PretrainResult) else None,
-        evaluation=manifest.evaluation,
+        evaluation=manifest.evaluation, rounds=manifest.rounds,
         wall_time_s={**{k: round(v, 1) for k, v in sorted(wall.items())}, "total": round(sum(wall.values()), 1)},
         models=records)

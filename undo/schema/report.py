@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, field_validator
 
-from undo.schema.claims import AnyClaim
+from undo.schema.claims import AnyClaim, Interval, PairedKey
 from undo.schema.curves import BestCurve
 from undo.schema.results import HostRecord
 from undo.schema.score import Score
@@ -107,6 +107,7 @@ class ModelRecord(BaseModel):
     lr: float | None = None
     knobs: dict[str, Any] | None = None
     filter_recall: float | None = None  # an imperfect filter's oracle: its configured recall
+    round: int | None = None  # a model of `study.rounds`: its round
     filter_removed: float | None = None  # an imperfect filter's oracle: share of forget documents removed
     filter_retain_removed: float | None = None  # ... and of retain documents (a classifier's false positives)
     classifier: ClassifierSummary | None = None  # a classifier filter's oracle: its classifier
@@ -171,6 +172,34 @@ class HostCount(BaseModel):
     artifacts: int
 
 
+class RoundsKey(PairedKey):
+    """One budget (or the area) of "rounds, then distil" against "one combined unlearning, then distil": both seed
+    means of the attacker-best forget score and their per-seed difference, rounds minus combined (the verdict's
+    "held": the rounds' model relearned more; "did not hold": less)."""
+
+    rounds: float | None
+    combined: float | None
+
+
+class RoundsPair(BaseModel):
+    """A model made after the rounds beside the same model made after the one combined unlearning, same seeds."""
+
+    model: str  # what both are, e.g. "Unlearn-and-Distill" or "UNDO a=0.3"
+    rounds: str  # the rounds' model id
+    combined: str  # the combined unlearning's model id
+    forget_after: dict[str, RoundsKey]  # budget or "area" -> the comparison
+    lineage_flops_ratio: Interval  # per seed, the rounds' lineage FLOPs / the combined one's
+    labelled_tokens_ratio: Interval  # per seed, the rounds' lineage labelled tokens / the combined one's
+
+
+class RoundsComparison(BaseModel):
+    """`study.rounds` against the study's one combined unlearning of the same family, per attack kind."""
+
+    family: str
+    rounds: list[list[str] | None]  # each round's forget parts (None: a file of documents)
+    pairs: dict[str, list[RoundsPair]]  # attack kind -> the pairs
+
+
 class Results(BaseModel):
     run_dir: str
     config_hash: str
@@ -191,6 +220,8 @@ class Results(BaseModel):
     hosts_unrecorded: int = 0  # artifacts made before hosts were recorded
     chance: float | None = None  # a multiple-choice score's chance level
     evaluation: str | None = None  # what every reported number is measured on, in words (the setting's own)
+    rounds: list[list[str] | None] = []  # `study.rounds`: each round's forget parts (None: a file)
+    rounds_comparison: RoundsComparison | None = None  # with rounds: them against the combined unlearning
 
     @field_validator("claims", mode="before")
     @classmethod

@@ -61,11 +61,18 @@ class Role(str, Enum):
     UNDO = "undo"  # the teacher distilled into a shrink-and-perturbed copy of itself
     ORACLE_MATCH_BASE = "oracle_match_base"  # the base model distilled toward the oracle's outputs
     ORACLE_MATCH_RANDOM = "oracle_match_random"  # a random init distilled from the oracle
+    # `study.rounds`: the responsive loop, compared with the one combined unlearning above
+    ROUND_TEACHER = "round_teacher"  # the teacher chosen after a round (from the previous round's teacher)
+    ROUNDS_DISTILLED = "rounds_distilled"  # the last round's teacher distilled into a random init
+    ROUNDS_UNDO = "rounds_undo"  # the last round's teacher distilled into a shrink-and-perturbed copy of itself
 
     @property
     def stage_kind(self) -> str:
         return {Role.BASE: "pretrain", Role.ORACLE: "pretrain", Role.FILTERED: "pretrain", Role.UNLEARN: "unlearn",
-                Role.TEACHER: "unlearn"}.get(self, "distill")
+                Role.TEACHER: "unlearn", Role.ROUND_TEACHER: "unlearn"}.get(self, "distill")
+
+
+ROUNDS_ROLES = (Role.ROUND_TEACHER, Role.ROUNDS_DISTILLED, Role.ROUNDS_UNDO)
 
 
 class ModelSpec(BaseModel):
@@ -80,6 +87,7 @@ class ModelSpec(BaseModel):
     lr: float | None = None
     knobs: dict[str, Any] | None = None
     filter_recall: float | None = None  # an imperfect filter's oracle: its recall
+    round: int | None = None  # a model of `study.rounds`: the round whose teacher it is (or distils: the last)
 
 
 class ModelEntry(ModelSpec):
@@ -102,6 +110,7 @@ class Manifest(BaseModel):
     evaluation_key: str  # the evaluation identity every reported metric is measured under
     seeds: list[int]
     attack_kinds: list[str]
+    rounds: list[list[str] | None] = []  # `study.rounds`: each round's forget parts (None: a file of documents)
     plan_key: str
     complete: bool
     selection: dict[int, dict[str, TeacherChoice]]  # seed -> method family -> its teacher choice

@@ -101,6 +101,10 @@ class ArithmeticConfig(SettingConfig):
                              f"operand pairs of {SYMBOL[scarcest]}")
         return self
 
+    def forget_parts(self) -> list[str]:
+        """Each forget operation can be a round's forget data alone (`study.rounds`: e.g. [mul], then [div])."""
+        return list(self.forget)
+
     def check_experiment(self, experiment: Any) -> None:
         if experiment.model.pretrained is None and experiment.model.vocab < CHAR_VOCAB_SIZE:
             raise ValueError(f"model.vocab ({experiment.model.vocab}) must be >= {CHAR_VOCAB_SIZE}, the size of the "
@@ -339,6 +343,12 @@ class ArithmeticSetting(TokenizedSetting):
         """Labelled data for unlearning: `n` problems of the forget (or retain) operations only, in both formats,
         from a stream of their own (not the pretraining stream's documents)."""
         return training_problems(self.only(side), n, derive_seed(seed, "unlearn", side))
+
+    def forget_part_documents(self, parts: tuple[str, ...], n: int, seed: int) -> list[Problem]:
+        """`n` problems of these forget operations only (a round's forget data), from a stream of their own."""
+        weights = {op: self.cfg.operation_weights.get(op, 1.0) for op in parts}
+        return training_problems(self.cfg.model_copy(update={"operation_weights": weights}), n,
+                                 derive_seed(seed, "unlearn", "forget", *parts))
 
     def mixture_documents(self, n: int, seed: int) -> list[Problem]:
         """A fresh draw of `n` problems from the pretraining mixture (every operation)."""

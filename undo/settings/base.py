@@ -54,6 +54,10 @@ class Setting(Protocol):
     def mixture_documents(self, n: int, seed: int) -> list:
         """A fresh draw of the pretraining mixture (distillation text)."""
 
+    def forget_part_documents(self, parts: tuple[str, ...], n: int, seed: int) -> list:
+        """Forget documents of these parts of the forget side only (`SettingConfig.forget_parts`): one round's data.
+        Only settings whose config names parts implement it."""
+
     def attack_documents(self, data: Literal["forget", "mixture"], n: int, seed: int) -> list:
         """What the relearning attack trains on: forget documents, or a draw of the mixture. A setting whose
         evaluation asks about particular documents leaves those out, so an attack can only bring back what the
@@ -151,6 +155,10 @@ class SettingConfig(StrictModel):
     @abstractmethod
     def with_eval_items(self, items: int) -> "SettingConfig":
         """This setting evaluated on `items` items per cell/side (the attack evaluates often, on fewer)."""
+
+    def forget_parts(self) -> list[str]:
+        """The parts of the forget side a round of unlearning can forget alone (`study.rounds`); none by default."""
+        return []
 
     def check_experiment(self, experiment: Any) -> None:
         """Raise ValueError (one line, naming the keys) if the rest of the experiment does not fit this setting."""

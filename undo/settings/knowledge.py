@@ -110,6 +110,10 @@ class KnowledgeConfig(SettingConfig):
     def full_evaluation(self) -> "KnowledgeConfig":
         return self.model_copy(update={"limit": self.report_limit})
 
+    def forget_parts(self) -> list[str]:
+        """Each forget category can be a round's forget data alone (`study.rounds`: e.g. [animal])."""
+        return list(self.forget_lexnames)
+
     def check_experiment(self, experiment) -> None:
         model = experiment.model
         if model.pretrained is None and model.vocab < self.vocab_size:
@@ -205,6 +209,14 @@ class KnowledgeSetting(TokenizedSetting):
         """`n` documents of one side's pool (no asked or held-out synset), sampled without replacement until the
         pool is exhausted."""
         return _sample(self.pools[side], n, derive_seed(seed, "knowledge", side))
+
+    def forget_part_documents(self, parts: tuple[str, ...], n: int, seed: int) -> list[SynsetDocument]:
+        """`n` documents of the forget pool's synsets in these categories (a round's forget data)."""
+        pool = [d for d in self.pools["forget"] if d.synset.lexname in parts]
+        if not pool:
+            raise UserError(f"study.rounds: the forget pool holds no synset of {', '.join(parts)}; raise "
+                            "setting.forget_synsets or choose other categories")
+        return _sample(pool, n, derive_seed(seed, "knowledge", "forget", *parts))
 
     def mixture_documents(self, n: int, seed: int) -> list[SynsetDocument]:
         """The pretraining stream, in fresh shuffled passes: distillation reads what the base model read (the

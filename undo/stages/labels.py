@@ -26,30 +26,60 @@ class GivenDocument:
     component: str = "forget"
 
 
-def forget_data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What the user's forget file adds to the keys of the stages that read unlearning's labels: its contents (none
-    without one, so keys made before the option existed stay the same)."""
+@dataclass(frozen=True)
+class RoundData:
+    """What one round of `study.rounds` forgets: parts of the setting's forget side, or a file of documents."""
+
+    number: int  # 1, 2, ... (in artifact names)
+    parts: tuple[str, ...] | None = None
+    forget_data: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What of the round shapes its unlearning runs: the parts, or the file's contents (not the round's number:
+        the same data from the same start is the same run)."""
+        if self.parts is not None:
+            return {"forget_parts": list(self.parts)}
+        return {"forget_data_sha256": file_sha256(Path(self.forget_data).expanduser())}
+
+
+def forget_data_identity(cfg: ExperimentConfig, round_data: RoundData | None = None) -> dict[str, Any]:
+    """What replaces the setting's forget side in the keys of the stages that read unlearning's labels: a round's
+    data, or the user's forget file; nothing without either (so keys made before these options stay the same)."""
+    if round_data is not None:
+        return {"round_forget": round_data.identity()}
     path = cfg.unlearn.forget_data
     return {} if path is None else {"forget_data_sha256": file_sha256(Path(path).expanduser())}
 
 
-def forget_documents(cfg: ExperimentConfig, setting: Setting, n: int, seed: int) -> list:
-    """`n` forget documents: the setting's, or drawn (a seeded order, repeated as needed) from `unlearn.forget_data`."""
-    if cfg.unlearn.forget_data is None:
-        return setting.labelled_documents("forget", n, seed)
-    texts = read_documents(str(Path(cfg.unlearn.forget_data).expanduser()))
+def documents_from_file(path: str, n: int, seed: int, where: str) -> list[GivenDocument]:
+    """`n` documents drawn from a file of forget documents (a seeded order, repeated as needed)."""
+    texts = read_documents(str(Path(path).expanduser()))
     if not texts:
-        raise UserError(f"unlearn.forget_data {cfg.unlearn.forget_data} holds no documents")
+        raise UserError(f"{where} {path} holds no documents")
     rng = np.random.default_rng(derive_seed(seed, "forget-data"))
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(-(-n // len(texts)))])[:n]
     return [GivenDocument(texts[int(i)]) for i in order]
 
 
-def unlearning_data(cfg: ExperimentConfig, setting: Setting) -> tuple[dict[str, list], PairedBatches]:
+def forget_documents(cfg: ExperimentConfig, setting: Setting, n: int, seed: int,
+                     round_data: RoundData | None = None) -> list:
+    """`n` forget documents: a round's (its parts of the forget side, or its file), drawn from
+    `unlearn.forget_data`, or the setting's."""
+    if round_data is not None and round_data.parts is not None:
+        return setting.forget_part_documents(round_data.parts, n, seed)
+    if round_data is not None:
+        return documents_from_file(round_data.forget_data, n, seed, f"study.rounds ({round_data.number}) forget_data")
+    if cfg.unlearn.forget_data is None:
+        return setting.labelled_documents("forget", n, seed)
+    return documents_from_file(cfg.unlearn.forget_data, n, seed, "unlearn.forget_data")
+
+
+def unlearning_data(cfg: ExperimentConfig, setting: Setting,
+                    round_data: RoundData | None = None) -> tuple[dict[str, list], PairedBatches]:
     """The labelled documents of each side (`unlearn.examples` each) and the paired batches every unlearning run of
-    this seed trains on (the same for every sweep point)."""
+    this seed (and round) trains on (the same for every sweep point)."""
     u = cfg.unlearn
-    documents = {"forget": forget_documents(cfg, setting, u.examples, cfg.seed),
+    documents = {"forget": forget_documents(cfg, setting, u.examples, cfg.seed, round_data),
                  "retain": setting.labelled_documents("retain", u.examples, cfg.seed)}
     rows = {side: setting.packed_rows(documents[side], cfg.model.context) for side in documents}
     return documents, PairedBatches(rows["forget"], rows["retain"], u.batch_size,

@@ -24,7 +24,7 @@ from undo.schema.results import UnlearnResult
 from undo.stages.base import (
     COMPUTE_OPTIONS, Stage, StageJob, data_identity, defaulted, for_training, run_stage)
 from undo.stages.evaluation import evaluation_key, write_evaluation
-from undo.stages.labels import forget_data_identity, unlearning_data
+from undo.stages.labels import RoundData, forget_data_identity, unlearning_data
 from undo.stages.pretrain import pretrain_key
 
 
@@ -74,6 +74,7 @@ class Unlearn(Stage):
     """One unlearning run from the `base` input: constant LR, AdamW without weight decay, clipping."""
 
     point: SweepPoint
+    round_data: RoundData | None = None  # a round of `study.rounds`: its forget data replaces the setting's
     kind = "unlearn"
 
     def config_slice(self, cfg: ExperimentConfig) -> dict[str, Any]:
@@ -86,14 +87,15 @@ class Unlearn(Stage):
                 "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every",
                                                                         "forget_data",
                                                                         *defaulted(cfg.unlearn, COMPUTE_OPTIONS)}),
-                **forget_data_identity(cfg)}
+                **forget_data_identity(cfg, self.round_data)}
 
     def artifact_name(self, inputs: dict[str, Path | None], key: str) -> str:
-        return f"unlearn_{self.point.label.replace('+', '_')}_lr{self.point.lr:g}_{key[:8]}"
+        round_part = f"round{self.round_data.number}_" if self.round_data is not None else ""
+        return f"unlearn_{round_part}{self.point.label.replace('+', '_')}_lr{self.point.lr:g}_{key[:8]}"
 
     def run(self, job: StageJob) -> UnlearnResult:
         cfg, setting, u, point = job.cfg, job.setting(), job.cfg.unlearn, self.point
-        _, batches = unlearning_data(cfg, setting)
+        _, batches = unlearning_data(cfg, setting, self.round_data)
         model = for_training(load_model(job.inputs["base"] / "model", cfg.model), cfg.model)
         # The frozen reference is held once, in the model's dtype, and only for methods that read it.
         needs_reference = OBJECTIVES[point.method].wants_reference(dict(point.knobs))
@@ -140,7 +142,9 @@ def default_base(cfg: ExperimentConfig) -> Path:
     return expected.path
 
 
-def unlearn(cfg: ExperimentConfig, point: SweepPoint, base: Path | None = None, *, progress: bool = True) -> Path:
-    """One unlearning run from the base model (default: this config's `<run_dir>/base`)."""
-    return run_stage(Unlearn(point), cfg, {"base": base if base is not None else default_base(cfg)},
+def unlearn(cfg: ExperimentConfig, point: SweepPoint, base: Path | None = None, *,
+            round_data: RoundData | None = None, progress: bool = True) -> Path:
+    """One unlearning run from the base model (default: this config's `<run_dir>/base`; a round starts from the
+    previous round's teacher), on the setting's forget side or `round_data`'s."""
+    return run_stage(Unlearn(point, round_data), cfg, {"base": base if base is not None else default_base(cfg)},
                      progress=progress)

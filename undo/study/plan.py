@@ -6,6 +6,8 @@
            -> Unlearn-and-Distill (random-init student) for study.distill_methods
            -> UNDO (shrink-and-perturb student) for each alpha, from study.undo_method's teacher
            -> oracle matching: the oracle distilled into the base model and into a random init
+           -> with study.rounds: the UNDO family's sweep round by round, each from the last round's teacher, then
+              the last teacher distilled (random init, each UNDO alpha)
            -> attack base, oracle, every teacher and student (and every sweep point if asked), with each attack kind
       -> report
 
@@ -28,6 +30,7 @@ from undo.stages.base import Resources, Stage
 from undo.stages.distill import Distill, distill
 from undo.stages.filter import TrainFilter, train_filter
 from undo.stages.pretrain import Pretrain, pretrain
+from undo.stages.labels import RoundData
 from undo.stages.unlearn import SweepPoint, Unlearn, sweep_points, unlearn
 from undo.stages.selection import TeacherChoice, teacher_selection
 from undo.schema.study import ModelSpec, Role
@@ -107,14 +110,22 @@ def pretrain_task(cfg: ExperimentConfig, *, which: str, progress: bool, recall: 
     return _relative(cfg, pretrain(cfg, which, recall=recall, progress=progress))
 
 
-def unlearn_task(cfg: ExperimentConfig, base: str, *, point: SweepPoint, progress: bool) -> str:
-    return _relative(cfg, unlearn(cfg, point, _folder(cfg, base), progress=progress))
+def unlearn_task(cfg: ExperimentConfig, base: str, *, point: SweepPoint, progress: bool,
+                 round_data: RoundData | None = None) -> str:
+    return _relative(cfg, unlearn(cfg, point, _folder(cfg, base), round_data=round_data, progress=progress))
 
 
 def select_task(cfg: ExperimentConfig, base: str, runs: list[str], *,
                 points: list[SweepPoint]) -> dict[str, TeacherChoice]:
     return teacher_selection(cfg, [(point, _folder(cfg, run)) for point, run in zip(points, runs)],
                              _folder(cfg, base))
+
+
+def select_round_task(cfg: ExperimentConfig, base: str, runs: list[str], *,
+                      points: list[SweepPoint]) -> dict[str, TeacherChoice]:
+    """A round's teacher choice: the same rule, against the *base* model's retain (so rounds cannot lose retain bit
+    by bit); its own action, so the manifest's `selection` stays the combined unlearning's."""
+    return select_task(cfg, base, runs, points=points)
 
 
 def teacher_task(cfg: ExperimentConfig, selection: dict[str, TeacherChoice], *, family: str) -> str:
@@ -209,11 +220,14 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
                 id="random init distilled from oracle", role=Role.ORACLE_MATCH_RANDOM, seed=seed),
                 inputs={"teacher": oracle}, params={"init": "random", **quiet}))
 
+        rounds = plan_rounds(plan, scfg, base, points, quiet) if cfg.study.rounds else []
+
         attacked_teachers = [teachers[f] for f in (cfg.study.attack_teachers or teachers)]
         # Distilled teachers are always attacked: their students are compared with them.
         attacked_teachers += [teachers[f] for f in [*cfg.distilled_families, cfg.undo_family]
                               if f is not None and teachers[f] not in attacked_teachers]
-        targets = [base, *([oracle] if oracle else []), *filtered, *filtered_here, *attacked_teachers, *students]
+        targets = [base, *([oracle] if oracle else []), *filtered, *filtered_here, *attacked_teachers, *students,
+                   *rounds]
         if cfg.study.attack_sweep_points:
             targets += unlearned
         for kind in cfg.attack.kinds:
@@ -223,3 +237,37 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
                          inputs={"target": target}, params={"kind": kind, **quiet}, stage=Attack,
                          attack_of=target, attack_kind=kind)
     return plan
+
+
+def plan_rounds(plan: Plan, cfg: ExperimentConfig, base: str, points: list[SweepPoint],
+                quiet: dict[str, bool]) -> list[str]:
+    """The responsive loop of `study.rounds` for one seed: the UNDO family's sweep once per round, each round from
+    the previous round's teacher (the first from the base model) on that round's forget data, then the last teacher
+    distilled into a random init and into each UNDO alpha's noised copy. Returns what is attacked: the last teacher
+    and its students (the same attack as the combined unlearning's models, so the two compare paired by seed)."""
+    family, seed = cfg.undo_family, cfg.seed
+    swept = [point for point in points if point.label == family]
+    start = base
+    for number, round_ in enumerate(cfg.study.rounds, 1):
+        data = RoundData(number, tuple(round_.forget) if round_.forget else None, round_.forget_data)
+        tag = f"seed {seed} / round {number}"
+        runs = [plan.add(f"{tag} / unlearn {point.description}", unlearn_task, cfg, inputs={"base": start},
+                         params={"point": point, "round_data": data, **quiet}, stage=Unlearn)
+                for point in swept]
+        choice = plan.add(f"{tag} / choose the teacher", select_round_task, cfg, inputs={"base": base, "runs": runs},
+                          params={"points": swept})
+        start = plan.add(f"{tag} / teacher {family}", teacher_task, cfg, inputs={"selection": choice},
+                         params={"family": family},
+                         model=ModelSpec(id=f"{family} after round {number} (unlearn-only)", role=Role.ROUND_TEACHER,
+                                         family=family, seed=seed, round=number))
+    last = len(cfg.study.rounds)
+    students = [plan.add(f"seed {seed} / rounds: distill {family} -> random init", distill_task, cfg,
+                         inputs={"teacher": start}, params={"init": "random", **quiet}, stage=Distill,
+                         model=ModelSpec(id=f"{family} rounds + distill", role=Role.ROUNDS_DISTILLED, family=family,
+                                         seed=seed, round=last))]
+    students += [plan.add(f"seed {seed} / rounds: UNDO {family} alpha={alpha:g}", distill_task, cfg,
+                          inputs={"teacher": start}, params={"init": "noised", "alpha": alpha, **quiet}, stage=Distill,
+                          model=ModelSpec(id=f"UNDO {family} rounds a={alpha:g}", role=Role.ROUNDS_UNDO, family=family,
+                                          alpha=alpha, beta=cfg.distill.beta, seed=seed, round=last))
+                 for alpha in cfg.distill.alphas]
+    return [start, *students]

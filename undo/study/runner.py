@@ -29,7 +29,7 @@ def study_header(plan: Plan) -> dict[str, Any]:
             "evaluation": setting_for(cfg, purpose="report").describe_evaluation(),
             "pretraining_tokens": cfg.model.pretraining_tokens if cfg.model.pretrained else None,
             "run_dir": str(Path(cfg.run_dir).resolve()), "evaluation_key": report_key(cfg), "seeds": cfg.seeds,
-            "attack_kinds": cfg.attack.kinds, "plan_key": plan.key}
+            "attack_kinds": cfg.attack.kinds, "rounds": [r.forget for r in cfg.study.rounds], "plan_key": plan.key}
 
 
 def manifest_of(plan: Plan, header: dict[str, Any], outputs: dict[str, Any], skipped: dict[str, str],
