@@ -134,6 +134,11 @@ CONFIG_VALUES = [
     ("study.distill_methods", ["nosuch"], None), ("study.undo_method", "nosuch", None),
     ("study.attack_teachers", ["nosuch"], None), ("study.attack_sweep_points", "sometimes", None),
     ("study.oracle_matching", 1, None), ("study.nosuch", 1, "nosuch"), ("nosuch", 1, "nosuch"),
+    ("study.rounds", [{"forget": ["add"]}], "not part of the forget side"),
+    ("study.rounds", [{"forget": ["mul"], "forget_data": "observed.txt"}], "once"), ("study.rounds", [{}], "once"),
+    ("study.rounds", [{"forget_data": "/nonexistent/observed.txt"}], "no file at"),
+    ("study.rounds", [{"forget": []}], None), ("study.rounds", [{"forget": ["mul", "mul"]}], "twice"),
+    ("unlearn.start", "/nonexistent/teacher", "not a finished model artifact"), ("study.rounds", "mul", None), ("study.rounds", [{"forget": ["mul"], "steps": 5}], "steps"),
 ]
 
 

@@ -102,13 +102,18 @@ NEVER = {"run_dir", "setting.eval_batch_size", "model.gradient_checkpointing", "
          "distill.alphas", *(f"pretrain.train.{f}" for f in CADENCE),
          *(f"distill.train.{f}" for f in CADENCE), "study.seeds", "study.distill_methods", "study.undo_method",
          "study.oracle_matching", "study.attack_teachers", "study.attack_sweep_points", "study.workers",
-         "study.rounds", "distributed.strategy", "resources", "tracking.backend", "tracking.dir", "tracking.project"}
+         "study.rounds", "unlearn.start", "distributed.strategy", "resources", "tracking.backend", "tracking.dir", "tracking.project"}
 # Not changed here: they need a checkpoint (tests/test_own_model.py covers keys of models loaded from one).
 CHECKPOINTS = {"model.pretrained", "model.revision", "oracle.pretrained", "oracle.revision"}
 
 # The user's own forget file (`unlearn.forget_data`): its contents, not its name, count.
 OBSERVED = Path(tempfile.mkdtemp(prefix="undo_keys_")) / "observed.txt"
 OBSERVED.write_text("7 * 6 = 42\n9 / 3 = 3\n")
+# A model artifact to start unlearning from (`unlearn.start`): an input, keyed by its own key, never by its path.
+START = OBSERVED.parent / "teacher"
+(START / "model").mkdir(parents=True)
+(START / "meta.json").write_text("{}")
+(START / "model" / "config.json").write_text("{}")
 
 # A value each field is changed to (valid with BASE); fields not named are changed by type (`changed`).
 CHANGES: dict[str, Any] = {
@@ -129,7 +134,7 @@ CHANGES: dict[str, Any] = {
     "study.undo_method": "none", "study.attack_teachers": ["maxent"], "study.workers": 2,
     "distributed.strategy": "fsdp", "resources": {"distill": {"workers": 2}}, "tracking.backend": "tensorboard",
     "tracking.dir": "runs/tracked", "tracking.project": "elsewhere", "unlearn.forget_data": str(OBSERVED),
-    "study.rounds": [{"forget": ["mul"]}],
+    "study.rounds": [{"forget": ["mul"]}], "unlearn.start": str(START),
 }
 
 

@@ -42,6 +42,9 @@ def test_a_round_from_a_teacher_on_observed_documents_adds_to_its_lineage(finish
     assert accounting.lineage == [new.name, teacher.name, "base"]
     read = documents_read(cfg, setting_for(cfg))
     assert {d.text for d in read["forget"]} <= set(texts)  # its forget side is the user's file
+    # `unlearn.start` in the config is the same request as --from: the same runs, reused.
+    from_config = validate_config({**raw, "unlearn": {**raw["unlearn"], "start": str(teacher)}})
+    assert unlearn(from_config, progress=False) == chosen
     # Another file is another artifact (its contents count, not its name).
     observed.write_text("\n".join(texts[:3]) + "\n")
     again = unlearn(cfg, start=teacher, progress=False)

@@ -82,12 +82,14 @@ def pretrain(cfg: ExperimentConfig, only: str | None = None, *, progress: bool =
 
 
 def unlearn(cfg: ExperimentConfig, *, start: Path | None = None, progress: bool = True) -> dict[str, TeacherChoice]:
-    """Every unlearning sweep point from the base model (or from `start`, any finished model artifact: a round of
-    the responsive loop), then each method family's teacher (also written to `<run_dir>/unlearn_selection.json`,
+    """Every unlearning sweep point from the base model (or from `start`, default `unlearn.start`: any finished model
+    artifact, a round of the responsive loop), then each method family's teacher (also written to `<run_dir>/unlearn_selection.json`,
     or `unlearn_selection_from_<start>.json`)."""
     from undo.stages.selection import run_unlearning
     from undo.stages.unlearn import check_start
 
+    if start is None and cfg.unlearn.start is not None:
+        start = Path(cfg.unlearn.start).expanduser()
     if start is not None:
         check_start(start)
     with run_dir_lock(Path(cfg.run_dir), command_line()):

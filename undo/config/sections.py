@@ -209,10 +209,20 @@ class UnlearnConfig(StrictModel):
                           ".jsonl with 'text', .parquet; .xz/.gz): e.g. outputs you observed with `undo probe` and "
                           "want gone, for a round of `undo unlearn --from`")
 
+    start: str | None = Field(
+        None, description="a finished model artifact (e.g. a teacher of an earlier round) the unlearning sweep starts "
+                          "from instead of the base model; its labels and FLOPs add to every run's lineage. `undo "
+                          "unlearn --from` overrides it; null = the base model")
+
     @model_validator(mode="after")
     def _forget_data_exists(self) -> "UnlearnConfig":
         if self.forget_data is not None and not Path(self.forget_data).expanduser().is_file():
             raise ValueError(f"forget_data: no file at {self.forget_data}")
+        if self.start is not None:
+            start = Path(self.start).expanduser()
+            if not (start / "meta.json").is_file() or not (start / "model" / "config.json").is_file():
+                raise ValueError(f"start: {self.start} is not a finished model artifact (an artifact folder with "
+                                 "meta.json and model/, e.g. a previous unlearning run)")
         return self
 
 

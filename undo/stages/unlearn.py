@@ -85,7 +85,7 @@ class Unlearn(Stage):
                 **({"load": cfg.model.load_identity()} if cfg.model.load_identity() else {}),
                 "method": p.method, "lr": p.lr, "knobs": p.knobs, "sam_rho": p.sam_rho,
                 "unlearn": cfg.unlearn.model_dump(mode="json", exclude={"methods", "selection", "eval_every",
-                                                                        "forget_data",
+                                                                        "forget_data", "start",
                                                                         *defaulted(cfg.unlearn, COMPUTE_OPTIONS)}),
                 **forget_data_identity(cfg, self.round_data)}
 

@@ -2,7 +2,8 @@
 
     pretrain base, oracle (and an oracle per imperfect filter of pretrain.filter_recalls)
       -> per seed: (with pretrain.classifier_filter: a classifier trained on the seed's unlearning labels, and the
-                    oracle of what it keeps) unlearn every sweep point -> choose each method's teacher
+                    oracle of what it keeps) unlearn every sweep point (from the base model, or `unlearn.start`)
+                    -> choose each method's teacher
            -> Unlearn-and-Distill (random-init student) for study.distill_methods
            -> UNDO (shrink-and-perturb student) for each alpha, from study.undo_method's teacher
            -> oracle matching: the oracle distilled into the base model and into a random init
@@ -110,6 +111,11 @@ def pretrain_task(cfg: ExperimentConfig, *, which: str, progress: bool, recall: 
     return _relative(cfg, pretrain(cfg, which, recall=recall, progress=progress))
 
 
+def start_task(cfg: ExperimentConfig) -> str:
+    """Where the study's unlearning starts (`unlearn.start`), as the other tasks name artifacts."""
+    return _relative(cfg, Path(cfg.unlearn.start).expanduser().resolve())
+
+
 def unlearn_task(cfg: ExperimentConfig, base: str, *, point: SweepPoint, progress: bool,
                  round_data: RoundData | None = None) -> str:
     return _relative(cfg, unlearn(cfg, point, _folder(cfg, base), round_data=round_data, progress=progress))
@@ -172,11 +178,15 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
                          model=ModelSpec(id=f"filter recall {recall:g}", role=Role.FILTERED, filter_recall=recall))
                 for recall in cfg.pretrain.filter_recalls]
 
+    start = base  # where unlearning starts: the base model, or `unlearn.start` (a model of an earlier round)
+    if cfg.unlearn.start is not None:
+        start = plan.add("unlearning start", start_task, cfg)
+
     for seed in cfg.seeds:
         scfg = cfg.model_copy(update={"seed": seed})
         tag = f"seed {seed}"
         points = sweep_points(scfg)
-        unlearned = [plan.add(f"{tag} / unlearn {point.description}", unlearn_task, scfg, inputs={"base": base},
+        unlearned = [plan.add(f"{tag} / unlearn {point.description}", unlearn_task, scfg, inputs={"base": start},
                               params={"point": point, **quiet}, stage=Unlearn,
                               model=ModelSpec(id=point.description, role=Role.UNLEARN, family=point.label,
                                               seed=seed, lr=point.lr, knobs=dict(point.knobs)))
@@ -220,7 +230,7 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
                 id="random init distilled from oracle", role=Role.ORACLE_MATCH_RANDOM, seed=seed),
                 inputs={"teacher": oracle}, params={"init": "random", **quiet}))
 
-        rounds = plan_rounds(plan, scfg, base, points, quiet) if cfg.study.rounds else []
+        rounds = plan_rounds(plan, scfg, base, start, points, quiet) if cfg.study.rounds else []
 
         attacked_teachers = [teachers[f] for f in (cfg.study.attack_teachers or teachers)]
         # Distilled teachers are always attacked: their students are compared with them.
@@ -239,15 +249,15 @@ def build_plan(cfg: ExperimentConfig, progress: bool = True) -> Plan:
     return plan
 
 
-def plan_rounds(plan: Plan, cfg: ExperimentConfig, base: str, points: list[SweepPoint],
+def plan_rounds(plan: Plan, cfg: ExperimentConfig, base: str, start: str, points: list[SweepPoint],
                 quiet: dict[str, bool]) -> list[str]:
     """The responsive loop of `study.rounds` for one seed: the UNDO family's sweep once per round, each round from
-    the previous round's teacher (the first from the base model) on that round's forget data, then the last teacher
+    the previous round's teacher (the first from `start`, where the study's unlearning starts) on that round's forget
+    data, then the last teacher
     distilled into a random init and into each UNDO alpha's noised copy. Returns what is attacked: the last teacher
     and its students (the same attack as the combined unlearning's models, so the two compare paired by seed)."""
     family, seed = cfg.undo_family, cfg.seed
     swept = [point for point in points if point.label == family]
-    start = base
     for number, round_ in enumerate(cfg.study.rounds, 1):
         data = RoundData(number, tuple(round_.forget) if round_.forget else None, round_.forget_data)
         tag = f"seed {seed} / round {number}"
