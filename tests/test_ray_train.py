@@ -12,9 +12,11 @@ from safetensors.torch import load_file
 
 from tests.studies import artifact_stamps, numbers, small_study_config
 from tests.test_distributed import with_pretrained_models_of
+from tests.test_tracking import series, tensorboard_scalars
 from undo.api import run_study
 from undo.config import validate_config
 from undo.schema.errors import UserError
+from undo.training.engine import read_metrics
 
 
 @pytest.fixture
@@ -31,7 +33,9 @@ def test_a_distillation_as_a_two_worker_ray_train_job_equals_the_serial_study(tm
     serial = tmp_path / "serial"
     run_study(validate_config(small_study_config(serial, **one_job)), progress=False)
     on_ray = with_pretrained_models_of(serial, tmp_path / "ray")
-    raw = {**small_study_config(on_ray, **one_job), "resources": {"distill": {"workers": 2}}}
+    # With a tracker: the stages that ran as Ray tasks, and the Ray Train job's rank 0, show their lines in it.
+    raw = {**small_study_config(on_ray, **one_job), "resources": {"distill": {"workers": 2}},
+           "tracking": {"backend": "tensorboard"}}
     run_study(validate_config(raw), progress=False, executor="ray")
     assert sorted(artifact_stamps(on_ray)) == sorted(artifact_stamps(serial))
     assert numbers(json.loads((on_ray / "results.json").read_text())) == numbers(
@@ -45,6 +49,12 @@ def test_a_distillation_as_a_two_worker_ray_train_job_equals_the_serial_study(tm
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5, msg=f"{name}: {key}")
         log = [json.loads(line) for line in (on_ray / name / "metrics.jsonl").read_text().splitlines()]
         assert log and log[0]["kind"] == "eval"
+    unlearned = next(p.parent.name for p in on_ray.glob("unlearn_maxent_*/meta.json"))
+    for run in (*students, unlearned):
+        scalars = tensorboard_scalars(on_ray / "tracking" / run)
+        lines = read_metrics(on_ray / run / "metrics.jsonl")
+        assert scalars["eval/retain"] == pytest.approx(series(lines, "eval/retain"), rel=1e-6), run
+        assert scalars["train/loss"] == pytest.approx(series(lines, "train/loss"), rel=1e-6), run
 
 
 def test_a_job_the_cluster_cannot_hold_is_refused_before_any_work(tmp_path, local_ray):
