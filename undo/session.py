@@ -127,11 +127,15 @@ class Study:
 
         return evaluate
 
-    def evaluation_key(self) -> str:
-        """The identity of the evaluation `evaluate=study` measures (recorded in results, as the stages do)."""
+    def evaluation_key(self, attack: bool = False) -> str:
+        """The identity of the evaluation `evaluate=study` measures (recorded in results, as the stages do); with
+        `attack`, of the attack's reported one (the test split at `attack.eval_per_cell` items)."""
         from undo.stages.evaluation import evaluation_key
 
-        return evaluation_key(self.config.setting, self.config.model)
+        section = self.config.setting
+        if attack:
+            section = section.with_eval_items(self.config.attack.eval_per_cell).with_split("test")
+        return evaluation_key(section, self.config.model)
 
 
 def load_study(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Study:
@@ -300,7 +304,8 @@ def attack(model: Model, tokenizer: Any = None, *, data: Texts, evaluate: Study 
     with _work(workdir, request, model) as (folder, key):
         result = attack_model(lambda: _trainable(copy.deepcopy(model)), kind, batches, options, folder,
                               evaluate=measure, name="model", seed=seed, data=data_record,
-                              evaluation_key=_evaluation_key(evaluate), progress=progress, run_key=key)
+                              evaluation_key=_evaluation_key(evaluate, attack=True), progress=progress,
+                              run_key=key)
     return Attacked(result)
 
 
@@ -438,8 +443,8 @@ def _evaluator(evaluate: Study | Setting | Evaluator | None) -> Evaluator | None
     return checked
 
 
-def _evaluation_key(evaluate: Any) -> str | None:
-    return evaluate.evaluation_key() if isinstance(evaluate, Study) else None
+def _evaluation_key(evaluate: Any, attack: bool = False) -> str | None:
+    return evaluate.evaluation_key(attack) if isinstance(evaluate, Study) else None
 
 
 def _weights_hash(model: torch.nn.Module) -> str:
