@@ -81,6 +81,21 @@ class Setting(Protocol):
         """One line on what `evaluate` measures (for `undo data`)."""
 
 
+
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids after the tokenizer's end-of-text token (documents are separated by it when packed):
+    how every setting, and the Python API's texts, become training tokens."""
+    eos = tokenizer.eos_token_id
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        # A fast tokenizer's own batch encoder gives the same ids as calling the tokenizer, without
+        # transformers' per-document conversion (most of the time of packing a large corpus).
+        encoded = (encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False))
+    else:
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [[eos, *ids] for ids in encoded]
+
+
 class TokenizedSetting:
     """What every setting does with its tokenizer: documents -> token ids, each document opened by the
     end-of-text token (so a prompt at evaluation starts exactly like a document in training) -> training rows."""
@@ -103,15 +118,7 @@ class TokenizedSetting:
 
     def encode_documents(self, texts: list[str]) -> list[list[int]]:
         """Each text's token ids after an end-of-text token (documents are separated by it when packed)."""
-        eos = self.tokenizer.eos_token_id
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None and backend.truncation is None and backend.padding is None:
-            # A fast tokenizer's own batch encoder gives the same ids as calling the tokenizer, without
-            # transformers' per-document conversion (most of the time of packing a large corpus).
-            encoded = (encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False))
-        else:
-            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [[eos, *ids] for ids in encoded]
+        return encode_texts(self.tokenizer, texts)
 
     def packed_rows(self, documents: list, context: int):
         """The documents' texts as one token stream cut into rows of `context` tokens (every stage trains on these)."""

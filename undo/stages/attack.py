@@ -15,19 +15,21 @@ import math
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from undo.analysis.robustness import area_under, attacker_best, snapshots
-from undo.attacks import ATTACK_KINDS, AttackKind
+import torch
 from pydantic import BaseModel, ConfigDict
 
-from undo.config import ExperimentConfig, TrainConfig
+from undo.analysis.robustness import area_under, attacker_best, snapshots
+from undo.attacks import ATTACK_KINDS, AttackKind
+from undo.config import AttackConfig, ExperimentConfig, TrainConfig
 from undo.core import distributed
 from undo.core.artifacts import model_folder, stable_hash
 from undo.core.data import PackedBatches, derive_seed
-from undo.training.engine import read_metrics, train
+from undo.training.engine import Evaluate, read_metrics, train
 from undo.schema.errors import TrainingDiverged, UserError
 from undo.core.models import check_vocabulary, load_model
 from undo.schema.curves import BestCurve, Curve, index_at
@@ -99,118 +101,137 @@ class Attack(Stage):
             raise UserError(f"unknown attack kind {self.attack_kind!r}; use one of: {', '.join(sorted(ATTACK_KINDS))}")
 
     def run(self, job: StageJob) -> AttackResult:
-        cfg, a = job.cfg, job.cfg.attack
+        cfg, a, target = job.cfg, job.cfg.attack, job.inputs["target"]
         # Evaluation during the attack uses `attack.eval_per_cell` items per cell (many evaluations per LR).
         splits = {"validation": job.setting(eval_items=a.eval_per_cell),
                   "test": job.setting(eval_items=a.eval_per_cell, split="test")}
         documents, batches = attack_data(cfg, splits["validation"])
-        runs: dict[float, LrRun] = {}
-        diverged: list[float] = []
 
-        def attempt(lr: float) -> None:
-            """One LR; one that diverges is recorded and left out (too large a step is no attack)."""
-            try:
-                runs[lr] = self.one_lr(job, lr, batches, splits)
-            except TrainingDiverged as err:
-                console.print(f"[yellow]attack {job.inputs['target'].name}[/]: {err}; lr={lr:g} is left out")
-                diverged.append(lr)
-
-        for lr in a.lrs:
-            attempt(lr)
-        if not runs:
-            raise UserError(f"attack {job.inputs['target'].name}: every LR of attack.lrs diverged; lower them")
-        capped = a.max_retain_drop is not None
-
-        def choose() -> BestCurve:  # the attacker's choice, on validation
-            forget = {lr: run.validation_forget for lr, run in runs.items()}
-            retain = {lr: run.validation_retain for lr, run in runs.items()}
-            return attacker_best(forget, retain if capped else None, a.max_retain_drop)
-
-        chosen, extended, added = choose(), [], {"top": 0, "bottom": 0}
-        while edges := grid_edges(chosen, runs, a.budgets):
-            # Not past the bound, and not beyond an LR that diverged (a larger one would too).
-            wanted = {side for side in edges.values() if added[side] < a.extend_grid
-                      and not (side == "top" and any(lr > max(runs) for lr in diverged))}
-            if not wanted:
-                break
-            for side in sorted(wanted):
-                lr = max(runs) * math.sqrt(10) if side == "top" else min(runs) / math.sqrt(10)
-                console.print(f"[yellow]attack {job.inputs['target'].name}[/]: the best LR is the {side} of the grid; "
-                              f"adding lr={lr:.3g}")
-                attempt(lr)
-                extended.append(lr)
-                added[side] += 1
-            chosen = choose()
-        best = reported_curve(chosen, runs)
-        tokens_per_step = a.batch_size * a.grad_accum * cfg.model.context
-        flops: Counter[str] = Counter()
-        for run in runs.values():
-            flops.update(run.flops)
-        first = runs[min(runs)]
-        return AttackResult(
-            attack_kind=self.attack_kind, seed=cfg.seed, attack=a.model_dump(mode="json"),
-            data=AttackData(key=attack_data_key(cfg), kind=a.data, documents=len(documents),
-                            sequences=len(batches.rows), tokens_per_step=tokens_per_step),
-            evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell).with_split("test"), cfg.model),
-            metrics_before={"forget": first.forget.values[0], "retain": first.retain.values[0]},
-            per_lr=[runs[lr] for lr in sorted(runs)],
-            grid=GridRecord(configured=list(a.lrs), extended=extended, searched=sorted(runs), diverged=diverged,
-                            edge_at=grid_edges(chosen, runs, a.budgets), single_lr=len(runs) == 1),
-            best=best, validation_best=chosen, max_retain_drop=a.max_retain_drop,
-            snapshots=snapshots(best, a.budgets, tokens_per_step),
-            area=AttackArea(up_to=max(a.budgets), value=area_under(best, max(a.budgets))),
-            tokens=sum(run.tokens for run in runs.values()), flops=dict(flops),
-            wall_time_s=round(sum(run.wall_time_s for run in runs.values()), 2))
-
-    def one_lr(self, job: StageJob, lr: float, batches: PackedBatches, splits: dict[str, Setting]) -> LrRun:
-        """Fine-tune a fresh load of the target at one LR in its own folder; a finished LR (done.json) is not redone.
-        The curves are read back from its metrics.jsonl."""
-        a, target = job.cfg.attack, job.inputs["target"]
-        workdir = job.workdir / f"lr_{lr:g}"
-        done = workdir / "done.json"
-        main = distributed.is_main()
-        if main and done.is_file() and (damage := finished_lr_damage(workdir)) is not None:
-            aside = workdir.with_name(f"{workdir.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            workdir.rename(aside)
-            console.print(f"[yellow]attack {target.name} lr={lr:g}[/]: {damage}; set aside as {aside.name}, "
-                          "running this LR again")
-        if not distributed.broadcast(main and done.is_file()):
-            model = for_training(load_model(target / "model", job.cfg.model), job.cfg.model)
+        def load_target() -> torch.nn.Module:  # a fresh load per LR: every LR starts from the target
+            model = for_training(load_model(target / "model", cfg.model), cfg.model)
             check_vocabulary(model, splits["validation"].tokenizer, f"the attacked model {target}")
+            return model
 
-            def evaluate(model) -> dict[str, float]:
-                test = splits["test"].evaluate(model)
-                return {**splits["validation"].evaluate(model), **{f"test/{k}": v for k, v in test.items()}}
+        def evaluate(model) -> dict[str, float]:
+            test = splits["test"].evaluate(model)
+            return {**splits["validation"].evaluate(model), **{f"test/{k}": v for k, v in test.items()}}
 
-            train_cfg = TrainConfig(batch_size=a.batch_size, grad_accum=a.grad_accum,
-                                    mixed_precision=a.mixed_precision, compile=a.compile, lr=lr, schedule="constant",
-                                    warmup_steps=0, weight_decay=0.0, clip=1.0, max_steps=a.steps,
-                                    eval_every=a.eval_every, eval_steps=a.eval_steps,
-                                    checkpoint_every=max(a.eval_every, 50), log_every=10)
-            method = self.method
-            result = train(method.prepare(model), method.objective(), batches, train_cfg, a.steps, workdir,
-                           evaluate=evaluate, eval_at_start=True, progress=job.progress,
-                           description=f"attack {target.name} lr={lr:g}", run_key=f"{job.key}:lr={lr!r}",
-                           config_keys="attack.lrs")
-            if main:
-                totals = LrTotals(lr=lr, steps=result.steps, tokens=result.tokens, flops=result.flops,
-                                  wall_time_s=round(result.wall_time_s, 2))
-                done.write_text(totals.model_dump_json() + "\n")
-        if main:
-            shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
-        distributed.wait_for_main()  # the others read the curves the main process wrote
-        evals = [line for line in read_metrics(workdir / "metrics.jsonl") if line["kind"] == "eval"]
-        steps = [line["step"] for line in evals]
-
-        def curve(name: str) -> Curve:
-            return Curve(steps, [line[name] for line in evals])
-
-        return LrRun(**LrTotals.model_validate_json(done.read_text()).model_dump(), forget=curve("test/forget"),
-                     retain=curve("test/retain"),
-                     validation_forget=curve("forget"), validation_retain=curve("retain"))
+        data = AttackData(key=attack_data_key(cfg), kind=a.data, documents=len(documents),
+                          sequences=len(batches.rows), tokens_per_step=a.batch_size * a.grad_accum * cfg.model.context)
+        return attack_model(load_target, self.attack_kind, batches, a, job.workdir, evaluate=evaluate,
+                            name=target.name, seed=cfg.seed, data=data,
+                            evaluation_key=evaluation_key(cfg.setting.with_eval_items(a.eval_per_cell)
+                                                          .with_split("test"), cfg.model),
+                            progress=job.progress, run_key=job.key)
 
     def describe(self, result: StageResult) -> str:
         return f"{self.attack_kind} attack done in {result.wall_time_s:.0f}s"
+
+
+
+def attack_model(load_target: Callable[[], torch.nn.Module], attack_kind: str, batches: PackedBatches,
+                 a: AttackConfig, workdir: Path, *, evaluate: Evaluate, name: str, seed: int, data: AttackData,
+                 evaluation_key: str | None = None, progress: bool = True, run_key: str = "") -> AttackResult:
+    """Attack a model with `attack_kind` at every LR of `a.lrs` (each on a fresh `load_target()`, in its own folder
+    `workdir/lr_<lr>`; a finished LR is not redone), extending the grid at its edges as `a.extend_grid` allows, and
+    keep the attacker-best curve. `evaluate(model)` gives the attacker's view (`forget`, `retain`: what it chooses
+    on) and the reported one (`test/forget`, `test/retain`). The core that the stage (`Attack.run`) and the Python
+    API (`undo.session.attack`) share."""
+    method = ATTACK_KINDS[attack_kind]()
+    runs: dict[float, LrRun] = {}
+    diverged: list[float] = []
+
+    def attempt(lr: float) -> None:
+        """One LR; one that diverges is recorded and left out (too large a step is no attack)."""
+        try:
+            runs[lr] = attack_lr(load_target, method, lr, batches, a, workdir / f"lr_{lr:g}", evaluate=evaluate,
+                                 name=name, progress=progress, run_key=f"{run_key}:lr={lr!r}")
+        except TrainingDiverged as err:
+            console.print(f"[yellow]attack {name}[/]: {err}; lr={lr:g} is left out")
+            diverged.append(lr)
+
+    for lr in a.lrs:
+        attempt(lr)
+    if not runs:
+        raise UserError(f"attack {name}: every LR of attack.lrs diverged; lower them")
+    capped = a.max_retain_drop is not None
+
+    def choose() -> BestCurve:  # the attacker's choice, on validation
+        forget = {lr: run.validation_forget for lr, run in runs.items()}
+        retain = {lr: run.validation_retain for lr, run in runs.items()}
+        return attacker_best(forget, retain if capped else None, a.max_retain_drop)
+
+    chosen, extended, added = choose(), [], {"top": 0, "bottom": 0}
+    while edges := grid_edges(chosen, runs, a.budgets):
+        # Not past the bound, and not beyond an LR that diverged (a larger one would too).
+        wanted = {side for side in edges.values() if added[side] < a.extend_grid
+                  and not (side == "top" and any(lr > max(runs) for lr in diverged))}
+        if not wanted:
+            break
+        for side in sorted(wanted):
+            lr = max(runs) * math.sqrt(10) if side == "top" else min(runs) / math.sqrt(10)
+            console.print(f"[yellow]attack {name}[/]: the best LR is the {side} of the grid; adding lr={lr:.3g}")
+            attempt(lr)
+            extended.append(lr)
+            added[side] += 1
+        chosen = choose()
+    best = reported_curve(chosen, runs)
+    flops: Counter[str] = Counter()
+    for run in runs.values():
+        flops.update(run.flops)
+    first = runs[min(runs)]
+    return AttackResult(
+        attack_kind=attack_kind, seed=seed, attack=a.model_dump(mode="json"), data=data,
+        evaluation_key=evaluation_key,
+        metrics_before={"forget": first.forget.values[0], "retain": first.retain.values[0]},
+        per_lr=[runs[lr] for lr in sorted(runs)],
+        grid=GridRecord(configured=list(a.lrs), extended=extended, searched=sorted(runs), diverged=diverged,
+                        edge_at=grid_edges(chosen, runs, a.budgets), single_lr=len(runs) == 1),
+        best=best, validation_best=chosen, max_retain_drop=a.max_retain_drop,
+        snapshots=snapshots(best, a.budgets, data.tokens_per_step),
+        area=AttackArea(up_to=max(a.budgets), value=area_under(best, max(a.budgets))),
+        tokens=sum(run.tokens for run in runs.values()), flops=dict(flops),
+        wall_time_s=round(sum(run.wall_time_s for run in runs.values()), 2))
+
+
+def attack_lr(load_target: Callable[[], torch.nn.Module], method: AttackKind, lr: float, batches: PackedBatches,
+              a: AttackConfig, workdir: Path, *, evaluate: Evaluate, name: str, progress: bool = True,
+              run_key: str = "") -> LrRun:
+    """Fine-tune a fresh `load_target()` at one LR in `workdir`; a finished LR (done.json) is not redone. The
+    curves are read back from its metrics.jsonl."""
+    done = workdir / "done.json"
+    main = distributed.is_main()
+    if main and done.is_file() and (damage := finished_lr_damage(workdir)) is not None:
+        aside = workdir.with_name(f"{workdir.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        workdir.rename(aside)
+        console.print(f"[yellow]attack {name} lr={lr:g}[/]: {damage}; set aside as {aside.name}, "
+                      "running this LR again")
+    if not distributed.broadcast(main and done.is_file()):
+        model = load_target()
+        train_cfg = TrainConfig(batch_size=a.batch_size, grad_accum=a.grad_accum,
+                                mixed_precision=a.mixed_precision, compile=a.compile, lr=lr, schedule="constant",
+                                warmup_steps=0, weight_decay=0.0, clip=1.0, max_steps=a.steps,
+                                eval_every=a.eval_every, eval_steps=a.eval_steps,
+                                checkpoint_every=max(a.eval_every, 50), log_every=10)
+        result = train(method.prepare(model), method.objective(), batches, train_cfg, a.steps, workdir,
+                       evaluate=evaluate, eval_at_start=True, progress=progress,
+                       description=f"attack {name} lr={lr:g}", run_key=run_key, config_keys="attack.lrs")
+        if main:
+            totals = LrTotals(lr=lr, steps=result.steps, tokens=result.tokens, flops=result.flops,
+                              wall_time_s=round(result.wall_time_s, 2))
+            done.write_text(totals.model_dump_json() + "\n")
+    if main:
+        shutil.rmtree(workdir / "checkpoint", ignore_errors=True)
+    distributed.wait_for_main()  # the others read the curves the main process wrote
+    evals = [line for line in read_metrics(workdir / "metrics.jsonl") if line["kind"] == "eval"]
+    steps = [line["step"] for line in evals]
+
+    def curve(name: str) -> Curve:
+        return Curve(steps, [line[name] for line in evals])
+
+    return LrRun(**LrTotals.model_validate_json(done.read_text()).model_dump(), forget=curve("test/forget"),
+                 retain=curve("test/retain"),
+                 validation_forget=curve("forget"), validation_retain=curve("retain"))
 
 
 def grid_edges(chosen: BestCurve, runs: dict[float, LrRun], budgets: list[int]) -> dict[str, str]:

@@ -10,22 +10,24 @@ the student is fully evaluated once, at the end."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from undo.config import ExperimentConfig
+from undo.config import DistillConfig, ExperimentConfig
 from undo.core.compute import matmul_parameters, train_flops_per_token
 from undo.core.artifacts import model_folder
 from undo.core.data import PackedBatches, derive_seed
-from undo.training.engine import train
+from undo.training.engine import Evaluate, train
 from undo.schema.errors import UserError
 from undo.core.models import build_model, check_vocabulary, count_parameters, fresh_model, load_model, save_model
 from undo.core.noise import shrink_and_perturb
 from undo.core.timing import phase
 from undo.objectives import OBJECTIVES
 from undo.schema.results import DistillInit, DistillResult, StopRuleRecord
+from undo.schema.score import ACCURACY, Score
 from undo.settings import Setting
 from undo.stages.base import (
     TRAIN_OPTIONS_ADDED, Stage, StageJob, StageResult, data_identity, defaulted, for_training, pinned, run_stage)
@@ -116,63 +118,89 @@ class Distill(Stage):
         return load_model(job.inputs["start"] / "model", cfg.model)
 
     def run(self, job: StageJob) -> DistillResult:
-        cfg, d, setting = job.cfg, job.cfg.distill, job.setting()
+        cfg, setting = job.cfg, job.setting()
         teacher_dir = job.inputs["teacher"]
         documents, batches = distill_data(cfg, setting)
         teacher = load_model(teacher_dir / "model", cfg.model).eval().requires_grad_(False)
         check_vocabulary(teacher, setting.tokenizer, f"the teacher {teacher_dir}")
-        with phase("evaluation"):
-            teacher_metrics = setting.evaluate(teacher)
-        ruled = d.stop_tolerance is not None  # null: no stop rule, the step cap ends the run
-        threshold = setting.score.at_least_near(teacher_metrics["retain"], d.stop_tolerance) if ruled else None
-        forget_ceiling = setting.score.at_most_near(teacher_metrics["forget"], d.stop_tolerance) if ruled else None
-        match_forget = "forget" in stop_metrics(self.init)
         student = for_training(self.student(job, setting, teacher), cfg.model)
-
-        def stop_rule(step: int, metrics: dict[str, float]) -> bool:
-            return metrics["retain"] >= threshold and (not match_forget or metrics["forget"] <= forget_ceiling)
-
-        train_cfg, evaluate = d.train, setting.evaluate
-        if ruled:  # probes of the stop metrics alone, on the geometric grid; one full evaluation at the end
-            probes = probe_steps(d.train.max_steps, d.stop_resolution, d.stop_probe_every)
-            train_cfg = d.train.model_copy(update={"eval_steps": probes})
-            sides = tuple(stop_metrics(self.init))
-
-            def evaluate(model: torch.nn.Module) -> dict[str, float]:
-                return setting.evaluate_sides(model, sides)
-
-        result = train(student, OBJECTIVES["distill"](teacher, temperature=d.temperature), batches, train_cfg,
-                       d.train.max_steps, job.workdir, evaluate=evaluate, stop_rule=stop_rule if ruled else None,
-                       eval_at_start=True, progress=job.progress, description=f"distill {self.init}{self._alpha_part}",
-                       run_key=job.key, config_keys="distill.train")
-        with phase("evaluation"):
-            final_metrics = setting.evaluate(student) if ruled else result.final_metrics
+        result = distill_model(teacher, student, batches, cfg.distill, job.workdir, init=self.init, alpha=self.alpha,
+                               seed=cfg.seed, evaluate=setting.evaluate, probe=setting.evaluate_sides,
+                               score=setting.score, documents=len(documents),
+                               evaluation_key=evaluation_key(cfg.setting, cfg.model), progress=job.progress,
+                               run_key=job.key)
         save_model(student, job.workdir / "model", setting.tokenizer)
-        write_evaluation(job.workdir, cfg.setting, cfg.model, final_metrics)
-        probed = [line["step"] for line in result.history if line["kind"] == "eval"]
-        previous = max((s for s in probed if s < result.steps), default=None) if result.stopped_early else None
-        flops_total = sum(result.flops.values())
-        return DistillResult(
-            init=self.init, alpha=self.alpha, beta=d.beta if self.init == "noised" else None, seed=cfg.seed,
-            teacher_metrics=teacher_metrics, final_metrics=final_metrics,
-            evaluation_key=evaluation_key(cfg.setting, cfg.model),
-            stop_rule=StopRuleRecord(tolerance=d.stop_tolerance, on=stop_metrics(self.init), threshold=threshold,
-                                     forget_ceiling=forget_ceiling if match_forget else None,
-                                     resolution=d.stop_resolution if ruled else None,
-                                     probe_every=d.stop_probe_every if ruled else None, probes=len(probed),
-                                     max_steps=d.train.max_steps),
-            stopped_early=result.stopped_early, stop_step=result.steps if result.stopped_early else None,
-            previous_probe=previous,
-            steps=result.steps, tokens=result.tokens,
-            labelled_tokens=0,  # distillation text is the unlabelled mixture
-            flops=result.flops, flops_at_stop=flops_total if result.stopped_early else None,
-            flops_per_token=train_flops_per_token(student, cfg.model.context),
-            parameters=count_parameters(student), matmul_parameters=matmul_parameters(student),
-            wall_time_s=round(result.wall_time_s, 2),
-            data={"documents": len(documents), "sequences": len(batches.rows)})
+        write_evaluation(job.workdir, cfg.setting, cfg.model, result.final_metrics)
+        return result
 
     def describe(self, result: StageResult) -> str:
         return f"{'stopped' if result.stopped_early else 'capped'} at step {result.steps}"
+
+
+
+Probe = Callable[[torch.nn.Module, tuple[str, ...]], dict[str, float]]  # (model, sides) -> at least those scores
+
+
+def distill_model(teacher: torch.nn.Module, student: torch.nn.Module, batches: PackedBatches, d: DistillConfig,
+                  workdir: Path, *, init: DistillInit, alpha: float | None, seed: int,
+                  evaluate: Evaluate | None = None, probe: Probe | None = None, score: Score = ACCURACY,
+                  documents: int = 0, evaluation_key: str | None = None, progress: bool = True,
+                  run_key: str = "") -> DistillResult:
+    """Train `student` in place to match the frozen `teacher`'s next-token distributions on `batches` (forward KL
+    at `d.temperature`) for up to `d.train.max_steps` steps. With `d.stop_tolerance`, the stop rule: the student's
+    scores are probed (`probe`, default `evaluate`) on the geometric grid of `probe_steps`, and the run stops at the
+    first probe within the tolerance of the teacher's (read by `score`). `init` and `alpha` are recorded (the
+    student is made by the caller). The training core that the stage (`Distill.run`) and the Python API
+    (`undo.session.distill`) share; saving is the caller's."""
+    ruled = d.stop_tolerance is not None  # null: no stop rule, the step cap ends the run
+    if ruled and evaluate is None:
+        raise UserError("distill: the stop rule (a stop tolerance) needs an evaluation to compare student and teacher")
+    with phase("evaluation"):
+        teacher_metrics = evaluate(teacher) if evaluate is not None else {}
+    threshold = score.at_least_near(teacher_metrics["retain"], d.stop_tolerance) if ruled else None
+    forget_ceiling = score.at_most_near(teacher_metrics["forget"], d.stop_tolerance) if ruled else None
+    match_forget = "forget" in stop_metrics(init)
+
+    def stop_rule(step: int, metrics: dict[str, float]) -> bool:
+        return metrics["retain"] >= threshold and (not match_forget or metrics["forget"] <= forget_ceiling)
+
+    train_cfg, during = d.train, evaluate
+    if ruled:  # probes of the stop metrics alone, on the geometric grid; one full evaluation at the end
+        probes = probe_steps(d.train.max_steps, d.stop_resolution, d.stop_probe_every)
+        train_cfg = d.train.model_copy(update={"eval_steps": probes})
+        sides = tuple(stop_metrics(init))
+
+        def during(model: torch.nn.Module) -> dict[str, float]:
+            return probe(model, sides) if probe is not None else evaluate(model)
+
+    alpha_part = f"_a{alpha:g}" if alpha is not None else ""
+    result = train(student, OBJECTIVES["distill"](teacher, temperature=d.temperature), batches, train_cfg,
+                   d.train.max_steps, workdir, evaluate=during, stop_rule=stop_rule if ruled else None,
+                   eval_at_start=True, progress=progress, description=f"distill {init}{alpha_part}",
+                   run_key=run_key, config_keys="distill.train")
+    with phase("evaluation"):
+        final_metrics = evaluate(student) if ruled else result.final_metrics
+    probed = [line["step"] for line in result.history if line["kind"] == "eval"]
+    previous = max((s for s in probed if s < result.steps), default=None) if result.stopped_early else None
+    flops_total = sum(result.flops.values())
+    context = batches.rows.shape[1]
+    return DistillResult(
+        init=init, alpha=alpha, beta=d.beta if init == "noised" else None, seed=seed,
+        teacher_metrics=teacher_metrics, final_metrics=final_metrics, evaluation_key=evaluation_key,
+        stop_rule=StopRuleRecord(tolerance=d.stop_tolerance, on=stop_metrics(init), threshold=threshold,
+                                 forget_ceiling=forget_ceiling if match_forget else None,
+                                 resolution=d.stop_resolution if ruled else None,
+                                 probe_every=d.stop_probe_every if ruled else None, probes=len(probed),
+                                 max_steps=d.train.max_steps),
+        stopped_early=result.stopped_early, stop_step=result.steps if result.stopped_early else None,
+        previous_probe=previous,
+        steps=result.steps, tokens=result.tokens,
+        labelled_tokens=0,  # distillation text is the unlabelled mixture
+        flops=result.flops, flops_at_stop=flops_total if result.stopped_early else None,
+        flops_per_token=train_flops_per_token(student, context),
+        parameters=count_parameters(student), matmul_parameters=matmul_parameters(student),
+        wall_time_s=round(result.wall_time_s, 2),
+        data={"documents": documents, "sequences": len(batches.rows)})
 
 
 def check_request(init: str, alpha: float | None, teacher: Path | None, start: Path | None) -> None:

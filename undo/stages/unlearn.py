@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from undo.config import ExperimentConfig, TrainConfig
+from undo.config import ExperimentConfig, TrainConfig, UnlearnConfig
 from undo.core.artifacts import Artifact
-from undo.training.engine import train
+from undo.core.data import PairedBatches
+from undo.training.engine import Evaluate, train
 from undo.schema.errors import UserError
 from undo.core.models import load_model, save_model
 from undo.objectives import OBJECTIVES, Objective, check_knobs
@@ -94,30 +95,43 @@ class Unlearn(Stage):
         return f"unlearn_{round_part}{self.point.label.replace('+', '_')}_lr{self.point.lr:g}_{key[:8]}"
 
     def run(self, job: StageJob) -> UnlearnResult:
-        cfg, setting, u, point = job.cfg, job.setting(), job.cfg.unlearn, self.point
+        cfg, setting = job.cfg, job.setting()
         _, batches = unlearning_data(cfg, setting, self.round_data)
         model = for_training(load_model(job.inputs["base"] / "model", cfg.model), cfg.model)
-        # The frozen reference is held once, in the model's dtype, and only for methods that read it.
-        needs_reference = OBJECTIVES[point.method].wants_reference(dict(point.knobs))
-        reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
-        objective = build_unlearning_objective(point, reference, cfg.seed)
-        train_cfg = TrainConfig(batch_size=u.batch_size, grad_accum=u.grad_accum, mixed_precision=u.mixed_precision,
-                                compile=u.compile, lr=point.lr, schedule="constant", warmup_steps=0,
-                                weight_decay=0.0, clip=u.clip, max_steps=u.steps, eval_every=u.eval_every,
-                                checkpoint_every=max(u.eval_every, 50), log_every=10)
-        result = train(model, objective, batches, train_cfg, u.steps, job.workdir, evaluate=setting.evaluate,
-                       eval_at_start=True, progress=job.progress, description=f"unlearn {point.description}",
-                       run_key=job.key, config_keys=f"unlearn.methods[{point.label}].lrs")
+        result = unlearn_model(model, self.point, batches, cfg.unlearn, job.workdir, seed=cfg.seed,
+                               evaluate=setting.evaluate, evaluation_key=evaluation_key(cfg.setting, cfg.model),
+                               progress=job.progress, run_key=job.key)
         save_model(model, job.workdir / "model", setting.tokenizer)
         write_evaluation(job.workdir, cfg.setting, cfg.model, result.final_metrics)
-        before = next(line for line in result.history if line["kind"] == "eval" and line["step"] == 0)
-        return UnlearnResult(
-            label=point.label, method=point.method, lr=point.lr, knobs=dict(point.knobs), sam_rho=point.sam_rho,
-            seed=cfg.seed, steps=result.steps, tokens=result.tokens,
-            labelled_tokens=result.tokens,  # every token it reads is forget- or retain-tagged
-            flops=result.flops, wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key(cfg.setting, cfg.model),
-            metrics_before={k: v for k, v in before.items() if k not in ("kind", "step", "tokens", "flops")},
-            final_metrics=result.final_metrics)
+        return result
+
+
+def unlearn_model(model: torch.nn.Module, point: SweepPoint, batches: PairedBatches, u: UnlearnConfig,
+                  workdir: Path, *, seed: int, evaluate: Evaluate | None = None, evaluation_key: str | None = None,
+                  progress: bool = True, run_key: str = "") -> UnlearnResult:
+    """Unlearn `model` in place: `u.steps` steps of `point`'s method at `point.lr` on `batches` (one forget and one
+    retain batch per step), constant LR, AdamW without weight decay, clipping; evaluated with `evaluate` at step 0
+    and every `u.eval_every` steps. `workdir` holds the log and the resumable checkpoint. The training core that
+    the stage (`Unlearn.run`) and the Python API (`undo.session.unlearn`) share; saving is the caller's."""
+    # The frozen reference is held once, in the model's dtype, and only for methods that read it.
+    needs_reference = OBJECTIVES[point.method].wants_reference(dict(point.knobs))
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference else None
+    objective = build_unlearning_objective(point, reference, seed)
+    train_cfg = TrainConfig(batch_size=u.batch_size, grad_accum=u.grad_accum, mixed_precision=u.mixed_precision,
+                            compile=u.compile, lr=point.lr, schedule="constant", warmup_steps=0,
+                            weight_decay=0.0, clip=u.clip, max_steps=u.steps, eval_every=u.eval_every,
+                            checkpoint_every=max(u.eval_every, 50), log_every=10)
+    result = train(model, objective, batches, train_cfg, u.steps, workdir, evaluate=evaluate,
+                   eval_at_start=True, progress=progress, description=f"unlearn {point.description}",
+                   run_key=run_key, config_keys=f"unlearn.methods[{point.label}].lrs")
+    before = next(line for line in result.history if line["kind"] == "eval" and line["step"] == 0)
+    return UnlearnResult(
+        label=point.label, method=point.method, lr=point.lr, knobs=dict(point.knobs), sam_rho=point.sam_rho,
+        seed=seed, steps=result.steps, tokens=result.tokens,
+        labelled_tokens=result.tokens,  # every token it reads is forget- or retain-tagged
+        flops=result.flops, wall_time_s=round(result.wall_time_s, 2), evaluation_key=evaluation_key,
+        metrics_before={k: v for k, v in before.items() if k not in ("kind", "step", "tokens", "flops")},
+        final_metrics=result.final_metrics)
 
 
 def optional_base(cfg: ExperimentConfig) -> Path | None:
