@@ -8,7 +8,6 @@ import json
 import shutil
 from collections import Counter
 
-import pytest
 import yaml
 
 from tests.conftest import TINY
@@ -39,7 +38,6 @@ def rounds_config(run_dir, tmp_path):
     return validate_config(raw), files
 
 
-@pytest.mark.slow
 def test_rounds_then_distil_against_one_combined_unlearning(finished_study, tmp_path):
     run_dir = tmp_path / "runs"
     shutil.copytree(finished_study, run_dir)
