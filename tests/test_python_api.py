@@ -118,6 +118,31 @@ def test_distill_gives_the_stages_student_and_record(shared, init, alpha, tolera
         assert out.result.stop_rule.threshold is not None
 
 
+def test_oracle_matching_gives_the_stages_student(shared):
+    """init="model": the base model distilled toward the oracle's outputs, as `undo distill ORACLE --init model
+    --start BASE`, with the stop rule on both scores."""
+    from undo.api import pretrain
+    from undo.stages.distill import distill as distill_stage
+
+    study = study_of(shared, distill={"examples": 200, "stop_tolerance": 0.2,
+                                      "train": {"batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "max_steps": 6,
+                                                "eval_every": 2}})
+    cfg = study.config
+    [base_dir] = pretrain(cfg, "base", progress=False)
+    [oracle_dir] = pretrain(cfg, "oracle", progress=False)
+    artifact = distill_stage(cfg, oracle_dir, init="model", start=base_dir, progress=False)
+    stage = read_result(artifact)
+    base = load_model(base_dir / "model", cfg.model)
+    out = undo.distill(oracle_dir, data=study.distillation_texts(), init="model", start=base, steps=6,
+                       batch_size=4, lr=3e-3, warmup=1, eval_every=2, stop_tolerance=0.2, seed=cfg.seed,
+                       evaluate=study, progress=False)
+    assert max_difference(out.model, load_model(artifact / "model", cfg.model)) <= 1e-6
+    assert max_difference(base, load_model(base_dir / "model", cfg.model)) == 0  # the start is a copy's
+    for field in ("final_metrics", "teacher_metrics", "steps", "stopped_early", "stop_rule", "init"):
+        assert getattr(out.result, field) == getattr(stage, field), field
+    assert out.result.stop_rule.on == ["retain", "forget"]
+
+
 def test_attack_gives_the_stages_curves(shared):
     from undo.api import pretrain
     from undo.stages.attack import attack as attack_stage
@@ -164,7 +189,9 @@ TEXTS = ["a b c d e f g h", "h g f e d c b a"] * 40
     (lambda m, t, s: undo.unlearn("no/such/folder", t, forget=TEXTS, retain=TEXTS), "no model at no/such/folder"),
     (lambda m, t, s: undo.unlearn(m, t, forget=TEXTS, retain=TEXTS, context=10_000), "context=10000"),
     (lambda m, t, s: undo.unlearn(m, t, forget=TEXTS, retain=TEXTS, steps=0), "steps"),
-    (lambda m, t, s: undo.distill(m, t, data=TEXTS, init="model"), "init takes 'noised' or 'random'"),
+    (lambda m, t, s: undo.distill(m, t, data=TEXTS, init="grown"), "init takes 'noised', 'random' or 'model'"),
+    (lambda m, t, s: undo.distill(m, t, data=TEXTS, init="model"), "init='model' needs start="),
+    (lambda m, t, s: undo.distill(m, t, data=TEXTS, start=m), "start= only applies to init='model'"),
     (lambda m, t, s: undo.distill(m, t, data=TEXTS, stop_tolerance=0.05), "stop_tolerance needs evaluate="),
     (lambda m, t, s: undo.distill(m, t, data=TEXTS, alpha=2.0), "alpha"),
     (lambda m, t, s: undo.attack(m, t, data=TEXTS, evaluate=None), "attack needs evaluate="),

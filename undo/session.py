@@ -213,7 +213,8 @@ def unlearn(model: Model, tokenizer: Any = None, *, forget: Texts, retain: Texts
     return Unlearned(model.eval(), result)
 
 
-def distill(teacher: Model, tokenizer: Any = None, *, data: Texts, init: Literal["noised", "random"] = "noised",
+def distill(teacher: Model, tokenizer: Any = None, *, data: Texts,
+            init: Literal["noised", "random", "model"] = "noised", start: Model | None = None,
             alpha: float = 0.5, beta: float = 0.1, steps: int = 1000, batch_size: int = 8, lr: float = 1e-3,
             warmup: int = 100, temperature: float = 1.0, stop_tolerance: float | None = None,
             evaluate: Study | Setting | Evaluator | None = None, eval_every: int | None = None,
@@ -221,12 +222,18 @@ def distill(teacher: Model, tokenizer: Any = None, *, data: Texts, init: Literal
             progress: bool = True) -> Distilled:
     """Distil the frozen `teacher` into a student on `data` (forward KL on its full next-token distributions at
     `temperature`): `init="noised"` (UNDO) starts from the teacher after shrink-and-perturb with `alpha` and `beta`
-    (noise drawn from `seed`), `init="random"` from a fresh init of the teacher's architecture (Unlearn-and-Distill).
+    (noise drawn from `seed`), `init="random"` from a fresh init of the teacher's architecture (Unlearn-and-Distill),
+    `init="model"` from a copy of `start` (oracle matching: the base model distilled toward the oracle's outputs;
+    its stop rule also asks the student's forget score down to the teacher's).
     Up to `steps` steps (AdamW, `warmup` steps of linear warmup then cosine decay, as `distill.train`). With
     `stop_tolerance` (needs `evaluate`), the paper's stop rule: the run stops at the first probe where the student's
     retain score is within the tolerance of the teacher's. The same as `undo distill` with these options."""
-    if init not in ("noised", "random"):
-        raise UserError(f"init takes 'noised' or 'random', got {init!r}")
+    if init not in ("noised", "random", "model"):
+        raise UserError(f"init takes 'noised', 'random' or 'model', got {init!r}")
+    if (init == "model") != (start is not None):
+        raise UserError("init='model' needs start= (the model the student starts from, e.g. the base model for "
+                        "oracle matching)" if start is None else f"start= only applies to init='model' (this is "
+                        f"init={init!r})")
     if stop_tolerance is not None and evaluate is None:
         raise UserError("stop_tolerance needs evaluate= (a Study, a setting or a function): the stop rule compares "
                         "the student's retain score with the teacher's")
@@ -243,6 +250,9 @@ def distill(teacher: Model, tokenizer: Any = None, *, data: Texts, init: Literal
     batches = PackedBatches(rows, batch_size, seed=derive_seed(seed, "distill"))
     if init == "noised":  # as the stage: the teacher's weights, shrunk and perturbed
         student = shrink_and_perturb(_trainable(copy.deepcopy(teacher)), alpha, beta, seed=derive_seed(seed, "noise"))
+    elif init == "model":  # a copy of the start model (the caller's stays as it was)
+        start, _ = _model_and_tokenizer(start, tokenizer, evaluate)
+        student = _trainable(copy.deepcopy(start))
     else:
         dtype = str(next(teacher.parameters()).dtype).removeprefix("torch.")
         student = fresh_model(teacher.config, seed=seed, dtype=dtype if dtype in DTYPES else "float32")
@@ -251,6 +261,8 @@ def distill(teacher: Model, tokenizer: Any = None, *, data: Texts, init: Literal
                "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "temperature": temperature,
                "stop_tolerance": stop_tolerance, "eval_every": eval_every, "context": context, "seed": seed,
                "data": texts}
+    if init == "model" and workdir is not None:  # the student's start is an input too
+        request["start"] = _weights_hash(start)
     setting = _setting_of(evaluate)
     with _work(workdir, request, teacher) as (folder, key):
         result = distill_model(frozen, student, batches, options, folder, init=init,

@@ -128,7 +128,6 @@ class Attack(Stage):
         return f"{self.attack_kind} attack done in {result.wall_time_s:.0f}s"
 
 
-
 def attack_model(load_target: Callable[[], torch.nn.Module], attack_kind: str, batches: PackedBatches,
                  a: AttackConfig, workdir: Path, *, evaluate: Evaluate, name: str, seed: int, data: AttackData,
                  evaluation_key: str | None = None, progress: bool = True, run_key: str = "") -> AttackResult:
