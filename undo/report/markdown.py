@@ -239,7 +239,8 @@ def rounds_lines(results: Results, shown_fmt, metric) -> list[str]:
                       for i, parts in enumerate(comparison.rounds, 1))
     lines = ["## Rounds, then distil, against one combined unlearning (`study.rounds`)", "",
              f"The responsive loop: {family}'s sweep ran once per round ({steps}), each round from the previous "
-             "round's teacher, the first from the base model; each round's teacher was chosen by the same rule, "
+             "round's teacher, the first from where the study's unlearning starts (the base model, unless "
+             "`unlearn.start` names another); each round's teacher was chosen by the same rule, "
              "against the *base* model's retain. The combined unlearning forgot the whole forget side in one sweep "
              "of the same length. Both teachers were then distilled the same ways and attacked by the same attacker "
              "(same data, same LR grid). FLOPs and labelled tokens count the whole lineage (a round adds to the "
