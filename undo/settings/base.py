@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
 
-
-
 class Setting(Protocol):
     """The interface every stage uses. A document is anything with `.text` and `.component` (e.g. "mul/equation")."""
 
@@ -79,7 +77,6 @@ class Setting(Protocol):
 
     def describe_evaluation(self) -> str:
         """One line on what `evaluate` measures (for `undo data`)."""
-
 
 
 def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:

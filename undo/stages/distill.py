@@ -34,7 +34,6 @@ from undo.stages.base import (
 from undo.stages.evaluation import evaluation_key, write_evaluation
 
 
-
 def stop_metrics(init: DistillInit) -> list[str]:
     """What the stop rule compares with the teacher. A fresh or noised student starts below the teacher on retain,
     so reaching the teacher's retain score is the paper's rule. A student started from a trained checkpoint
@@ -135,7 +134,6 @@ class Distill(Stage):
 
     def describe(self, result: StageResult) -> str:
         return f"{'stopped' if result.stopped_early else 'capped'} at step {result.steps}"
-
 
 
 Probe = Callable[[torch.nn.Module, tuple[str, ...]], dict[str, float]]  # (model, sides) -> at least those scores
