@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from undo.attacks import ATTACK_KINDS
+from undo.core.artifacts import is_model_artifact
 from undo.schema.strict import Seed, StrictModel
 from undo.schema.study import SelectionRule
 from undo.objectives import check_knobs, unlearning_methods
@@ -218,11 +219,9 @@ class UnlearnConfig(StrictModel):
     def _forget_data_exists(self) -> "UnlearnConfig":
         if self.forget_data is not None and not Path(self.forget_data).expanduser().is_file():
             raise ValueError(f"forget_data: no file at {self.forget_data}")
-        if self.start is not None:
-            start = Path(self.start).expanduser()
-            if not (start / "meta.json").is_file() or not (start / "model" / "config.json").is_file():
-                raise ValueError(f"start: {self.start} is not a finished model artifact (an artifact folder with "
-                                 "meta.json and model/, e.g. a previous unlearning run)")
+        if self.start is not None and not is_model_artifact(self.start):
+            raise ValueError(f"start: {self.start} is not a finished model artifact (an artifact folder with "
+                             "meta.json and model/, e.g. a previous unlearning run)")
         return self
 
 

@@ -146,6 +146,12 @@ def model_folder(folder: Path | None, missing: str, example: str = "") -> Path:
     return Path(folder) / MODEL
 
 
+def is_model_artifact(folder: Path | str) -> bool:
+    """Whether `folder` is a finished artifact that holds a model (its record and a model/ with config.json)."""
+    folder = Path(folder).expanduser()
+    return (folder / "meta.json").is_file() and (folder / MODEL / "config.json").is_file()
+
+
 def model_or_artifact(folder: Path) -> Path:
     """A model folder given either as an artifact folder (its model/ subfolder) or directly."""
     return Path(folder) / MODEL if (Path(folder) / MODEL).is_dir() else Path(folder)

@@ -16,9 +16,10 @@ from undo.schema.report import ModelRecord, Results, RoundsComparison, RoundsKey
 from undo.schema.study import Role
 
 
-def pairs_of(records: list[ModelRecord], family: str) -> list[tuple[str, list[ModelRecord], list[ModelRecord]]]:
-    """(what both are, the rounds' records, the combined unlearning's records) for each model made both ways."""
-    last = max((r.round for r in records if r.role == Role.ROUND_TEACHER and r.round is not None), default=None)
+def pairs_of(records: list[ModelRecord], family: str,
+             last: int) -> list[tuple[str, list[ModelRecord], list[ModelRecord]]]:
+    """(what both are, the rounds' records, the combined unlearning's records) for each model made both ways; the
+    rounds' teacher is the one after round `last`."""
     out = [("unlearn-only teacher", finished(records, Role.ROUND_TEACHER, family=family, round=last),
             finished(records, Role.TEACHER, family=family)),
            ("Unlearn-and-Distill", finished(records, Role.ROUNDS_DISTILLED, family=family),
@@ -53,7 +54,7 @@ def rounds_comparison(results: Results) -> RoundsComparison | None:
     pairs: dict[str, list[RoundsPair]] = {}
     for kind in results.attack_kinds:
         pairs[kind] = []
-        for name, rounds, combined in pairs_of(records, family):
+        for name, rounds, combined in pairs_of(records, family, len(results.rounds)):
             numbers = {}
             for key in keys:
                 get = forget_after(kind, key, score)

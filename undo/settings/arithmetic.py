@@ -328,9 +328,13 @@ class ArithmeticSetting(TokenizedSetting):
                                  pretraining=True)
 
     def only(self, side: Literal["forget", "retain"]) -> ArithmeticConfig:
-        """The config with the mixture cut to one side's operations (at their base weights): labelled data of that
-        side. An operation on neither side is in neither (it is not labelled data of either)."""
-        weights = {op: self.cfg.operation_weights.get(op, 1.0) for op in getattr(self.cfg, side)}
+        """The config with the mixture cut to one side's operations: labelled data of that side. An operation on
+        neither side is in neither (it is not labelled data of either)."""
+        return self.restricted(getattr(self.cfg, side))
+
+    def restricted(self, operations) -> ArithmeticConfig:
+        """The config with the mixture cut to `operations`, at their base weights."""
+        weights = {op: self.cfg.operation_weights.get(op, 1.0) for op in operations}
         return self.cfg.model_copy(update={"operation_weights": weights})
 
     def without_forget(self) -> ArithmeticConfig:
@@ -346,9 +350,7 @@ class ArithmeticSetting(TokenizedSetting):
 
     def forget_part_documents(self, parts: tuple[str, ...], n: int, seed: int) -> list[Problem]:
         """`n` problems of these forget operations only (a round's forget data), from a stream of their own."""
-        weights = {op: self.cfg.operation_weights.get(op, 1.0) for op in parts}
-        return training_problems(self.cfg.model_copy(update={"operation_weights": weights}), n,
-                                 derive_seed(seed, "unlearn", "forget", *parts))
+        return training_problems(self.restricted(parts), n, derive_seed(seed, "unlearn", "forget", *parts))
 
     def mixture_documents(self, n: int, seed: int) -> list[Problem]:
         """A fresh draw of `n` problems from the pretraining mixture (every operation)."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from undo.config import ExperimentConfig, TrainConfig, UnlearnConfig
-from undo.core.artifacts import Artifact
+from undo.core.artifacts import Artifact, is_model_artifact
 from undo.core.data import PairedBatches
 from undo.training.engine import Evaluate, train
 from undo.schema.errors import UserError
@@ -142,8 +142,7 @@ def optional_base(cfg: ExperimentConfig) -> Path | None:
 
 def check_start(start: Path) -> None:
     """One line, before any work, when `start` (unlearning's `--from`) is not a finished model artifact."""
-    start = Path(start)
-    if not (start / "meta.json").is_file() or not (start / "model" / "config.json").is_file():
+    if not is_model_artifact(start):
         raise UserError(f"--from {start}: not a finished model artifact (an artifact folder with meta.json and "
                         "model/, e.g. a previous unlearning run); `undo eval`/`undo probe` take any model folder")
 
